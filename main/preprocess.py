@@ -1,0 +1,87 @@
+"""Preprocess WLASL videos into a clip store.
+
+Examples:
+    # WLASL100 at 224² for I3D / S3D / X3D
+    python main/preprocess.py --metadata WLASL_v0.3.json --videos raw/ \\
+        --subset 100 --frames 20 --size 224 --out data/wlasl100_224
+    # the same split from the official nslt file, at 172² for MoViNet
+    python main/preprocess.py --metadata WLASL_v0.3.json --nslt nslt_100.json \\
+        --videos raw/ --frames 20 --size 172 --out data/wlasl100_172
+    # shard 2 of 8 by hand (inside a SLURM job array it is automatic)
+    python main/preprocess.py ... --shard 2/8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
+
+from wlasl.clip_store import StoreError  # noqa: E402
+from wlasl.metadata import MetadataError  # noqa: E402
+from wlasl.prepare import PrepareConfig, parse_shard, run_prepare, summary  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main/preprocess.py",
+        description="Crop WLASL videos to the signer bbox and frame range, sample T frames, "
+        "resize, and store uint8 clips (clip store: manifest.csv, labels.txt, clips/*.npy, "
+        "prepare_report.json). Missing and broken videos are skipped and reported; reruns "
+        "skip finished clips.",
+        epilog=__doc__.split("Examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--metadata", required=True, type=Path, help="WLASL_v0.3.json")
+    p.add_argument("--videos", required=True, type=Path, help="directory of <video_id>.mp4 files")
+    p.add_argument("--out", required=True, type=Path, help="clip store directory to write")
+    p.add_argument("--subset", type=int, help="WLASL-N: first N glosses (100, 300, 1000, 2000); default all")
+    p.add_argument("--nslt", type=Path, help="nslt_N.json: take videos, splits and classes from it")
+    p.add_argument("--frames", type=int, default=20, help="frames per clip T (default 20)")
+    p.add_argument("--size", type=int, default=224, help="output side in pixels: 172 MoViNet, 224 others (default 224)")
+    p.add_argument("--margin", type=float, default=0.1, help="crop margin around the bbox, fraction of its side (default 0.1)")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument(
+        "--shard",
+        help="i/n: process every n-th instance from i (0-based); default from "
+        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else 0/1",
+    )
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any instance is skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = PrepareConfig(
+            metadata=args.metadata,
+            videos=args.videos,
+            out=args.out,
+            subset=args.subset,
+            nslt=args.nslt,
+            frames=args.frames,
+            size=args.size,
+            margin=args.margin,
+            workers=args.workers,
+            shard=parse_shard(args.shard),
+            strict=args.strict,
+        )
+        if not cfg.videos.is_dir():
+            raise FileNotFoundError(f"--videos {cfg.videos} is not a directory; point it at the folder of <video_id>.mp4 files")
+        report = run_prepare(cfg, progress=not args.no_progress)
+    except (FileNotFoundError, MetadataError, StoreError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(report))
+    print(f"clip store: {cfg.out} (report: {cfg.out / 'prepare_report.json'})")
+    if cfg.strict and report["skipped"]:
+        print(f"error: --strict and {report['skipped']} instances were skipped", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

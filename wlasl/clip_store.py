@@ -1,0 +1,180 @@
+"""The clip store: ``data/<name>/`` written by preprocessing, read by training.
+
+Layout::
+
+    store.json             frames, size, margin, classes (what every clip shares)
+    labels.txt             one gloss per line; line number = class index
+    manifest.csv           one row per written clip (assembled from rows/)
+    prepare_report.json    skipped / padded / clamped instances with reasons
+    clips/<video_id>.npy   uint8 (T, H, W, 3) RGB
+    rows/<video_id>.json   the clip's manifest row, written after its .npy
+
+Every file is written to a temporary name and renamed, so a killed job never
+leaves a half clip or a truncated manifest, and the per-clip row files let
+any number of shards write concurrently: the manifest is a pure function of
+the rows present, so assembling it again is idempotent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "ClipEntry",
+    "ClipStore",
+    "StoreError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_save_npy",
+]
+
+MANIFEST_COLUMNS = (
+    "video_id",
+    "gloss",
+    "label",
+    "split",
+    "signer_id",
+    "source",
+    "frame_start",  # resolved source range, 1-based inclusive
+    "frame_end",
+    "frame_count",  # frames the file really holds
+    "fps_nominal",
+    "fps_real",
+    "bbox",  # metadata bbox "xmin ymin xmax ymax"
+    "crop",  # square box actually cut "x0 y0 x1 y1"
+    "frames",
+    "size",
+    "decoder",
+    "status",  # ok, or '+'-joined notes: padded, clamped
+    "path",  # relative to the store root
+)
+
+
+class StoreError(ValueError):
+    """A clip store that is missing, incomplete, or does not fit the request."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # BaseException too: a KeyboardInterrupt must not leave temp files behind.
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    """One clip of the store, as the manifest lists it."""
+
+    video_id: str
+    label: int
+    gloss: str
+    split: str
+    path: Path
+    signer_id: int = -1
+
+
+class ClipStore:
+    """Read side of the clip store (both training engines use it).
+
+    Args:
+        root: the store directory (``--out`` of ``main/preprocess.py``).
+
+    Raises:
+        StoreError: the directory is not a finished clip store; the message
+            gives the command that makes one.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        missing = [n for n in ("store.json", "labels.txt", "manifest.csv") if not (self.root / n).is_file()]
+        if missing:
+            raise StoreError(
+                f"no clip store at {self.root} (missing {', '.join(missing)}). Make one with: "
+                f"python main/preprocess.py --metadata WLASL_v0.3.json --videos raw/ --subset 100 "
+                f"--frames 20 --size 224 --out {self.root}"
+            )
+        self.meta = json.loads((self.root / "store.json").read_text())
+        self.labels: list[str] = (self.root / "labels.txt").read_text(encoding="utf-8").splitlines()
+        with (self.root / "manifest.csv").open(newline="", encoding="utf-8") as f:
+            self.rows: list[dict] = list(csv.DictReader(f))
+        self.entries = [
+            ClipEntry(
+                video_id=r["video_id"],
+                label=int(r["label"]),
+                gloss=r["gloss"],
+                split=r["split"],
+                path=self.root / r["path"],
+                signer_id=int(r["signer_id"]),
+            )
+            for r in self.rows
+        ]
+
+    @property
+    def frames(self) -> int:
+        return int(self.meta["frames"])
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def split(self, name: str) -> list[ClipEntry]:
+        """The clips of one split (``train``, ``val`` or ``test``), in manifest order."""
+        return [e for e in self.entries if e.split == name]
+
+    def load(self, entry: ClipEntry | str | Path, mmap: bool = True) -> np.ndarray:
+        """One clip as uint8 ``(T, H, W, 3)``; memory-mapped unless ``mmap=False``.
+
+        A memory map costs no RAM until pages are touched, so datasets of any
+        size stay flat in resident memory.
+        """
+        path = entry.path if isinstance(entry, ClipEntry) else Path(entry)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def check_frames(self, frames: int) -> None:
+        """Raise unless the store holds at least ``frames`` frames per clip."""
+        if frames > self.frames:
+            raise StoreError(
+                f"the model takes {frames} frames but {self.root} stores {self.frames} per clip; "
+                f"lower --frames to <= {self.frames} or preprocess again with --frames {frames}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        counts = {s: len(self.split(s)) for s in ("train", "val", "test")}
+        return f"ClipStore({str(self.root)!r}, classes={self.num_classes}, frames={self.frames}, size={self.size}, {counts})"

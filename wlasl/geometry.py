@@ -1,0 +1,119 @@
+"""Crop and temporal-sampling arithmetic (pure functions, no I/O).
+
+Kept apart from decoding so the edge cases (bbox past the frame, short
+ranges, ``frame_end == -1``) are tested without videos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["FrameRange", "resolve_range", "sample_indices", "square_crop"]
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """A resolved, 0-based, inclusive frame range in the real file.
+
+    Attributes:
+        first: first frame index (0-based).
+        last: last frame index (0-based, inclusive).
+        clamped: the metadata asked for frames past the real end.
+    """
+
+    first: int
+    last: int
+    clamped: bool
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+
+def resolve_range(frame_start: int, frame_end: int, frame_count: int) -> FrameRange:
+    """Turn WLASL's 1-based ``frame_start``/``frame_end`` into file indices.
+
+    Args:
+        frame_start: 1-based first frame.
+        frame_end: 1-based inclusive last frame, or -1 for "to the end".
+        frame_count: frames the file really holds.
+
+    Raises:
+        ValueError: the range starts past the end of the file.
+    """
+    if frame_count < 1:
+        raise ValueError(f"the video has no frames (frame_count={frame_count})")
+    first = frame_start - 1
+    if first >= frame_count:
+        raise ValueError(
+            f"frame_start {frame_start} is past the end of the video ({frame_count} frames)"
+        )
+    if frame_end == -1:
+        return FrameRange(first, frame_count - 1, clamped=False)
+    last = frame_end - 1
+    if last >= frame_count:
+        return FrameRange(first, frame_count - 1, clamped=True)
+    return FrameRange(first, last, clamped=False)
+
+
+def sample_indices(first: int, last: int, frames: int) -> np.ndarray:
+    """``frames`` indices spread uniformly over ``[first, last]``.
+
+    A range shorter than ``frames`` repeats frames (evenly, by rounding), so
+    every clip has the same length; the caller records that as padding.
+    """
+    if frames < 1:
+        raise ValueError(f"frames expected >= 1, received {frames}")
+    if last < first:
+        raise ValueError(f"empty range: first {first} > last {last}")
+    # Centre of each of `frames` equal bins: symmetric, and never both ends
+    # exactly, which matches how uniform temporal sampling is usually done.
+    n = last - first + 1
+    centers = (np.arange(frames) + 0.5) * n / frames - 0.5
+    return first + np.clip(np.round(centers), 0, n - 1).astype(np.int64)
+
+
+def square_crop(
+    bbox: tuple[float, float, float, float],
+    width: int,
+    height: int,
+    margin: float = 0.1,
+) -> tuple[int, int, int, int]:
+    """A square crop around ``bbox``, grown by ``margin``, inside the frame.
+
+    The square's side is the bbox's longer side times ``1 + 2 * margin``,
+    capped at the frame's shorter side; the square is centred on the bbox and
+    then shifted (not shrunk) to lie inside the frame, so the signer keeps
+    their aspect ratio after resizing.
+
+    Args:
+        bbox: ``(xmin, ymin, xmax, ymax)`` in source pixels.
+        width: frame width in pixels.
+        height: frame height in pixels.
+        margin: extra context on each side, as a fraction of the bbox side.
+
+    Returns:
+        ``(x0, y0, x1, y1)`` integer pixel box, ``x1``/``y1`` exclusive.
+
+    Raises:
+        ValueError: the bbox has zero area or lies outside the frame.
+    """
+    xmin, ymin, xmax, ymax = bbox
+    if xmax <= xmin or ymax <= ymin:
+        raise ValueError(f"zero-area bbox {list(bbox)}")
+    if margin < 0:
+        raise ValueError(f"margin expected >= 0, received {margin}")
+    # Intersect with the frame first: WLASL boxes sometimes overrun it.
+    cx0, cy0 = max(xmin, 0), max(ymin, 0)
+    cx1, cy1 = min(xmax, width), min(ymax, height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise ValueError(f"bbox {list(bbox)} lies outside the {width}x{height} frame")
+    side = max(cx1 - cx0, cy1 - cy0) * (1.0 + 2.0 * margin)
+    side = int(round(min(side, width, height)))
+    x0 = int(round((cx0 + cx1) / 2 - side / 2))
+    y0 = int(round((cy0 + cy1) / 2 - side / 2))
+    x0 = min(max(x0, 0), width - side)
+    y0 = min(max(y0, 0), height - side)
+    return x0, y0, x0 + side, y0 + side
