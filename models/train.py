@@ -15,6 +15,7 @@ from pathlib import Path
 
 from models.registry import ModelSpec, get_model, list_models
 from utils.config import DataConfig, ModelConfig, RunConfig, TrainConfig, config_from_dict, load_preset
+from utils.preempt import REQUEUE_EXIT_CODE, Preempted
 from utils.records import RunRecord, make_run_id
 from wlasl.clip_store import ClipStore, StoreError
 
@@ -184,6 +185,10 @@ def main(family: str, argv=None, doc: str = "") -> int:
     try:
         cfg = config_from_args(args, model_name(family, args))
         record = run(cfg)
+    except Preempted as e:
+        # Checkpoint saved; the SLURM job script requeues on this exit code.
+        print(f"preempted: {e}; checkpoint saved, exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
     except (StoreError, FileNotFoundError, KeyError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
