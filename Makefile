@@ -27,7 +27,6 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
 
 clean-demo:
 	rm -rf demo

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 __all__ = ["ModelSpec", "get_model", "list_models", "register_model", "KINETICS_MEAN", "KINETICS_STD"]
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from models.registry import ModelSpec, get_model, list_models
-from utils.config import DataConfig, ModelConfig, RunConfig, TrainConfig, config_from_dict, load_preset
+from utils.config import RunConfig, config_from_dict, load_preset
 from utils.preempt import REQUEUE_EXIT_CODE, Preempted
 from utils.records import RunRecord, make_run_id
 from wlasl.clip_store import ClipStore, StoreError

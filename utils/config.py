@@ -171,7 +171,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **sections) -> "RunConfig":
+    def replace(self, **sections) -> RunConfig:
         """A copy with sections or section fields replaced: ``replace(train={"lr": 0.1})``."""
         updates = {}
         for key, value in sections.items():

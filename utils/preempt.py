@@ -37,7 +37,7 @@ class PreemptionFlag:
     def _handle(self, signum, _frame):
         self.requested = signum
 
-    def __enter__(self) -> "PreemptionFlag":
+    def __enter__(self) -> PreemptionFlag:
         for sig in self.SIGNALS:
             try:
                 self._old[sig] = signal.signal(sig, self._handle)

@@ -17,8 +17,8 @@ the rows present, so assembling it again is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
 import json
 import os
 import tempfile
@@ -63,16 +63,18 @@ class StoreError(ValueError):
     """A clip store that is missing, incomplete, or does not fit the request."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+@contextlib.contextmanager
+def _atomic_file(path: str | Path):
+    """A binary file that appears under ``path`` only once it is whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # No fsync: rename is atomic against a killed process, which is the
+        # failure that matters on a cluster; fsync per clip costs more than
+        # the decoding on network filesystems (Lustre, NFS).
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            yield f
         os.replace(tmp, path)
     except BaseException:
         # BaseException too: a KeyboardInterrupt must not leave temp files behind.
@@ -81,14 +83,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    with _atomic_file(path) as f:
+        f.write(data)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    with _atomic_file(path) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 @dataclass(frozen=True)

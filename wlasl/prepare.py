@@ -9,6 +9,8 @@ the end) is a recorded skip, never a crash; see ``prepare_report.json``.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import multiprocessing as mp
 import os
@@ -214,6 +216,24 @@ def _store_meta(cfg: PrepareConfig, glosses: list[str]) -> dict:
     }
 
 
+def _remove_stale_temps(out: Path, older_than_s: float = 600.0) -> None:
+    """Delete temp files a killed job left behind.
+
+    Only old ones: another shard may be writing a fresh temp right now, and a
+    clip takes milliseconds to write, so ten minutes is safely stale.
+    """
+    now = time.time()
+    for sub in ("clips", "rows"):
+        folder = out / sub
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                try:
+                    if now - tmp.stat().st_mtime > older_than_s:
+                        tmp.unlink()
+                except FileNotFoundError:
+                    pass  # another shard cleaned it first
+
+
 def _open_store(cfg: PrepareConfig, glosses: list[str]) -> None:
     """Create the store, or check that an existing one was made the same way."""
     meta_path = cfg.out / "store.json"
@@ -231,6 +251,7 @@ def _open_store(cfg: PrepareConfig, glosses: list[str]) -> None:
     else:
         atomic_write_text(meta_path, json.dumps(meta, indent=2))
     atomic_write_text(cfg.out / "labels.txt", "".join(f"{g}\n" for g in glosses))
+    _remove_stale_temps(cfg.out)
 
 
 def _worker(args):
@@ -281,9 +302,6 @@ def assemble(out: Path, video_ids: list[str], shards: int) -> dict:
     A pure function of the row files and shard reports, so any shard (or a
     rerun) can call it; the last shard to finish writes the complete result.
     """
-    import csv
-    import io
-
     out = Path(out)
     rows = []
     for vid in video_ids:

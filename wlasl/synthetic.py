@@ -61,6 +61,7 @@ def _render_video(
     lead_in: int,
     motion_frames: int,
     bbox: tuple[int, int, int, int],
+    noise: float = 0.0,
 ) -> None:
     pattern, angle = _class_path(label)
     bg = _background(rng, width, height)
@@ -84,17 +85,23 @@ def _render_video(
         ddx = dx + rng.normal(0, 2)
         ddy = dy + rng.normal(0, 2)
         cv2.circle(frame, (int(ddx), int(ddy)), max(2, radius // 2), (30, 200, 30), -1)
+        if noise:
+            # Sensor noise: makes h264 work as hard as on camera footage.
+            frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
         frames.append(frame)
     write_mp4(path, frames, fps)
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
     """Encode BGR frames as h264 mp4 (what WLASL's files are), yuv420p."""
-    import av
     from fractions import Fraction
 
+    import av
+
     height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
+    # faststart puts the index (moov) first, as streamed web video has it, so
+    # a download cut short still opens and yields its first frames.
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         # Keyframes every 12 frames, as in web video: seeking has to decode
@@ -116,6 +123,9 @@ def make_synthetic(
     height: int = 120,
     seed: int = 0,
     broken: bool = True,
+    lead_in: tuple[int, int] = (0, 6),
+    tail: tuple[int, int] = (0, 5),
+    noise: float = 0.0,
 ) -> dict:
     """Write a mini-WLASL under ``out``.
 
@@ -128,6 +138,9 @@ def make_synthetic(
         height: frame height of the raw videos.
         seed: everything is reproducible from it.
         broken: add one missing and one corrupt video (both in train).
+        lead_in: range of frames before the sign starts (``frame_start - 1``).
+        tail: range of frames after the sign ends (when ``frame_end`` is set).
+        noise: std of per-pixel sensor noise (0 = clean, fast to decode).
 
     Returns:
         ``{"metadata", "nslt", "videos", "missing", "corrupt"}`` paths and ids.
@@ -148,21 +161,21 @@ def make_synthetic(
             split = "test" if k < n_test else "val" if k < n_test + n_val else "train"
             fps = 30.0 if k % 3 == 0 else 25.0  # metadata always says 25
             motion = int(rng.integers(16, 28))
-            lead_in = int(rng.integers(0, 6))
-            tail = int(rng.integers(0, 5))
-            n_frames = lead_in + motion + tail
+            lead = int(rng.integers(*lead_in))
+            after = int(rng.integers(*tail))
+            n_frames = lead + motion + after
             side = int(rng.uniform(0.55, 0.8) * height)
             bx0 = int(rng.integers(0, width - side))
             by0 = int(rng.integers(0, height - side))
             bbox = (bx0, by0, bx0 + side + int(rng.integers(-8, 8)), by0 + side)
-            frame_start = lead_in + 1
+            frame_start = lead + 1
             # Cycle through the real-world ways frame_end is written.
             kind = k % 4
-            frame_end = {0: -1, 1: lead_in + motion, 2: n_frames + 1, 3: lead_in + motion}[kind]
+            frame_end = {0: -1, 1: lead + motion, 2: n_frames + 1, 3: lead + motion}[kind]
             if kind == 0:
                 # -1 means "to the end": let the motion run to the last frame.
-                tail, n_frames = 0, lead_in + motion
-            _render_video(videos / f"{video_id}.mp4", rng, label, width, height, fps, n_frames, lead_in, motion, bbox)
+                n_frames = lead + motion
+            _render_video(videos / f"{video_id}.mp4", rng, label, width, height, fps, n_frames, lead, motion, bbox, noise)
             instances.append(
                 {
                     "bbox": list(bbox),

@@ -1,0 +1,34 @@
+"""Shared fixtures: a synthetic mini-WLASL and its clip store, made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wlasl.prepare import PrepareConfig, run_prepare
+from wlasl.synthetic import make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_WLASL = REPO.parent / "shared" / "data" / "wlasl"
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> dict:
+    """3 glosses x 8 videos, with one missing and one corrupt video."""
+    return make_synthetic(tmp_path_factory.mktemp("synthetic"), glosses=3, per_gloss=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(synthetic, tmp_path_factory) -> Path:
+    """The synthetic set preprocessed to 8 frames at 32 px."""
+    out = tmp_path_factory.mktemp("store") / "mini3_32"
+    cfg = PrepareConfig(metadata=synthetic["metadata"], videos=synthetic["videos"], out=out, frames=8, size=32)
+    run_prepare(cfg, progress=False)
+    return out
+
+
+def prepare_cfg(synthetic: dict, out: Path, **kw) -> PrepareConfig:
+    kw.setdefault("frames", 8)
+    kw.setdefault("size", 32)
+    return PrepareConfig(metadata=synthetic["metadata"], videos=synthetic["videos"], out=out, **kw)
