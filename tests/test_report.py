@@ -411,3 +411,20 @@ def test_collect_ignores_nothing_silently(tmp_path):
     runs = collect_runs(results)
     assert len(runs.completed) == 1 and len(runs.skipped) == 1
     assert "expected a JSON object" in runs.skipped[0][1]
+
+
+def test_copied_run_counts_once_and_mixed_settings_are_flagged(seeded):
+    results, runs = seeded
+    rec = runs["s3d"][0]
+    copy = results / "backup" / rec.run_id / "metrics.json"
+    copy.parent.mkdir(parents=True)
+    copy.write_text((results / "runs" / rec.run_id / "metrics.json").read_text())
+    # a second s3d seed trained at another learning rate: averaged, but flagged
+    other = make_run(results, "s3d", 1).to_dict()
+    other["config"]["train"]["lr"] = 0.01
+    write_json(results / "runs" / other["run_id"] / "metrics.json", other)
+    rep = report.build_report(results)
+    assert [len(r.run_ids) for r in rep.rows if r.model == "s3d"] == [2]
+    assert any("duplicate of run" in why for _, why in rep.runs.skipped)
+    assert "S3D (100) averages runs with different settings: train.lr: 0.001, 0.01" in rep.remarks()
+    assert "MoViNet-A2" not in rep.remarks().split("Not in the table")[0]

@@ -34,6 +34,7 @@ from utils.tables import (  # noqa: E402
     Published,
     Row,
     add_published,
+    format_notes,
     format_others,
     format_table,
     load_published,
@@ -62,6 +63,10 @@ class Report:
 
     def table(self, fmt: str = "md") -> str:
         return format_table(self.rows, metrics=self.metrics, fmt=fmt, published=self.published)
+
+    def remarks(self) -> str:
+        """Rows averaging different settings, runs left out, unreadable records (plain text)."""
+        return "\n".join(part for part in (format_notes(self.rows), format_others(self.runs)) if part)
 
 
 def build_report(
@@ -125,8 +130,8 @@ def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None,
     for fmt in FORMATS:
         text = report.table(fmt)
         if fmt == "md":
-            others = format_others(report.runs)
-            text += f"\n{others}" if others else ""
+            remarks = report.remarks()
+            text += f"\n{remarks}" if remarks else ""
         atomic_write_text(out / f"summary.{fmt}", text)
         written.append(out / f"summary.{fmt}")
     atomic_write_text(out / "other_runs.csv", format_others(report.runs, "csv"))
@@ -218,7 +223,7 @@ def main(argv=None) -> int:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     print(report.table(args.format), end="")
-    others = format_others(report.runs)
+    others = report.remarks()
     if not report.rows:
         print(
             f"no completed runs under {args.results}" + (f" on subset {args.subset}" if args.subset else ""),
@@ -244,9 +249,9 @@ def demo_stage(root: str | Path, *, plots: bool = True) -> Report:
     report = build_report(results, include_dry_runs=True)
     write_outputs(report, results / "tables", results / "plots" if plots else None)
     print(report.table("md"), end="")
-    others = format_others(report.runs)
-    if others:
-        print(f"\n{others}", end="")
+    remarks = report.remarks()
+    if remarks:
+        print(f"\n{remarks}", end="")
     print(f"tables: {results / 'tables'}" + (f", plots: {results / 'plots'}" if plots else ""))
     return report
 

@@ -195,12 +195,19 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
     """
     runs = RunSet()
     studies: dict[str, list[LoadedRun]] = {}
+    seen: dict[tuple, Path] = {}
     for path in sorted(Path(results).rglob("metrics.json")):
         try:
             record = read_record(path)
         except (RecordError, TypeError, ValueError) as e:
             runs.skipped.append((path, str(e)))
             continue
+        # A copied run directory (a backup, a synced scratch folder) must not count twice.
+        key = (record.run_id, str(record.tags.get("study")), str(record.tags.get("trial")))
+        if key in seen:
+            runs.skipped.append((path, f"duplicate of run {record.run_id} in {seen[key]}; counted once"))
+            continue
+        seen[key] = path.parent
         loaded = LoadedRun(record=record, run_dir=path.parent, subset=subset_of(record))
         if is_trial(record):
             runs.trials.append(loaded)

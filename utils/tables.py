@@ -24,6 +24,7 @@ __all__ = [
     "Published",
     "Row",
     "add_published",
+    "format_notes",
     "format_others",
     "format_table",
     "load_published",
@@ -73,6 +74,8 @@ class Row:
         study: the tuning study, for a best-trial row.
         params: parameter count (``env["params"]``), when recorded.
         published: source id -> metric -> published value (percent).
+        differs: config keys whose values differ between the averaged runs
+            (``train.lr: 0.001, 0.01``); a row should average seeds only.
     """
 
     model: str
@@ -85,6 +88,7 @@ class Row:
     study: str | None = None
     params: float | None = None
     published: dict[str, dict[str, float]] = field(default_factory=dict)
+    differs: list[str] = field(default_factory=list)
     runs: list[LoadedRun] = field(default_factory=list, repr=False)
 
 
@@ -98,9 +102,38 @@ def _params(runs: list[LoadedRun]) -> float | None:
     return float(np.mean(counts)) if counts else None
 
 
+# Config keys that may differ between the seeds of one row without changing what is measured.
+_PER_RUN_KEYS = frozenset(
+    {"run_id", "results", "tags", "dry_run", "train.seed", "train.resume", "data.root", "data.workers"}
+)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name != "tags":
+            flat.update(_flatten(value, f"{name}."))
+        elif name not in _PER_RUN_KEYS:
+            flat[name] = repr(value)
+    return flat
+
+
+def _differences(runs: list[LoadedRun]) -> list[str]:
+    flats = [_flatten(r.record.config) for r in runs]
+    keys = sorted(set().union(*flats)) if flats else []
+    out = []
+    for key in keys:
+        values = sorted({f.get(key, "(unset)") for f in flats})
+        if len(values) > 1:
+            out.append(f"{key}: {', '.join(values)}")
+    return out
+
+
 def _row(model: str, subset: int | None, runs: list[LoadedRun], split: str, metrics, label: str, study=None) -> Row:
     row = Row(model=model, subset=subset, label=label, n=len(runs), study=study, params=_params(runs), runs=runs)
     row.run_ids = [r.record.run_id for r in runs]
+    row.differs = _differences(runs)
     for key in metrics:
         values = np.array([metric_value(r.record, split, key) for r in runs]) * _scale(key)
         finite = values[~np.isnan(values)]
@@ -228,7 +261,7 @@ def _published_columns(rows: list[Row], metrics, published: list[Published]) -> 
 # --------------------------------------------------------------------------- formatting
 
 
-def _cell(mean: float, std: float, key: str, plus_minus: str) -> str:
+def _cell(mean: float, std: float, plus_minus: str) -> str:
     if math.isnan(mean):
         return _DASH
     digits = 2
@@ -277,8 +310,8 @@ def format_table(rows: list[Row], *, metrics=DEFAULT_METRICS, fmt: str = "md", p
 
     def cells(r: Row, pm: str, escape=str) -> list[str]:
         out = [escape(r.label), _subset_text(r.subset), str(r.n)]
-        out += [_cell(r.mean.get(k, math.nan), r.std.get(k, math.nan), k, pm) for k in metrics]
-        out += [_cell(r.published.get(s, {}).get(k, math.nan), math.nan, k, pm) for s, k in pub_cols]
+        out += [_cell(r.mean.get(k, math.nan), r.std.get(k, math.nan), pm) for k in metrics]
+        out += [_cell(r.published.get(s, {}).get(k, math.nan), math.nan, pm) for s, k in pub_cols]
         return out
 
     notes = [f"[{ref[p.source]}] {p.citation}" + (f" Note: {p.note}" if p.note else "") for p in used]
@@ -305,6 +338,16 @@ def format_table(rows: list[Row], *, metrics=DEFAULT_METRICS, fmt: str = "md", p
 
 def _num(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+
+
+def format_notes(rows: list[Row]) -> str:
+    """Warnings about rows that average runs with different settings (empty when none)."""
+    lines = [
+        f"- {r.label} ({_subset_text(r.subset)}) averages runs with different settings: {'; '.join(r.differs)}"
+        for r in rows
+        if r.differs
+    ]
+    return "Notes:\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def format_others(runs: RunSet, fmt: str = "md") -> str:
