@@ -428,3 +428,22 @@ def test_copied_run_counts_once_and_mixed_settings_are_flagged(seeded):
     assert any("duplicate of run" in why for _, why in rep.runs.skipped)
     assert "S3D (100) averages runs with different settings: train.lr: 0.001, 0.01" in rep.remarks()
     assert "MoViNet-A2" not in rep.remarks().split("Not in the table")[0]
+
+
+def test_published_figures_stay_when_only_a_tuned_run_exists(tmp_path):
+    results = tmp_path / "results"
+    make_run(results, "movinet_a3", 0, tags={"study": "bo", "trial": "1"}, where="tuning/bo")
+    rep = report.build_report(results, published=True)
+    plain = [r for r in rep.rows if r.model == "movinet_a3" and r.study is None]
+    assert (
+        len(plain) == 1
+        and plain[0].n == 0
+        and plain[0].published["seed_thesis"]["top1"]
+        == next(
+            float(r["top1"]) for r in published_rows() if (r["source"], r["model"]) == ("seed_thesis", "movinet_a3")
+        )
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,subset,top1,source,citation\ni3d,WLASL100,50,x,y\n")
+    with pytest.raises(ValueError, match="line 2: subset"):
+        report.build_report(results, published=bad)

@@ -213,6 +213,12 @@ def load_published(path: str | Path) -> list[Published]:
             pub = sources.setdefault(
                 src, Published(src, line["citation"].strip(), (line.get("note") or "").strip(), {})
             )
+            try:
+                sub = int(line["subset"])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{path} line {i}: subset expected a class count, received {line['subset']!r}"
+                ) from None
             figures = {}
             for key in PUBLISHED_METRICS:
                 text = (line.get(key) or "").strip()
@@ -221,7 +227,7 @@ def load_published(path: str | Path) -> list[Published]:
                         figures[key] = float(text)
                     except ValueError:
                         raise ValueError(f"{path} line {i}: {key} expected a number, received {text!r}") from None
-            pub.values[(line["model"].strip(), int(line["subset"]))] = figures
+            pub.values[(line["model"].strip(), sub)] = figures
     return list(sources.values())
 
 
@@ -233,7 +239,7 @@ def add_published(rows: list[Row], published: list[Published], *, subset: int | 
     Best-trial rows get no published figures (they are not the same protocol).
     """
     subsets = {subset} if subset is not None else {r.subset for r in rows}
-    keys = {(r.model, r.subset) for r in rows}
+    keys = {(r.model, r.subset) for r in rows if r.study is None}
     extra = {}
     for pub in published:
         for model, sub in pub.values:
