@@ -79,3 +79,22 @@ def test_empty_or_garbage_raise_decode_error(tmp_path, content):
 def test_missing_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="video not found"):
         decode_frames(tmp_path / "nope.mp4", [0])
+
+
+def test_pyav_fallback_matches_opencv(counter_video, monkeypatch):
+    """The fallback (used when OpenCV cannot open a file) gives the same frames."""
+    import wlasl.video as video
+
+    wanted = [0, 13, 27]
+    primary = decode_frames(counter_video, wanted)
+
+    def refuse(path, wanted):
+        raise video.DecodeError("OpenCV refused (simulated)")
+
+    monkeypatch.setattr(video, "_decode_opencv", refuse)
+    fallback = decode_frames(counter_video, wanted)
+    assert fallback.decoder == "pyav" and sorted(fallback.frames) == wanted
+    for i in wanted:
+        diff = np.abs(fallback.frames[i].astype(int) - primary.frames[i].astype(int)).mean()
+        assert diff < 2.0, f"frame {i}: PyAV and OpenCV differ by {diff:.2f} grey levels on average"
+    assert fallback.fps == pytest.approx(30.0) and (fallback.width, fallback.height) == (64, 48)
