@@ -31,9 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--profile", type=Path, default=ROOT / "slurm" / "cluster.toml", help="TOML cluster profile (default slurm/cluster.toml)")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=ROOT / "slurm" / "cluster.toml",
+        help="TOML cluster profile (default slurm/cluster.toml)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "slurm", help="folder for the job files (default slurm/)")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files in --out differ from the profile")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the files in --out differ from the profile"
+    )
     return p
 
 
@@ -54,15 +61,23 @@ def main(argv=None) -> int:
     if args.check:
         drift = check_dir(files, args.out)
         if drift:
-            print(f"{len(drift)} job file(s) in {_shown(args.out)} do not match {_shown(args.profile)}:", file=sys.stderr)
+            print(
+                f"{len(drift)} job file(s) in {_shown(args.out)} do not match {_shown(args.profile)}:", file=sys.stderr
+            )
             for line in drift:
                 print(f"  {line}", file=sys.stderr)
-            print(f"regenerate: python main/make_slurm.py --profile {_shown(args.profile)} --out {_shown(args.out)}", file=sys.stderr)
+            print(
+                f"regenerate: python main/make_slurm.py --profile {_shown(args.profile)} --out {_shown(args.out)}",
+                file=sys.stderr,
+            )
             return 1
         print(f"{len(files)} job files in {_shown(args.out)} match {_shown(args.profile)}")
         return 0
     changed = write_dir(files, args.out)
-    print(f"{len(files)} job files in {_shown(args.out)}; {len(changed)} changed" + (f": {', '.join(changed)}" if changed else ""))
+    print(
+        f"{len(files)} job files in {_shown(args.out)}; {len(changed)} changed"
+        + (f": {', '.join(changed)}" if changed else "")
+    )
     return 0
 
 

@@ -148,7 +148,9 @@ def sandbox(tmp_path: Path, cfg: SlurmConfig, command: str, **kw) -> Path:
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     for tool in ("module", "conda", "scontrol"):
-        (bin_ / tool).write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done >> "{tmp_path}/{tool}.args"\n')
+        (bin_ / tool).write_text(
+            f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done >> "{tmp_path}/{tool}.args"\n'
+        )
         (bin_ / tool).chmod(0o755)
     return job
 
@@ -197,7 +199,9 @@ def test_local_run_passes_arguments_and_dry_run(tmp_path):
 def test_slr_venv_overrides_the_profile(tmp_path):
     venv = tmp_path / "myvenv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "activate").write_text('export ACTIVATED="$(basename "$(dirname "$(dirname "${BASH_SOURCE[0]}")")")"\n')
+    (venv / "bin" / "activate").write_text(
+        'export ACTIVATED="$(basename "$(dirname "$(dirname "${BASH_SOURCE[0]}")")")"\n'
+    )
     job = sandbox(tmp_path, SlurmConfig(venv="nowhere"), 'printf "%s\\n" "$ACTIVATED"')
     r = run_job(job, env={"SLR_VENV": str(venv)})
     assert r.returncode == 0 and r.stdout.strip() == "myvenv", r.stderr

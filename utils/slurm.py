@@ -184,7 +184,7 @@ def _coerce(name: str, value, where: str):
         return None
     if name == "env":
         if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
-            raise TypeError(f"{where}: env expected a table of NAME = \"value\", received {value!r}")
+            raise TypeError(f'{where}: env expected a table of NAME = "value", received {value!r}')
         return tuple(sorted((str(k), str(v)) for k, v in value.items()))
     if typing.get_origin(base) is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -327,7 +327,9 @@ def render_sbatch(
     if dry_run_flag:
         lines.append(f'dry_run=(); [ "${{DRY_RUN:-0}}" = 1 ] && dry_run=({_q(dry_run_flag)})')
     else:
-        lines.append('dry_run=(); [ "${DRY_RUN:-0}" = 1 ] && echo "[job] DRY_RUN: this job has no dry run; running it as is" >&2')
+        lines.append(
+            'dry_run=(); [ "${DRY_RUN:-0}" = 1 ] && echo "[job] DRY_RUN: this job has no dry run; running it as is" >&2'
+        )
     if prelude:
         lines += ["", prelude.strip("\n")]
     lines += ["", f'launch {command} "${{dry_run[@]}}" "$@"', ""]
