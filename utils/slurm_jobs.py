@@ -68,11 +68,15 @@ else
   chief="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_MIN:-0}"
   KERASTUNER_ORACLE_IP=
   for _ in $(seq 600); do  # up to 10 min for the chief to start
+    state= host=
     read -r state host < <(squeue -h -j "$chief" -o '%T %B' 2>/dev/null || true) || true
-    [ "${state:-}" = RUNNING ] && KERASTUNER_ORACLE_IP=$host && break
-    sleep 1
+    case "$state" in
+      RUNNING) KERASTUNER_ORACLE_IP=$host && break ;;
+      PENDING | CONFIGURING | "") sleep 1 ;;
+      *) echo "[job] chief $chief is $state: the search is over, nothing to do" >&2 && exit 0 ;;
+    esac
   done
-  [ -n "$KERASTUNER_ORACLE_IP" ] || { echo "error: chief task $chief is not running; see its log" >&2; exit 1; }
+  [ -n "$KERASTUNER_ORACLE_IP" ] || { echo "error: chief task $chief did not start in 10 min; see its log" >&2; exit 1; }
 fi
 export KERASTUNER_ORACLE_IP
 echo "[job] $KERASTUNER_TUNER_ID, oracle at $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT" >&2"""

@@ -213,15 +213,24 @@ class TaskStatus:
     extra: dict = field(default_factory=dict)
 
 
-def _job_state(cluster: str, folder: str, job_id: str) -> str:
-    job_folder = Path(folder)
-    if cluster == "slurm":
-        try:
-            return submitit.SlurmJob(folder=job_folder, job_id=job_id).state
-        except Exception as e:  # noqa: BLE001 - sacct unavailable/unknown job: say so, keep listing
-            return f"UNKNOWN ({type(e).__name__})"
+def _slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """``{job id: state}`` in one sacct call (accounting must be on, see slurm/local_cluster.sh)."""
+    cmd = ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return {j: f"UNKNOWN (sacct: {type(e).__name__})" for j in job_ids}
+    found = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+    missing = [j for j in job_ids if j not in found]
+    if missing:  # just submitted or just started: accounting may not list it yet, the queue does
+        q = subprocess.run(["squeue", "-h", "-j", ",".join(missing), "-o", "%i|%T"], capture_output=True, text=True)
+        found.update(line.split("|", 1) for line in q.stdout.splitlines() if "|" in line)
+    return {j: (found.get(j) or "UNKNOWN").split()[0] for j in job_ids}
+
+
+def _local_state(folder: str, job_id: str) -> str:
     # A local job's process belongs to the submitting Python; afterwards only its files tell.
-    paths = submitit.core.utils.JobPaths(job_folder, job_id=job_id)
+    paths = submitit.core.utils.JobPaths(Path(folder), job_id=job_id)
     if paths.result_pickle.exists():
         outcome, _ = submitit.core.utils.pickle_load(paths.result_pickle)
         return "COMPLETED" if outcome == "success" else "FAILED"
@@ -234,10 +243,14 @@ def sweep_status(sweep_file: str | Path) -> list[TaskStatus]:
     if not sweep_file.is_file():
         raise FileNotFoundError(f"no sweep at {sweep_file}; submit one with: python main/sweep.py --models ...")
     sweep = json.loads(sweep_file.read_text())
+    ids = [t["job_id"] for t in sweep["tasks"]]
+    if sweep["cluster"] == "slurm":
+        states = _slurm_states(ids)
+    else:
+        states = {j: _local_state(sweep["folder"], j) for j in ids}
     out = []
     for t in sweep["tasks"]:
-        status = TaskStatus(t["model"], t["seed"], t["run_id"], t["job_id"],
-                            _job_state(sweep["cluster"], sweep["folder"], t["job_id"]))  # fmt: skip
+        status = TaskStatus(t["model"], t["seed"], t["run_id"], t["job_id"], states[t["job_id"]])
         record_path = Path(sweep["results"]) / "runs" / t["run_id"] / "metrics.json"
         if record_path.is_file():
             try:
