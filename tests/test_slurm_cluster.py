@@ -231,3 +231,20 @@ def test_distributed_tuning_array_assigns_chief_and_workers(cluster, tmp_path):
     assert [roles[k][:3] for k in ("1", "2")] == [["tuner1", host, port], ["tuner2", host, port]], roles
     assert all(r[4:] == ["main/tune_i3d.py", *r[5:]] and "--distributed" in r and r[-2:] == ["--max-trials", "2"]
                for r in roles.values())  # fmt: skip
+
+
+def test_job_submitted_from_elsewhere_finds_the_repo(cluster, tmp_path):
+    """sbatch runs a spool copy of the file; from another directory the job still runs in the repo."""
+    (tmp_path / "logs").mkdir()
+    venv = tmp_path / "fakevenv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text(f'export PATH="{venv}/bin:$PATH"\n')
+    (venv / "bin" / "python").write_text(f'#!/bin/bash\npwd > "{tmp_path}/cwd"\necho "$*" > "{tmp_path}/args"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    r = subprocess.run(["sbatch", "--parsable", *SMALL, str(ROOT / "slurm" / "report.slurm"), "--format", "md"],
+                       cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "SLR_VENV": str(venv)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip()
+    assert wait_done(job)[job] == "COMPLETED", (tmp_path / "logs" / f"report-{job}.out").read_text()
+    assert (tmp_path / "cwd").read_text().strip() == str(ROOT)
+    assert (tmp_path / "args").read_text().split() == ["utils/report.py", "--results", "results", "--format", "md"]

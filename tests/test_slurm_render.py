@@ -238,3 +238,19 @@ def test_usr1_is_forwarded_and_exit_85_requeues(tmp_path, under_slurm):
     else:
         assert proc.returncode == 85 and "run the same command again" in err
         assert not (tmp_path / "scontrol.args").exists()
+
+
+def test_committed_preprocess_job_runs_locally_with_bash(tmp_path):
+    """`bash slurm/<job>.slurm` is a plain script: no SLURM, all shards in one, arguments passed on."""
+    from wlasl.synthetic import make_synthetic
+
+    raw = make_synthetic(tmp_path / "raw", glosses=2, per_gloss=3, broken=False)
+    out = tmp_path / "store"
+    args = ["--metadata", str(raw["metadata"]), "--videos", str(raw["videos"]), "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    # Called from elsewhere: the script finds its repo from its own path.
+    r = subprocess.run(["bash", str(ROOT / "slurm" / "preprocess_172.slurm"), *args, "--subset", "2", "--size", "32",
+                        "--frames", "4"], cwd=tmp_path, env={**env, "SLR_VENV": sys.prefix}, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((out / "clips").glob("*.npy"))) == 6
