@@ -14,6 +14,7 @@ A preempted or timed-out task checkpoints and requeues itself, and resumes its r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--parallel", type=int, help="at most N tasks at once (SLURM)")
     p.add_argument("--dry-run", action="store_true", help="each run: a few clips, 2 steps, 1 epoch")
+    p.add_argument("--no-gpu", action="store_true", help="drop the profile's GPU request (a CPU-only cluster)")
     return p
 
 
@@ -86,6 +88,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         train = load_profile(args.profile)["train"]
+        if args.no_gpu:
+            train = dataclasses.replace(train, gpus=None)
         cluster = args.cluster or default_cluster()
         name = args.name or f"wlasl{args.subset}"
         tasks = plan_sweep(
