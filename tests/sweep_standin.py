@@ -38,16 +38,21 @@ class StandInTask(TrainTask):
                 append_history(run_dir, {"epoch": step + 1, "train_loss": 1.0 / (step + 1)})
         epochs = len(read_history(run_dir))
         top1 = 0.5 + 0.1 * config["train"]["seed"]
-        split_metrics = {"loss": 1.0, "top1": top1, "top2": top1, "top5": 1.0, "per_class_top1": top1, "n": 4}
-        record = RunRecord(
-            run_id=config["run_id"],
-            model=config["model"]["name"],
-            framework="torch",  # a stand-in, but records are validated
-            config=config,
-            epochs=epochs,
-            best={"epoch": epochs, "val_top1": top1},
-            metrics={split: dict(split_metrics) for split in ("val", "test")},
-            status="completed",
-        )
+        record = completed_record(config, top1, epochs)
         write_record(run_dir, record)
         return {"run_id": record.run_id, "status": record.status, "top1": top1}
+
+
+def completed_record(config: dict, top1: float, epochs: int) -> RunRecord:
+    """A valid completed run record for ``config`` (nested RunConfig dicts)."""
+    split = {"loss": 1.0, "top1": top1, "top2": top1, "top5": 1.0, "per_class_top1": top1, "n": 4}
+    return RunRecord(
+        run_id=config["run_id"],
+        model=config["model"]["name"],
+        framework="torch",  # a stand-in, but records are validated
+        config=config,
+        epochs=epochs,
+        best={"epoch": epochs, "val_top1": top1},
+        metrics={"val": dict(split), "test": dict(split)},
+        status="completed",
+    )

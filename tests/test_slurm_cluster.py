@@ -204,8 +204,13 @@ def test_dry_run_training_job_completes(store, tmp_path, model):
 
 @pytest.mark.skipif(not (ROOT / "utils" / "report.py").exists(), reason="utils/report.py not merged yet (lead: remove)")
 def test_report_job_completes(cluster, tmp_path):
+    from tests.sweep_standin import completed_record
+    from utils.records import write_record
+    from utils.sweep import plan_sweep
+
     results = tmp_path / "results"
-    (results / "runs").mkdir(parents=True)
+    for task in plan_sweep(["x3d_xs"], 2, results=str(results)):
+        write_record(results / "runs" / task.run_id, completed_record(task.config, 0.5 + task.seed / 10, 3))
     job = sbatch(*SMALL, "slurm/report.slurm", "--results", str(results))
     assert wait_done(job)[job] == "COMPLETED", log_of("report", job)
     assert list((results / "tables").glob("*")), "the report job wrote no tables"
