@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="data", help="clip stores folder (default data)")
     p.add_argument("--results", default="results", help="results root (default results)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the training default)")
+    p.add_argument("--frames", type=int, help="frames per clip (default: the model's)")
+    p.add_argument("--size", type=int, help="input side in pixels (default: the model's)")
     p.add_argument(
         "--timeout-min", type=int, help="wall time per task (default: the profile's train time_min, else 60)"
     )
@@ -100,6 +102,7 @@ def main(argv=None) -> int:
             results=args.results,
             name=name,
             train={"epochs": args.epochs} if args.epochs else None,
+            model={k: v for k, v in (("frames", args.frames), ("size", args.size)) if v} or None,
             dry_run=args.dry_run,
         )
         sweep, _ = submit_sweep(

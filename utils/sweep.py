@@ -52,9 +52,13 @@ def plan_sweep(
     results: str = "results",
     name: str = "sweep",
     train: dict | None = None,
+    model: dict | None = None,
     dry_run: bool = False,
 ) -> list[SweepTask]:
     """The grid: every model x seeds 0..seeds-1, on ``<data_root>/wlasl<subset>_<size>``.
+
+    ``train`` and ``model`` are RunConfig section overrides for every run
+    (e.g. ``{"epochs": 10}``, ``{"frames": 8, "size": 64}``).
 
     Raises:
         ValueError: no models, or seeds < 1.
@@ -65,12 +69,12 @@ def plan_sweep(
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; expected names from {list(MODELS)}")
     tasks = []
-    for model in models:
-        store = f"{data_root}/wlasl{subset}_{172 if model.startswith('movinet') else 224}"
+    for name in models:
+        store = f"{data_root}/wlasl{subset}_{172 if name.startswith('movinet') else 224}"
         for seed in range(seeds):
-            run_id = make_run_id(model, store, seed) + ("-dryrun" if dry_run else "")
+            run_id = make_run_id(name, store, seed) + ("-dryrun" if dry_run else "")
             config = {
-                "model": {"name": model},
+                "model": {**(model or {}), "name": name},
                 "data": {"root": store},
                 "train": {**(train or {}), "seed": seed},
                 "run_id": run_id,
@@ -78,7 +82,7 @@ def plan_sweep(
                 "dry_run": dry_run,
                 "tags": {"sweep": name},
             }
-            tasks.append(SweepTask(model, seed, run_id, config))
+            tasks.append(SweepTask(name, seed, run_id, config))
     return tasks
 
 
