@@ -9,6 +9,7 @@ options are defined once here for both frameworks (and reused by tuning).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -59,16 +60,20 @@ def run(cfg: RunConfig) -> RunRecord:
     if not store.split("train"):
         raise StoreError(f"{store.root} holds no training clips; check prepare_report.json there")
     loaders = importlib.import_module(LOADERS[spec.framework]).make_loaders(store, cfg)
-    model = spec.build(
-        num_classes=store.num_classes,
-        frames=cfg.model.frames,
-        size=cfg.model.size,
-        dropout=cfg.model.dropout,
-        freeze=cfg.model.freeze,
-        pretrained=cfg.model.pretrained,
-        **({"stream": True} if cfg.model.stream else {}),
-    )
     engine = importlib.import_module(ENGINES[spec.framework])
+    # An engine may need the model built in its context (seed, dtype policy,
+    # a multi-GPU strategy scope): it offers that as ``build_scope(cfg)``.
+    scope = getattr(engine, "build_scope", None)
+    with scope(cfg) if scope else contextlib.nullcontext():
+        model = spec.build(
+            num_classes=store.num_classes,
+            frames=cfg.model.frames,
+            size=cfg.model.size,
+            dropout=cfg.model.dropout,
+            freeze=cfg.model.freeze,
+            pretrained=cfg.model.pretrained,
+            **({"stream": True} if cfg.model.stream else {}),
+        )
     return engine.fit(model, loaders, cfg, cfg.run_dir)
 
 
