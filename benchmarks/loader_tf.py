@@ -125,20 +125,23 @@ def main(argv=None) -> int:
         return 0
 
     print(f"batch {BATCH}, {FRAMES} frames, {args.epochs} epochs, {args.workers} tf.data workers")
-    print(f"{'size':>5} {'clips':>6} | {'tf.data clips/s':>15} {'peak RSS MB':>11} | {'seed clips/s':>12} "
-          f"{'peak RSS MB':>11} {'load s':>7} | {'speed x':>7} {'RSS ratio':>9}")
+    print("peak RSS in MB; '+data' = peak minus the RSS right after importing TensorFlow")
+    print(f"{'size':>5} {'clips':>6} | {'tf.data clips/s':>15} {'RSS':>6} {'+data':>6} | {'seed clips/s':>12} "
+          f"{'RSS':>6} {'+data':>6} {'load s':>7} | {'speed x':>7} {'RSS ratio':>9} {'+data ratio':>11}")
     for size in args.sizes:
         for clips in args.clips:
             store_dir = make_store(args.root / f"s{size}_n{clips}", clips, size)
             ours = _measure("tfdata", store_dir, size, args.epochs, args.workers)
             seed = _measure("seed", store_dir, size, args.epochs, args.workers)
+            ours_data = ours["peak_rss_mb"] - ours["base_rss_mb"]
+            seed_data = seed["peak_rss_mb"] - seed["base_rss_mb"]
             print(
-                f"{size:>5} {clips:>6} | {ours['clips_per_s']:>15.1f} {ours['peak_rss_mb']:>11.0f} | "
-                f"{seed['clips_per_s']:>12.1f} {seed['peak_rss_mb']:>11.0f} {seed['load_s']:>7.1f} | "
-                f"{ours['clips_per_s'] / seed['clips_per_s']:>7.2f} {ours['peak_rss_mb'] / seed['peak_rss_mb']:>9.2f}",
+                f"{size:>5} {clips:>6} | {ours['clips_per_s']:>15.1f} {ours['peak_rss_mb']:>6.0f} {ours_data:>6.0f} | "
+                f"{seed['clips_per_s']:>12.1f} {seed['peak_rss_mb']:>6.0f} {seed_data:>6.0f} {seed['load_s']:>7.1f} | "
+                f"{ours['clips_per_s'] / seed['clips_per_s']:>7.2f} {ours['peak_rss_mb'] / seed['peak_rss_mb']:>9.2f} "
+                f"{ours_data / seed_data:>11.3f}",
                 flush=True,
             )
-    print(f"(RSS after importing TensorFlow, before any data: ~{ours['base_rss_mb']:.0f} MB in both)")
     return 0
 
 

@@ -50,7 +50,7 @@ def _cfg(store, results, **train):
     })
 
 
-def _tiny(num_classes, nan=False):
+def _tiny(num_classes, nan=False, norm=True):
     """Conv3D-BN-ReLU x3 + pooling: learns forward/backward/out-and-back motion in seconds."""
     layers = tf_keras.layers
     clip = tf_keras.Input((FRAMES, SIZE, SIZE, 3), dtype="uint8")
@@ -60,16 +60,16 @@ def _tiny(num_classes, nan=False):
     for filters, strides in ((16, (1, 1, 1)), (32, (1, 2, 2)), (64, (2, 2, 2))):
         x = layers.Conv3D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
         # Fast BN statistics: the default 0.99 lags far behind in a 200-step run.
-        x = layers.BatchNormalization(momentum=0.8)(x)
+        x = layers.BatchNormalization(momentum=0.8)(x) if norm else x
         x = layers.ReLU()(x)
     x = layers.GlobalAveragePooling3D()(x)
     return tf_keras.Model(clip, layers.Dense(num_classes)(x))
 
 
-def _fit(cfg, loaders=None, nan=False):
+def _fit(cfg, loaders=None, nan=False, norm=True):
     loaders = loaders or loader_tf.make_loaders(ClipStore(cfg.data.root), cfg)
     with engine_keras.build_scope(cfg):
-        model = _tiny(loaders.num_classes, nan=nan)
+        model = _tiny(loaders.num_classes, nan=nan, norm=norm)
     return engine_keras.fit(model, loaders, cfg, cfg.run_dir)
 
 
@@ -95,7 +95,10 @@ def test_training_learns_the_synthetic_motions(store, tmp_path):
     assert record.metrics["val"]["top1"] >= 0.9, record.metrics
     assert record.metrics["val"]["top1"] == pytest.approx(record.best["val_top1"])
     read_record(cfg.run_dir / "metrics.json")  # validates
-    assert len(read_history(cfg.run_dir)) == 40
+    history = read_history(cfg.run_dir)
+    assert len(history) == 40
+    lrs = [float(row["lr"]) for row in history]
+    assert lrs[0] == pytest.approx(3e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine
     assert record.env["params"] > 0 and "git_rev" in record.env
     for name in ("predictions.csv", "predictions_val.csv", "confusion_test.npy", "config.json"):
         assert (cfg.run_dir / name).is_file(), name
@@ -144,6 +147,13 @@ def test_resume_refused_and_class_mismatch(store, tmp_path):
     more = dataclasses.replace(loaders, num_classes=4, glosses=[*loaders.glosses, "extra"])
     with pytest.raises(ValueError, match="trained for 3 classes but the data has 4"):
         _fit(cfg, more)
+
+
+def test_early_stop(store, tmp_path):
+    # lr 0 and no BN statistics: nothing changes, so val never beats epoch 1
+    # and patience 1 stops after epoch 2.
+    record = _fit(_cfg(store, tmp_path, epochs=5, lr=0.0, early_stop=1, schedule="none"), norm=False)
+    assert record.status == "completed" and record.epochs == 2 and record.best["epoch"] == 1
 
 
 def test_non_finite_loss_stops_with_step_and_lr(store, tmp_path):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models._tf_env import set_precision, tf
+from models._tf_env import tf
 from wlasl.clip_store import ClipEntry, ClipStore
 from wlasl.transforms import Loaders, clip_transform
 
@@ -95,13 +95,7 @@ def eval_dataset(store, entries, *, frames, size, batch_size, workers) -> tf.dat
 
 
 def make_loaders(store: ClipStore, cfg) -> Loaders:
-    """Train / val / test pipelines for a RunConfig (``cfg.data.max_clips`` caps each split).
-
-    Also sets the Keras dtype policy (``cfg.train.mixed_precision``): this
-    runs before the model is built in ``models.train.run``, and the policy
-    must be in place when layers are created.
-    """
-    set_precision(cfg.train.mixed_precision)
+    """Train / val / test pipelines for a RunConfig (``cfg.data.max_clips`` caps each split)."""
     frames, size = cfg.model.frames, cfg.model.size
     store.check_frames(frames)
     limit = cfg.data.max_clips
