@@ -41,7 +41,9 @@ def resolve(cfg: RunConfig, spec: ModelSpec | None = None) -> RunConfig:
             data={"max_clips": min(cfg.data.max_clips or DRY_RUN["max_clips"], DRY_RUN["max_clips"])},
         )
     if cfg.run_id is None:
-        run_id = make_run_id(cfg.model.name, cfg.data.root, cfg.train.seed)
+        # The streaming MoViNet has other weights than the base one: its own run.
+        name = cfg.model.name + ("_stream" if cfg.model.stream else "")
+        run_id = make_run_id(name, cfg.data.root, cfg.train.seed)
         cfg = cfg.replace(run_id=run_id + ("-dryrun" if cfg.dry_run else ""))
     return cfg
 

@@ -187,3 +187,11 @@ def test_cli_dry_run_movinet(store, tmp_path, monkeypatch, capsys):
     record = read_record(tmp_path / "runs" / cfg.run_id / "metrics.json")
     assert record.status == "completed" and record.epochs == 1 and record.framework == "keras"
     assert record.config["train"]["steps_per_epoch"] == 2 and record.metrics["test"]["n"] <= 8
+
+
+def test_stream_runs_get_their_own_run_id(store):
+    import models.movinet  # noqa: F401
+
+    base = {"model": {"name": "movinet_a0"}, "data": {"root": str(store)}}
+    stream = {"model": {"name": "movinet_a0", "stream": True}, "data": {"root": str(store)}}
+    assert resolve(config_from_dict(base)).run_id != resolve(config_from_dict(stream)).run_id
