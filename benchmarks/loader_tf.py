@@ -73,10 +73,12 @@ def _worker(kind: str, store_dir: str, size: int, epochs: int, workers: int) -> 
     if kind == "tfdata":
         from wlasl.loader_tf import make_loaders
 
-        cfg = config_from_dict({
-            "model": {"name": "bench", "frames": FRAMES, "size": size},
-            "data": {"root": store_dir, "batch_size": BATCH, "workers": workers},
-        })
+        cfg = config_from_dict(
+            {
+                "model": {"name": "bench", "frames": FRAMES, "size": size},
+                "data": {"root": store_dir, "batch_size": BATCH, "workers": workers},
+            }
+        )
         train = make_loaders(store, cfg).train
         epoch_ds = train.epoch
     else:
@@ -100,9 +102,23 @@ def _worker(kind: str, store_dir: str, size: int, epochs: int, workers: int) -> 
 
 def _measure(kind, store_dir, size, epochs, workers) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, "--store", str(store_dir), "--size", str(size),
-         "--epochs", str(epochs), "--workers", str(workers)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            kind,
+            "--store",
+            str(store_dir),
+            "--size",
+            str(size),
+            "--epochs",
+            str(epochs),
+            "--workers",
+            str(workers),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{out.stderr[-2000:]}")
@@ -126,8 +142,10 @@ def main(argv=None) -> int:
 
     print(f"batch {BATCH}, {FRAMES} frames, {args.epochs} epochs, {args.workers} tf.data workers")
     print("peak RSS in MB; '+data' = peak minus the RSS right after importing TensorFlow")
-    print(f"{'size':>5} {'clips':>6} | {'tf.data clips/s':>15} {'RSS':>6} {'+data':>6} | {'seed clips/s':>12} "
-          f"{'RSS':>6} {'+data':>6} {'load s':>7} | {'speed x':>7} {'RSS ratio':>9} {'+data ratio':>11}")
+    print(
+        f"{'size':>5} {'clips':>6} | {'tf.data clips/s':>15} {'RSS':>6} {'+data':>6} | {'seed clips/s':>12} "
+        f"{'RSS':>6} {'+data':>6} {'load s':>7} | {'speed x':>7} {'RSS ratio':>9} {'+data ratio':>11}"
+    )
     for size in args.sizes:
         for clips in args.clips:
             store_dir = make_store(args.root / f"s{size}_n{clips}", clips, size)

@@ -25,20 +25,26 @@ def demo_stage(root: Path, store: Path, epochs: int = 3):
 
     clip_store = ClipStore(store)
     cfg = resolve(
-        config_from_dict({
-            "model": {"name": "movinet_a0", "frames": clip_store.frames, "size": clip_store.size, "dropout": 0.2},
-            "data": {"root": str(store), "batch_size": 8, "workers": 2},
-            "train": {"epochs": epochs, "lr": 3e-3, "seed": 0, "schedule": "cosine"},
-            "results": str(Path(root) / "results"),
-            "run_id": "movinet_a0-demo",
-            "tags": {"demo": True, "conv_type": "2plus1d"},
-        })
+        config_from_dict(
+            {
+                "model": {"name": "movinet_a0", "frames": clip_store.frames, "size": clip_store.size, "dropout": 0.2},
+                "data": {"root": str(store), "batch_size": 8, "workers": 2},
+                "train": {"epochs": epochs, "lr": 3e-3, "seed": 0, "schedule": "cosine"},
+                "results": str(Path(root) / "results"),
+                "run_id": "movinet_a0-demo",
+                "tags": {"demo": True, "conv_type": "2plus1d"},
+            }
+        )
     )
     loaders = loader_tf.make_loaders(clip_store, cfg)
     with engine_keras.build_scope(cfg):
         model = build_movinet(
-            num_classes=clip_store.num_classes, frames=cfg.model.frames, size=cfg.model.size,
-            dropout=cfg.model.dropout, model_id="a0", conv_type="2plus1d",
+            num_classes=clip_store.num_classes,
+            frames=cfg.model.frames,
+            size=cfg.model.size,
+            dropout=cfg.model.dropout,
+            model_id="a0",
+            conv_type="2plus1d",
         )
     record = engine_keras.fit(model, loaders, cfg, cfg.run_dir)
     test = record.metrics["test"]

@@ -32,8 +32,12 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("keras_store")
     make_synthetic(root / "raw", glosses=3, per_gloss=20, seed=0)
     cfg = PrepareConfig(
-        metadata=root / "raw" / "WLASL_v0.3.json", videos=root / "raw" / "videos", out=root / "store",
-        frames=FRAMES, size=SIZE, workers=2,
+        metadata=root / "raw" / "WLASL_v0.3.json",
+        videos=root / "raw" / "videos",
+        out=root / "store",
+        frames=FRAMES,
+        size=SIZE,
+        workers=2,
     )
     run_prepare(cfg, progress=False)
     return root / "store"
@@ -41,13 +45,15 @@ def store(tmp_path_factory):
 
 def _cfg(store, results, **train):
     train = {"epochs": 3, "lr": 3e-3, "seed": 0, "schedule": "cosine", **train}
-    return config_from_dict({
-        "model": {"name": "tiny", "frames": FRAMES, "size": SIZE, "dropout": 0.0},
-        "data": {"root": str(store), "batch_size": 8, "workers": 2},
-        "train": train,
-        "results": str(results),
-        "run_id": "tiny",
-    })
+    return config_from_dict(
+        {
+            "model": {"name": "tiny", "frames": FRAMES, "size": SIZE, "dropout": 0.0},
+            "data": {"root": str(store), "batch_size": 8, "workers": 2},
+            "train": train,
+            "results": str(results),
+            "run_id": "tiny",
+        }
+    )
 
 
 def _tiny(num_classes, nan=False, norm=True):
@@ -181,7 +187,19 @@ def test_cli_dry_run_movinet(store, tmp_path, monkeypatch, capsys):
 
     # The conv type is not under test here; (2+1)D is ~30x faster on CPU.
     monkeypatch.setitem(get_model("movinet_a0").kwargs, "conv_type", "2plus1d")
-    argv = ["--variant", "a0", "--data", str(store), "--frames", "8", "--size", "32", "--results", str(tmp_path), "--dry-run"]
+    argv = [
+        "--variant",
+        "a0",
+        "--data",
+        str(store),
+        "--frames",
+        "8",
+        "--size",
+        "32",
+        "--results",
+        str(tmp_path),
+        "--dry-run",
+    ]
     assert main("movinet", argv) == 0, capsys.readouterr().err
     cfg = resolve(config_from_dict({"model": {"name": "movinet_a0"}, "data": {"root": str(store)}, "dry_run": True}))
     record = read_record(tmp_path / "runs" / cfg.run_id / "metrics.json")

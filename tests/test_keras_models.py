@@ -115,7 +115,9 @@ def test_i3d_pretrained_by_name_with_fresh_head(tmp_path):
     for layer in source.layers:
         if not layer.weights or layer.name == HEAD:
             continue
-        for a, b, c in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(), other.get_layer(layer.name).get_weights()):
+        for a, b, c in zip(
+            layer.get_weights(), model.get_layer(layer.name).get_weights(), other.get_layer(layer.name).get_weights()
+        ):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(a, c)
             checked += 1

@@ -81,7 +81,9 @@ class TrainStream:
             order = order[: max_batches * self.batch_size]
         order = order[skip_batches * self.batch_size :]
         indices = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
-        return _pipeline(indices, self.entries, self._read, self.frames, self.size, self.batch_size, self.workers, epoch)
+        return _pipeline(
+            indices, self.entries, self._read, self.frames, self.size, self.batch_size, self.workers, epoch
+        )
 
     def __iter__(self):
         return iter(self.epoch(0))
