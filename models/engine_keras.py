@@ -1,5 +1,7 @@
 """The Keras engine: ``fit(model, loaders, cfg, run_dir) -> RunRecord`` for every tf_keras model.
 
+``--compile`` turns on XLA (``jit_compile``) for the train step on this side.
+
 A custom loop rather than ``model.fit``: the data of an epoch is a pure
 function of (seed, epoch) (see ``wlasl.loader_tf``), and the loop knows
 which step it is at, so a run stopped anywhere (SLURM preemption, a crash
@@ -12,7 +14,7 @@ Files under ``run_dir`` (besides the run record, see ``utils.records``)::
     checkpoints/last-*         weights + optimizer (tf.train.Checkpoint)
     checkpoints/best-*         weights of the best epoch on val top-1
     tensorboard/               scalars per epoch
-    predictions.csv, predictions_val.csv, confusion_test.csv/.npy
+    predictions.csv, predictions_val.csv, confusion_test.csv/.npy, plots/confusion_test.png
 """
 
 from __future__ import annotations
@@ -194,7 +196,27 @@ def _finish(model, steps, loaders, state, run_dir: Path) -> dict:
             header = ",".join(["true\\pred", *loaders.glosses])
             rows = [",".join([g, *map(str, r)]) for g, r in zip(loaders.glosses, cm)]
             atomic_write_text(run_dir / "confusion_test.csv", "\n".join([header, *rows]) + "\n")
+            _plot_confusion(run_dir / "plots" / "confusion_test.png", cm, loaders.glosses)
     return metrics
+
+
+def _plot_confusion(path: Path, cm: np.ndarray, glosses: list[str]) -> None:
+    """Row-normalised confusion matrix as a PNG (gloss labels up to 30 classes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    n = len(glosses)
+    side = min(4 + 0.12 * n, 20)
+    fig = Figure(figsize=(side, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    ax.set(xlabel="predicted", ylabel="true", title="test confusion (row-normalised)")
+    if n <= 30:
+        ax.set_xticks(range(n), glosses, rotation=90)
+        ax.set_yticks(range(n), glosses)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
 def fit(model, loaders, cfg, run_dir) -> RunRecord:

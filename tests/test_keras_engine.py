@@ -106,7 +106,13 @@ def test_training_learns_the_synthetic_motions(store, tmp_path):
     lrs = [float(row["lr"]) for row in history]
     assert lrs[0] == pytest.approx(3e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine
     assert record.env["params"] > 0 and "git_rev" in record.env
-    for name in ("predictions.csv", "predictions_val.csv", "confusion_test.npy", "config.json"):
+    for name in (
+        "predictions.csv",
+        "predictions_val.csv",
+        "confusion_test.npy",
+        "config.json",
+        "plots/confusion_test.png",
+    ):
         assert (cfg.run_dir / name).is_file(), name
     assert np.load(cfg.run_dir / "confusion_test.npy").sum() == record.metrics["test"]["n"]
     assert any((cfg.run_dir / "tensorboard").iterdir())
