@@ -59,6 +59,9 @@ def run(cfg: RunConfig) -> RunRecord:
     if not store.split("train"):
         raise StoreError(f"{store.root} holds no training clips; check prepare_report.json there")
     loaders = importlib.import_module(LOADERS[spec.framework]).make_loaders(store, cfg)
+    engine = importlib.import_module(ENGINES[spec.framework])
+    if hasattr(engine, "seed_everything"):
+        engine.seed_everything(cfg.train.seed)  # before the build: initialisation is part of the seed
     model = spec.build(
         num_classes=store.num_classes,
         frames=cfg.model.frames,
@@ -68,7 +71,6 @@ def run(cfg: RunConfig) -> RunRecord:
         pretrained=cfg.model.pretrained,
         **({"stream": True} if cfg.model.stream else {}),
     )
-    engine = importlib.import_module(ENGINES[spec.framework])
     return engine.fit(model, loaders, cfg, cfg.run_dir)
 
 
