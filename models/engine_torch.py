@@ -255,7 +255,12 @@ def fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: str | Path, *, flag=
         ValueError: checkpoint and store disagree, a checkpoint exists but
             ``resume`` is off, or the loss diverged.
     """
-    run_dir = Path(run_dir)
+    # The flag is up before anything is written, so a signal never kills a run half-way.
+    with PreemptionFlag() if flag is None else nullcontext(flag) as flag:
+        return _fit(model, loaders, cfg, Path(run_dir), flag)
+
+
+def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag) -> RunRecord:
     ckpt_dir = run_dir / "checkpoints"
     last, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     setup = _Setup(cfg)
@@ -330,60 +335,59 @@ def fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: str | Path, *, flag=
                 },
             )
 
-    own_flag = flag is None
     try:
-        with PreemptionFlag() if own_flag else nullcontext(flag) as flag:
-            for epoch in range(state["epoch"], cfg.train.epochs):
-                # A resumed partial epoch restarts at its next batch, with its running sums.
-                loaders.train.sampler.set_epoch(epoch, state["step"])
-                partial, state["step"], state["partial"] = state["partial"], 0, None
-                try:
-                    t0 = time.perf_counter()
-                    train = train_one_epoch(net, loaders.train, opt, setup, epoch=epoch, flag=flag, state=partial)
-                except _Stop:
-                    checkpoint(epoch, partial["step"] if partial else 0, partial)
-                    record.status = "stopped"
-                    save_record()
-                    raise Preempted(
-                        f"signal {flag.requested} at epoch {epoch + 1}; resume by rerunning the same command"
-                    ) from None
-                val = evaluate(net, loaders.val, setup)
-                lr = opt.param_groups[0]["lr"]
-                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    sched.step(val["top1"])
-                elif sched is not None:
-                    sched.step()
-                # Best on val (top-1, then loss): never on test.
-                prev = record.best
-                if not prev or (val["top1"], -val["loss"]) > (prev["val_top1"], -prev["val_loss"]):
-                    record.best = {"epoch": epoch + 1, "val_top1": val["top1"], "val_loss": val["loss"]}
-                    state["bad_epochs"] = 0
-                    if setup.main:
-                        _save(best_path, plain.state_dict())
-                else:
-                    state["bad_epochs"] += 1
-                record.epochs = epoch + 1
-                if setup.main:
-                    append_history(
-                        run_dir,
-                        {
-                            "epoch": epoch + 1,
-                            **{f"train_{k}": round(train[k], 6) for k in ("loss", "top1")},
-                            **{f"val_{k}": round(v, 6) for k, v in val.items()},
-                            "lr": lr,
-                            "wall_s": round(time.perf_counter() - t0, 3),
-                        },
-                    )
-                checkpoint(epoch + 1, 0, None)
+        for epoch in range(state["epoch"], cfg.train.epochs):
+            # A resumed partial epoch restarts at its next batch, with its running sums.
+            loaders.train.sampler.set_epoch(epoch, state["step"])
+            partial = state["partial"] or {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0, "step": 0}
+            state["step"], state["partial"] = 0, None
+            try:
+                t0 = time.perf_counter()
+                train = train_one_epoch(net, loaders.train, opt, setup, epoch=epoch, flag=flag, state=partial)
+            except _Stop:
+                checkpoint(epoch, partial["step"], partial)
+                record.status = "stopped"
                 save_record()
+                raise Preempted(
+                    f"signal {flag.requested} at epoch {epoch + 1}; resume by rerunning the same command"
+                ) from None
+            val = evaluate(net, loaders.val, setup)
+            lr = opt.param_groups[0]["lr"]
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(val["top1"])
+            elif sched is not None:
+                sched.step()
+            # Best on val (top-1, then loss): never on test.
+            prev = record.best
+            if not prev or (val["top1"], -val["loss"]) > (prev["val_top1"], -prev["val_loss"]):
+                record.best = {"epoch": epoch + 1, "val_top1": val["top1"], "val_loss": val["loss"]}
+                state["bad_epochs"] = 0
                 if setup.main:
-                    print(
-                        f"epoch {epoch + 1}/{cfg.train.epochs}  train loss {train['loss']:.4f} top1 {train['top1']:.3f}  "
-                        f"val loss {val['loss']:.4f} top1 {val['top1']:.3f}  lr {lr:.3g}",
-                        flush=True,
-                    )
-                if cfg.train.early_stop and state["bad_epochs"] >= cfg.train.early_stop:
-                    break
+                    _save(best_path, plain.state_dict())
+            else:
+                state["bad_epochs"] += 1
+            record.epochs = epoch + 1
+            if setup.main:
+                append_history(
+                    run_dir,
+                    {
+                        "epoch": epoch + 1,
+                        **{f"train_{k}": round(train[k], 6) for k in ("loss", "top1")},
+                        **{f"val_{k}": round(v, 6) for k, v in val.items()},
+                        "lr": lr,
+                        "wall_s": round(time.perf_counter() - t0, 3),
+                    },
+                )
+            checkpoint(epoch + 1, 0, None)
+            save_record()
+            if setup.main:
+                print(
+                    f"epoch {epoch + 1}/{cfg.train.epochs}  train loss {train['loss']:.4f} top1 {train['top1']:.3f}  "
+                    f"val loss {val['loss']:.4f} top1 {val['top1']:.3f}  lr {lr:.3g}",
+                    flush=True,
+                )
+            if cfg.train.early_stop and state["bad_epochs"] >= cfg.train.early_stop:
+                break
         _final_evaluation(net, plain, loaders, setup, run_dir, best_path, record)
         record.status = "completed"
         save_record()
