@@ -119,7 +119,7 @@ def child(mode: str, store_path: str, videos: str, n: int, workers: int, batches
     else:
         raise ValueError(f"mode expected store, decode or ram_f32, received {mode!r}")
 
-    def stream():
+    def stream(loader):
         epoch = 0
         while True:
             if loader is None:
@@ -129,7 +129,7 @@ def child(mode: str, store_path: str, videos: str, n: int, workers: int, batches
             yield from loader
             epoch += 1
 
-    it = stream()
+    it = stream(loader)
     next(it)  # warm-up: worker start, first pages
     start = time.perf_counter()
     for _ in range(batches):
