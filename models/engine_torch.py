@@ -17,7 +17,6 @@ never touches the registry or the clip store.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import random
@@ -31,11 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models._torch_checkpoint import load_checkpoint, rng_state, save_atomic
 from utils.config import RunConfig
 from utils.metrics import confusion_matrix, evaluate_logits, write_predictions
 from utils.preempt import Preempted, PreemptionFlag
 from utils.records import RunRecord, append_history, environment, write_json, write_record
-from wlasl.clip_store import atomic_write_bytes, atomic_write_text
+from wlasl.clip_store import atomic_write_text
 from wlasl.loader_torch import dist_env
 
 __all__ = ["evaluate", "fit", "predict", "seed_everything", "train_one_epoch"]
@@ -185,54 +185,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def _rng_state() -> dict:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": torch.from_numpy(keys.astype(np.int64)),
-        "numpy_pos": [pos, has_gauss, cached],
-        "python": repr(random.getstate()),
-    }
-
-
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-    pos, has_gauss, cached = s["numpy_pos"]
-    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(_literal(s["python"]))
-
-
-def _literal(text: str):
-    import ast
-
-    return ast.literal_eval(text)
-
-
-def _save(path: Path, obj: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_checkpoint(path: Path, model, opt, sched, setup: _Setup, num_classes: int) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt["num_classes"] != num_classes:
-        raise ValueError(
-            f"{path} was trained for {ckpt['num_classes']} classes but the store has {num_classes}; "
-            f"use another --run-id (or --results) for this store"
-        )
-    _unwrap(model).load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    if sched is not None and ckpt["scheduler"] is not None:
-        sched.load_state_dict(ckpt["scheduler"])
-    setup.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"])
-    return ckpt
-
-
 # ----------------------------------------------------------------------------- fit
 
 
@@ -297,7 +249,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag) -> RunR
             raise ValueError(
                 f"{run_dir} already holds a checkpoint and resume is off; pass another --run-id or drop --no-resume"
             )
-        ckpt = _load_checkpoint(last, plain, opt, sched, setup, loaders.num_classes)
+        ckpt = load_checkpoint(last, plain, opt, sched, setup.scaler, loaders.num_classes)
         state.update({k: ckpt[k] for k in state})
     wall0 = state["wall_s"]
     record.epochs, record.best = state["epoch"], state["best"]
@@ -316,7 +268,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag) -> RunR
     def checkpoint(epoch: int, step: int, partial):
         record.wall_s = round(wall0 + time.perf_counter() - start, 3)
         if setup.main:
-            _save(
+            save_atomic(
                 last,
                 {
                     "model": plain.state_dict(),
@@ -329,7 +281,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag) -> RunR
                     "best": record.best,
                     "bad_epochs": state["bad_epochs"],
                     "wall_s": record.wall_s,
-                    "rng": _rng_state(),
+                    "rng": rng_state(),
                     "num_classes": loaders.num_classes,
                     "model_name": cfg.model.name,
                 },
@@ -363,7 +315,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag) -> RunR
                 record.best = {"epoch": epoch + 1, "val_top1": val["top1"], "val_loss": val["loss"]}
                 state["bad_epochs"] = 0
                 if setup.main:
-                    _save(best_path, plain.state_dict())
+                    save_atomic(best_path, plain.state_dict())
             else:
                 state["bad_epochs"] += 1
             record.epochs = epoch + 1
