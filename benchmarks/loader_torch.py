@@ -38,13 +38,13 @@ def _rss_mb() -> tuple[float, float]:
     return round(self_kb / 1024, 1), round(child_kb / 1024, 1)
 
 
-def _make_store(work: Path, per_gloss: int) -> tuple[Path, Path]:
+def _make_store(work: Path, per_gloss: int, width: int, height: int) -> tuple[Path, Path]:
     from wlasl.prepare import PrepareConfig, run_prepare
     from wlasl.synthetic import make_synthetic
 
     raw, store = work / "raw", work / "store"
     if not (store / "manifest.csv").is_file():
-        make_synthetic(raw, glosses=3, per_gloss=per_gloss, width=320, height=240, broken=False)
+        make_synthetic(raw, glosses=3, per_gloss=per_gloss, width=width, height=height, broken=False)
         run_prepare(
             PrepareConfig(metadata=raw / "WLASL_v0.3.json", videos=raw / "videos", out=store, frames=FRAMES, size=SIZE, workers=2),
             progress=False,
@@ -149,6 +149,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, nargs="+", default=[24, 72], help="training clips used, per measurement")
     p.add_argument("--batches", type=int, default=12, help="timed batches of 8 per measurement")
+    p.add_argument("--video-px", type=int, nargs=2, default=[320, 240], metavar=("W", "H"),
+                   help="raw synthetic video size (WLASL's are 256² to 1280x720); decode cost grows with it")
     p.add_argument("--work", type=Path, help="where the synthetic store goes (default: a temp dir)")
     p.add_argument("--out", type=Path, help="write the results as JSON here too")
     p.add_argument("--child", nargs=6, metavar=("MODE", "STORE", "VIDEOS", "N", "WORKERS", "BATCHES"), help=argparse.SUPPRESS)
@@ -161,7 +163,7 @@ def main(argv=None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_loader_torch_"))
     per_gloss = int(max(args.clips) / 3 / 0.6) + 2  # train is ~60% of the clips
     t = time.perf_counter()
-    store, videos = _make_store(work, per_gloss)
+    store, videos = _make_store(work, per_gloss, *args.video_px)
     print(f"store {store} ready in {time.perf_counter() - t:.0f} s", flush=True)
     plan = [("store", w) for w in (0, 1, 2)] + [("decode", 0), ("decode", 2), ("ram_f32", 0)]
     results = []
