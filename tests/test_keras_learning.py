@@ -11,10 +11,16 @@ Two things make a from-scratch run of a few hundred CPU steps work:
 - BatchNorm momentum 0.9 instead of the paper's 0.99 (the ``bn_momentum``
   builder keyword, set on the registry spec as a variant keyword would be).
   Evaluation uses the moving statistics, which after N steps still weigh
-  their initial (0, 1) by momentum**N: 0.99**150 = 0.22 left I3D at
-  val 0.52 where 0.9 reaches 0.96 with the same weights trajectory.
+  their initial (0, 1) by momentum**N (0.99**144 = 0.24). Measured on a
+  142-clip store, I3D with the same training trajectory reached val 0.52
+  at 0.99 and 0.96 at 0.9; MoViNet-a0 at 0.99 predicted one class in
+  eval mode while training accuracy reached 0.97.
 - ~140 training clips rather than ~35: with fewer, the deep nets memorise
   the random backgrounds and stay near chance on val.
+
+Measured (seed 0, 2 loaded CPU cores): i3d val 0.94 after 8 epochs,
+~85-125 s; movinet_a0 val 0.98 (best of 12 epochs), ~125 s, 45 s of it
+tracing the train and eval steps.
 """
 
 import pytest
@@ -53,7 +59,7 @@ def store(tmp_path_factory):
 
 # name -> (builder keywords for a short CPU run, training options).
 CASES = {
-    "i3d": ({"bn_momentum": 0.9}, {"epochs": 8, "lr": 1e-3}),
+    "i3d": ({"bn_momentum": 0.9}, {"epochs": 8, "lr": 2e-3}),
     "movinet_a0": ({"bn_momentum": 0.9, "conv_type": "2plus1d"}, {"epochs": 12, "lr": 3e-3}),
 }
 
