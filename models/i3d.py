@@ -52,22 +52,22 @@ _MIN_SIZE = 32
 HEAD = "Conv3d_6a_1x1_conv"
 
 
-def _unit(layers, x, filters: int, kernel: tuple, name: str, strides=(1, 1, 1)):
+def _unit(layers, x, filters: int, kernel: tuple, name: str, momentum: float, strides=(1, 1, 1)):
     """Conv3D (no bias) + BatchNorm (no scale, as in the release) + ReLU, named like the release."""
     x = layers.Conv3D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(axis=-1, scale=False, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(axis=-1, scale=False, momentum=momentum, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=name)(x)
 
 
-def _mixed(layers, x, key: str):
+def _mixed(layers, x, key: str, momentum: float):
     b0, b1a, b1b, b2a, b2b, b3 = _MIXED[key]
-    branch0 = _unit(layers, x, b0, (1, 1, 1), f"Conv3d_{key}_0a_1x1")
-    branch1 = _unit(layers, x, b1a, (1, 1, 1), f"Conv3d_{key}_1a_1x1")
-    branch1 = _unit(layers, branch1, b1b, (3, 3, 3), f"Conv3d_{key}_1b_3x3")
-    branch2 = _unit(layers, x, b2a, (1, 1, 1), f"Conv3d_{key}_2a_1x1")
-    branch2 = _unit(layers, branch2, b2b, (3, 3, 3), f"Conv3d_{key}_2b_3x3")
+    branch0 = _unit(layers, x, b0, (1, 1, 1), f"Conv3d_{key}_0a_1x1", momentum)
+    branch1 = _unit(layers, x, b1a, (1, 1, 1), f"Conv3d_{key}_1a_1x1", momentum)
+    branch1 = _unit(layers, branch1, b1b, (3, 3, 3), f"Conv3d_{key}_1b_3x3", momentum)
+    branch2 = _unit(layers, x, b2a, (1, 1, 1), f"Conv3d_{key}_2a_1x1", momentum)
+    branch2 = _unit(layers, branch2, b2b, (3, 3, 3), f"Conv3d_{key}_2b_3x3", momentum)
     branch3 = layers.MaxPooling3D((3, 3, 3), strides=(1, 1, 1), padding="same", name=f"MaxPool2d_{key}_3a_3x3")(x)
-    branch3 = _unit(layers, branch3, b3, (1, 1, 1), f"Conv3d_{key}_3b_1x1")
+    branch3 = _unit(layers, branch3, b3, (1, 1, 1), f"Conv3d_{key}_3b_1x1", momentum)
     return layers.Concatenate(axis=-1, name=f"Mixed_{key}")([branch0, branch1, branch2, branch3])
 
 
@@ -79,6 +79,7 @@ def build_i3d(
     size: int = 224,
     # training
     dropout: float = 0.5,
+    bn_momentum: float = 0.99,
     freeze: int = 0,
     pretrained: str | None = None,
 ):
@@ -95,6 +96,11 @@ def build_i3d(
         frames: clip length; >= 8 (the temporal stride).
         size: input side; >= 32 (the spatial stride).
         dropout: dropout rate before the classifier (0.5 in the paper).
+        bn_momentum: BatchNorm moving-average momentum (Keras convention:
+            the share of the old statistics kept per step; 0.99, the Keras
+            default the release was built with). Evaluation uses the moving statistics, which after N
+            steps still weigh their initial (0, 1) by momentum**N: lower it
+            (e.g. 0.9) for runs of only a few hundred steps.
         freeze: freeze the first K of :data:`I3D_BLOCKS` (0..12).
         pretrained: an ``.h5`` weights file loaded by layer name; layers whose
             shape differs (the old head) are skipped and the head stays fresh.
@@ -112,25 +118,27 @@ def build_i3d(
             f"i3d needs frames >= {_MIN_FRAMES} and size >= {_MIN_SIZE} (its temporal and spatial strides), "
             f"received frames={frames}, size={size}; raise --frames / --size"
         )
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum expected in [0, 1), received {bn_momentum}")
     if not 0 <= freeze <= len(I3D_BLOCKS):
         raise ValueError(f"freeze expected 0..{len(I3D_BLOCKS)} blocks for i3d, received {freeze}")
     layers = tf_keras.layers
     clip = tf_keras.Input(shape=(frames, size, size, 3), dtype="uint8", name="clip")
     x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="to_pm1")(clip)
 
-    x = _unit(layers, x, 64, (7, 7, 7), "Conv3d_1a_7x7", strides=(2, 2, 2))
+    x = _unit(layers, x, 64, (7, 7, 7), "Conv3d_1a_7x7", bn_momentum, strides=(2, 2, 2))
     x = layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool2d_2a_3x3")(x)
-    x = _unit(layers, x, 64, (1, 1, 1), "Conv3d_2b_1x1")
-    x = _unit(layers, x, 192, (3, 3, 3), "Conv3d_2c_3x3")
+    x = _unit(layers, x, 64, (1, 1, 1), "Conv3d_2b_1x1", bn_momentum)
+    x = _unit(layers, x, 192, (3, 3, 3), "Conv3d_2c_3x3", bn_momentum)
     x = layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool2d_3a_3x3")(x)
-    x = _mixed(layers, x, "3b")
-    x = _mixed(layers, x, "3c")
+    x = _mixed(layers, x, "3b", bn_momentum)
+    x = _mixed(layers, x, "3c", bn_momentum)
     x = layers.MaxPooling3D((3, 3, 3), strides=(2, 2, 2), padding="same", name="MaxPool2d_4a_3x3")(x)
     for key in ("4b", "4c", "4d", "4e", "4f"):
-        x = _mixed(layers, x, key)
+        x = _mixed(layers, x, key, bn_momentum)
     x = layers.MaxPooling3D((2, 2, 2), strides=(2, 2, 2), padding="same", name="MaxPool2d_5a_2x2")(x)
-    x = _mixed(layers, x, "5b")
-    x = _mixed(layers, x, "5c")
+    x = _mixed(layers, x, "5b", bn_momentum)
+    x = _mixed(layers, x, "5c", bn_momentum)
 
     # Global pooling instead of the release's fixed (2, 7, 7) window, so any
     # input size works; at 224² the two agree up to the temporal average.

@@ -37,6 +37,7 @@ def build_movinet(
     conv_type: str | None = None,
     # training
     dropout: float = 0.5,
+    bn_momentum: float = 0.99,
     freeze: int = 0,
     pretrained: str | None = None,
 ):
@@ -68,6 +69,11 @@ def build_movinet(
             (about 30x faster on CPU) or ``3d_2plus1d``; None = the released
             configuration of the variant (3d base, 2plus1d stream).
         dropout: dropout rate before the classifier.
+        bn_momentum: BatchNorm moving-average momentum of the backbone
+            (``norm_momentum``; Keras convention, 0.99 as in the released
+            configurations). Evaluation uses the moving statistics, which
+            after N steps still weigh their initial (0, 1) by momentum**N:
+            lower it (e.g. 0.9) for runs of only a few hundred steps.
         freeze: freeze the first K of the blocks listed by :func:`movinet_blocks`
             (stem, block0..blockN, backbone head conv).
         pretrained: a released checkpoint (directory or ``ckpt-N`` prefix)
@@ -96,6 +102,8 @@ def build_movinet(
         if stream
         else {"conv_type": "3d", "se_type": "3d", "activation": "swish", "gating_activation": "sigmoid"}
     )
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum expected in [0, 1), received {bn_momentum}")
     if conv_type is not None:
         released["conv_type"] = conv_type
     shape = (frames, size, size, 3)
@@ -104,6 +112,7 @@ def build_movinet(
         causal=stream,
         use_positional_encoding=stream and model_id in _POSITIONAL_ENCODING,
         input_specs=tf_keras.layers.InputSpec(shape=(None, *shape)),
+        norm_momentum=bn_momentum,
         **released,
     )
     head = movinet_layers.ClassifierHead(
@@ -114,6 +123,12 @@ def build_movinet(
         activation=released["activation"],
         name="classifier_head",
     )
+    # Movinet builds its skip-projection BatchNorms without norm_momentum
+    # (tf-models-official 2.20 keeps their 0.99); momentum is read at call
+    # time, so setting it here reaches every BatchNorm of the backbone.
+    for layer in backbone.submodules:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            layer.momentum = bn_momentum
     if pretrained:
         load_movinet_backbone(backbone, pretrained)
     _freeze(backbone, freeze)

@@ -126,3 +126,18 @@ def test_i3d_pretrained_by_name_with_fresh_head(tmp_path):
     assert other.get_layer(HEAD).get_weights()[0].shape[-1] == 7
     with pytest.raises(FileNotFoundError, match="no I3D weights file"):
         build_i3d(num_classes=3, frames=8, size=32, pretrained=str(tmp_path / "missing.h5"))
+
+
+def _bn_momenta(model):
+    return {layer.momentum for layer in model.submodules if isinstance(layer, tf_keras.layers.BatchNormalization)}
+
+
+def test_bn_momentum_reaches_every_batchnorm():
+    # MoViNet's skip projections ignore Movinet(norm_momentum=...); the builder sets them too.
+    assert _bn_momenta(build_movinet(num_classes=3, **A0_KW)) == {0.99}
+    assert _bn_momenta(build_movinet(num_classes=3, bn_momentum=0.9, **A0_KW)) == {0.9}
+    assert _bn_momenta(build_i3d(num_classes=3, frames=8, size=32)) == {0.99}
+    assert _bn_momenta(build_i3d(num_classes=3, frames=8, size=32, bn_momentum=0.9)) == {0.9}
+    for build, kw in ((build_i3d, {"frames": 8, "size": 32}), (build_movinet, A0_KW)):
+        with pytest.raises(ValueError, match=r"bn_momentum expected in \[0, 1\), received 1.0"):
+            build(num_classes=3, bn_momentum=1.0, **kw)
