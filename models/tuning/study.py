@@ -129,7 +129,8 @@ def save_best(study: Study, trial_id: str, objective: str, value: float, values:
     """
     import yaml
 
-    hps = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    # Stepped floats come back as 0.30000000000000004: 8 significant digits.
+    hps = {k: float(f"{v:.8g}") if isinstance(v, float) else v for k, v in values.items() if not k.startswith("tuner/")}
     write_json(
         study.root / "best.json",
         {"study": study.name, "trial": trial_id, "objective": {"name": objective, "value": value}, "hyperparameters": hps,
