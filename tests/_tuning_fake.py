@@ -80,12 +80,19 @@ def fake_run(cfg: RunConfig) -> RunRecord:
             write_record(run_dir, record)
             return record
     ckpt = run_dir / "checkpoints" / "state.json"
-    start = json.loads(ckpt.read_text())["epoch"] if ckpt.is_file() and cfg.train.resume else 0
+    start = 0
+    if ckpt.is_file() and cfg.train.resume:
+        state = json.loads(ckpt.read_text())
+        # Like the Keras engine's state.json, the state names its files by path:
+        # a copied checkpoint must have been relocated into this run dir.
+        if not state["last_prefix"].startswith(str(ckpt.parent)):
+            raise RuntimeError(f"checkpoint state points outside {ckpt.parent}: {state['last_prefix']}")
+        start = state["epoch"]
     for epoch in range(start + 1, cfg.train.epochs + 1):
         val = score(cfg, epoch)
         append_history(run_dir, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_top1": val, "lr": cfg.train.lr})
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        ckpt.write_text(json.dumps({"epoch": epoch, "run_id": cfg.run_id}))
+        ckpt.write_text(json.dumps({"epoch": epoch, "last_prefix": str(ckpt.parent / f"last-{epoch}")}))
         with log.open("a") as f:
             f.write(f"{cfg.run_id} {epoch} {os.getpid()}\n")
         if _matches(os.environ.get("FAKE_KILL_AT"), cfg.run_id, epoch) and _once(markers, "kill"):

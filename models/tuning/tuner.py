@@ -12,6 +12,7 @@ checkpoints, and the engine resumes from them.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import shutil
@@ -292,10 +293,30 @@ def seed_from_parent(parent_dir: Path, run_dir: Path) -> bool:
     tmp = run_dir / ".checkpoints.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
+    _relocate(tmp, src, dst)
     if dst.exists():
         shutil.rmtree(dst)
     os.replace(tmp, dst)  # whole directory or nothing, should the copy be killed
     return True
+
+
+def _relocate(copy_dir: Path, src: Path, dst: Path) -> None:
+    """Point path references inside copied JSON side files at the copy.
+
+    The Keras engine's ``checkpoints/state.json`` names its checkpoint files
+    by path (``<run_dir>/checkpoints/last-3``); left as is, the promoted
+    trial would read the parent's files and, on its first save, delete them
+    as "the old checkpoint".
+    """
+    forms = sorted({str(src), str(src.resolve())}, key=len, reverse=True)
+    target = str(dst)
+    for path in copy_dir.rglob("*.json"):
+        text = path.read_text()
+        new = text
+        for form in forms:
+            new = new.replace(json.dumps(form)[1:-1], json.dumps(target)[1:-1])
+        if new != text:
+            path.write_text(new)
 
 
 def mark_failed(cfg: RunConfig, reason: str) -> None:
