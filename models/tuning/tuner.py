@@ -41,7 +41,6 @@ from models.tuning.study import Study  # noqa: E402
 from utils.config import RunConfig  # noqa: E402
 from utils.preempt import Preempted, PreemptionFlag  # noqa: E402
 from utils.records import RecordError, RunRecord, environment, read_record, write_record  # noqa: E402
-from wlasl.clip_store import StoreError  # noqa: E402
 
 __all__ = ["OBJECTIVES", "SearchPreempted", "StudyTuner", "make_hyperparameters", "make_oracle", "objective_value"]
 
@@ -238,8 +237,11 @@ class StudyTuner(keras_tuner.Tuner):
             record = train(cfg)
         except Preempted as e:
             raise SearchPreempted(f"trial {trial_id} preempted ({e}); rerun the command to resume") from e
-        except (StoreError, FileNotFoundError, KeyError) as e:
-            # Configuration, not this trial's values: every trial would fail the same way.
+        except (FileNotFoundError, KeyError) as e:
+            # Configuration, not this trial's values (a missing --pretrained file, an
+            # unknown model): every trial would fail the same way. The store itself was
+            # checked before the search; a StoreError now (batch larger than the split)
+            # depends on the trial's values, so it only fails the trial.
             mark_failed(cfg, f"{type(e).__name__}: {e}")
             raise FatalError(f"trial {trial_id}: {type(e).__name__}: {e}") from e
         except Exception as e:  # noqa: BLE001 - OOM, non-finite loss, a crash: record it, search on
