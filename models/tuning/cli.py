@@ -30,11 +30,12 @@ from utils.config import RunConfig
 from utils.preempt import REQUEUE_EXIT_CODE
 from wlasl.clip_store import ClipStore, StoreError
 
-__all__ = ["main", "tune", "tune_parser"]
+__all__ = ["demo_stage", "main", "tune", "tune_parser"]
 
 OBJECTIVE_NAMES = ("val_accuracy", "val_top1", "val_top2", "val_top5", "val_per_class_top1", "val_loss")
 # What --dry-run means for a search: a handful of tiny trials.
-DRY_RUN = {"max_epochs": 2, "max_trials": 3, "steps_per_epoch": 2, "max_clips": 8}
+# (factor 2 with 2 epochs: two 1-epoch trials, then the better one promoted.)
+DRY_RUN = {"max_epochs": 2, "max_trials": 3, "factor": 2, "steps_per_epoch": 2, "max_clips": 8}
 
 
 def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
@@ -58,7 +59,7 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
         g.add_argument("--tune-variant", action="store_true", help="tune the variant too (all, or those in --space)")
     g.add_argument("--max-trials", type=int, help="bayesian: trials (default 20); hyperband: optional cap")
     g.add_argument("--max-epochs", type=int, help="epochs of a full trial, Hyperband's largest budget (default --epochs, 30)")
-    g.add_argument("--factor", type=int, default=3, help="hyperband: reduction factor between rounds (default 3)")
+    g.add_argument("--factor", type=int, help="hyperband: reduction factor between rounds (default 3; 2 with --dry-run)")
     g.add_argument("--objective", choices=OBJECTIVE_NAMES, default="val_accuracy",
                    help="what to optimise, read from each trial's run record (default val_accuracy = val top-1)")
     g.add_argument("--study", help="study name (default <model>-<tuner>-<store>; the same name resumes)")
@@ -110,14 +111,15 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     space = family_space(family, variants=variants, overrides=load_space_file(args.space) if args.space else None)
     max_epochs = args.max_epochs or (DRY_RUN["max_epochs"] if base.dry_run else base.train.epochs)
     max_trials = args.max_trials or (DRY_RUN["max_trials"] if base.dry_run else None)
-    if max_epochs < 1 or (max_trials is not None and max_trials < 1) or args.factor < 2:
+    factor = args.factor or (DRY_RUN["factor"] if base.dry_run else 3)
+    if max_epochs < 1 or (max_trials is not None and max_trials < 1) or factor < 2:
         raise ValueError(f"--max-epochs and --max-trials expected >= 1 and --factor >= 2, received "
-                         f"{max_epochs}, {max_trials}, {args.factor}")
+                         f"{max_epochs}, {max_trials}, {factor}")
     _check_store(base, [f"{family}_{v}" for v in variants] if variants else [base.model.name])
     study = Study(args.study or study_name(label, args.tuner, base.data.root, base.dry_run), Path(base.results))
     settings = {
         "family": family, "model": label, "tuner": args.tuner, "objective": args.objective, "space": space,
-        "max_epochs": max_epochs, "factor": args.factor if args.tuner == "hyperband" else None,
+        "max_epochs": max_epochs, "factor": factor if args.tuner == "hyperband" else None,
         "max_trials": max_trials, "data": str(base.data.root), "frames": base.model.frames, "size": base.model.size,
         "seed": base.train.seed, "steps_per_epoch": base.train.steps_per_epoch, "max_clips": base.data.max_clips,
     }
@@ -139,7 +141,7 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     from models.tuning.tuner import OBJECTIVES, StudyTuner, make_oracle, objective_value
 
     oracle = make_oracle(args.tuner, space=space, objective=args.objective, max_trials=max_trials,
-                         max_epochs=max_epochs, factor=args.factor, seed=base.train.seed)
+                         max_epochs=max_epochs, factor=factor, seed=base.train.seed)
     tuner = StudyTuner(oracle, study=study, base=base, family=family, objective=args.objective,
                        max_epochs=max_epochs, train_fn=train_fn, chief_listen=chief_listen)
     print(f"study {study.name}: {args.tuner}, objective {args.objective}, max {max_epochs} epochs per trial -> "
@@ -178,6 +180,30 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
           f"test top1 {test.get('top1', float('nan')):.4f} top5 {test.get('top5', float('nan')):.4f}  "
           f"-> {cfg.run_dir}")
     return 0 if record.status == "completed" else 1
+
+
+def demo_stage(results: Path, store: Path, *, family: str = "x3d", variant: str | None = "xs") -> Path:
+    """The demo's tuning step: a dry-run Hyperband study on the demo store.
+
+    Returns:
+        The study directory (best.json, best.yaml, runs/).
+
+    Raises:
+        RuntimeError: the search did not finish with a best trial.
+    """
+    clips = ClipStore(store)  # the demo store's clip length and side, whatever the model defaults
+    space = Path(results) / "tuning" / "demo_space.yaml"
+    space.parent.mkdir(parents=True, exist_ok=True)
+    space.write_text("# demo: batches of 2 fit the few clips of a dry run\nbatch_size: 2\n")
+    argv = ["--tuner", "hyperband", "--data", str(store), "--results", str(results), "--dry-run", "--workers", "0",
+            "--frames", str(clips.frames), "--size", str(clips.size), "--space", str(space)]
+    if variant:
+        argv += ["--variant", variant]
+    code = main(family, argv)
+    if code != 0:
+        raise RuntimeError(f"demo tuning of {family} exited with {code}; see the messages above")
+    label = f"{family}_{variant}" if variant else family
+    return Path(results) / "tuning" / study_name(label, "hyperband", str(store), dry_run=True)
 
 
 def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
