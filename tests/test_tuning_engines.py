@@ -89,6 +89,15 @@ def _records(root: Path) -> dict:
     return {r.tags["trial"]: r for r in (read_record(p) for p in sorted((root / "runs").glob("*/metrics.json")))}
 
 
+def _paths_in(obj, prefix: str) -> list[str]:
+    """String values under ``prefix`` anywhere in a JSON object."""
+    if isinstance(obj, dict):
+        return [p for v in obj.values() for p in _paths_in(v, prefix)]
+    if isinstance(obj, list):
+        return [p for v in obj for p in _paths_in(v, prefix)]
+    return [obj] if isinstance(obj, str) and obj.startswith(prefix) else []
+
+
 def _argv(tmp_path, store, tuner, extra):
     return ["--tuner", tuner, *extra, "--data", str(store), "--results", str(tmp_path / "results"),
             *_files(tmp_path), *TINY]
@@ -125,9 +134,15 @@ def test_hyperband_promotion_through_the_engine(family, extra, tiny_store, tmp_p
     assert parent.epochs == 1 and child.epochs == 2
     # From scratch it would train epochs 1 and 2; resumed from the parent's checkpoint it trains only epoch 2.
     assert [int(row["epoch"]) for row in read_history(root / "runs" / child.run_id)] == [2]
-    # The parent's checkpoints are intact (the child worked on a copy).
+    # The parent's checkpoints are intact (the child worked on a relocated copy): every
+    # checkpoint file its JSON state names still exists, and the child's names none of them.
     assert [int(row["epoch"]) for row in read_history(root / "runs" / parent.run_id)] == [1]
-    assert any((root / "runs" / parent.run_id / "checkpoints").iterdir())
+    parent_ckpt, child_ckpt = (root / "runs" / r.run_id / "checkpoints" for r in (parent, child))
+    assert any(parent_ckpt.iterdir())
+    for path in parent_ckpt.glob("*.json"):
+        for ref in _paths_in(json.loads(path.read_text()), str(parent_ckpt)):
+            assert list(Path(ref).parent.glob(Path(ref).name + "*")), f"{path} names {ref}, which is gone"
+    assert not any(_paths_in(json.loads(p.read_text()), str(parent_ckpt)) for p in child_ckpt.glob("*.json"))
     best = json.loads((root / "best.json").read_text())
     assert records[best["trial"]].best["val_top1"] == pytest.approx(max(r.best["val_top1"] for r in records.values()))
     # The promoted epoch must still learn: its schedule spans the child's 2 epochs, not the parent's 1.
