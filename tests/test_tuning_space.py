@@ -111,6 +111,18 @@ def test_roles_from_env_and_slurm_array():
         resolve_role({"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_PORT": "x"}, "s")
 
 
+def test_chief_listens_on_all_interfaces_for_a_host_name(tmp_path):
+    import json
+
+    from models.tuning.distributed import publish_chief
+
+    assert publish_chief(Role("chief", "node07", 8470), tmp_path) == "0.0.0.0"
+    assert json.loads((tmp_path / ADDRESS_FILE).read_text())["host"] == "node07"
+    assert publish_chief(Role("chief", "127.0.0.1", 8470), tmp_path) == "127.0.0.1"
+    assert publish_chief(Role("chief", None, 8470), tmp_path) == "0.0.0.0"
+    assert json.loads((tmp_path / ADDRESS_FILE).read_text())["host"] not in ("0.0.0.0", "")
+
+
 def test_first_node_of_a_slurm_nodelist():
     assert first_node("gpu[03-05,07],cpu1") == "gpu03"
     assert first_node("node7") == "node7"

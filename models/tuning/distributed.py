@@ -107,13 +107,27 @@ def publish_chief(role: Role, study_root: Path) -> str:
     """Chief: pick the listen address and tell the workers where it is.
 
     Returns:
-        The address to listen on (the given KERASTUNER_ORACLE_IP, or all interfaces).
+        The address to listen on: the given KERASTUNER_ORACLE_IP when it is an
+        IP address, else all interfaces.
     """
-    listen = role.host or "0.0.0.0"
+    # A host *name* is published but not bound: on many nodes the name resolves
+    # to 127.0.1.1 (/etc/hosts), which other nodes cannot reach; all
+    # interfaces are. An IP address (127.0.0.1 in tests) is bound as given.
+    listen = role.host if role.host and _is_ip(role.host) else "0.0.0.0"
     public = role.host if role.host and role.host not in ("0.0.0.0", "::", "[::]") else socket.gethostname()
     write_json(study_root / ADDRESS_FILE, {"host": public, "port": role.port, "pid": os.getpid(),
                                           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return listen
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _candidates(role: Role, study_root: Path, environ: Mapping[str, str]) -> list[tuple[str, int]]:
