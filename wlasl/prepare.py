@@ -254,6 +254,18 @@ def _open_store(cfg: PrepareConfig, glosses: list[str]) -> None:
     _remove_stale_temps(cfg.out)
 
 
+def _pool_context():
+    """fork when it is safe (fast start), spawn when a framework is loaded.
+
+    TensorFlow and torch start threads at import; forking a process that
+    holds them can deadlock, so a caller that imported them (tests,
+    notebooks, the demo after training) gets spawn.
+    """
+    if any(m in sys.modules for m in ("tensorflow", "torch")):
+        return mp.get_context("spawn")
+    return mp.get_context("fork")
+
+
 def _worker(args):
     inst, cfg = args
     return process_instance(inst, cfg)
@@ -274,9 +286,7 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     jobs = [(inst, cfg) for inst in mine]
     bar = _progress(len(jobs), f"shard {i}/{n}" if n > 1 else "clips", progress)
     if cfg.workers > 1 and len(jobs) > 1:
-        # spawn, not fork: TensorFlow or torch may already be imported by the
-        # caller (tests, notebooks), and forking their threads can deadlock.
-        with mp.get_context("spawn").Pool(cfg.workers) as pool:
+        with _pool_context().Pool(cfg.workers) as pool:
             for out in pool.imap_unordered(_worker, jobs, chunksize=1):
                 outcomes.append(out)
                 bar.update(1)

@@ -126,6 +126,7 @@ def make_synthetic(
     lead_in: tuple[int, int] = (0, 6),
     tail: tuple[int, int] = (0, 5),
     noise: float = 0.0,
+    first_id: int = 90000,
 ) -> dict:
     """Write a mini-WLASL under ``out``.
 
@@ -141,6 +142,7 @@ def make_synthetic(
         lead_in: range of frames before the sign starts (``frame_start - 1``).
         tail: range of frames after the sign ends (when ``frame_end`` is set).
         noise: std of per-pixel sensor noise (0 = clean, fast to decode).
+        first_id: video ids count up from here (keep sets apart when merging).
 
     Returns:
         ``{"metadata", "nslt", "videos", "missing", "corrupt"}`` paths and ids.
@@ -156,7 +158,7 @@ def make_synthetic(
     for label in range(glosses):
         instances = []
         for k in range(per_gloss):
-            video_id = f"{90000 + vid:05d}"
+            video_id = f"{first_id + vid:05d}"
             vid += 1
             split = "test" if k < n_test else "val" if k < n_test + n_val else "train"
             fps = 30.0 if k % 3 == 0 else 25.0  # metadata always says 25

@@ -1,0 +1,260 @@
+"""Print and save the result tables and plots of every run record under a results root.
+
+Examples:
+    # the seed thesis's table (Model | Top 1 | Top 2 | Loss) of every run
+    python utils/report.py
+    # WLASL100 only, with top-5 and per-class accuracy, beside the published figures
+    python utils/report.py --subset 100 --metrics top1,top2,top5,per_class_top1,loss --published
+    # LaTeX on stdout, numbers from the val split, and a confusion matrix of one run
+    python utils/report.py --format tex --split val --confusion movinet_a3-wlasl100_172-s0
+
+Writes <out>/summary.md, summary.csv, summary.tex and other_runs.csv (runs not
+averaged in and unreadable records), and under <plots>/: curves/<run_id>.png
+(train vs val accuracy and loss), accuracy_bars.png, accuracy_vs_params.png
+and confusion_<run_id>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+# Run as a script, Python puts utils/ first on sys.path, where tables.py would
+# shadow PyTables' ``tables`` (pandas imports it by that name): use the repo root instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install
+
+from utils import plots  # noqa: E402
+from utils.runs import RunSet, collect_runs, is_trial  # noqa: E402
+from utils.tables import (  # noqa: E402
+    DEFAULT_METRICS,
+    Published,
+    Row,
+    add_published,
+    format_notes,
+    format_others,
+    format_table,
+    load_published,
+    parse_metrics,
+    summarise,
+)
+from wlasl.clip_store import atomic_write_text  # noqa: E402
+
+__all__ = ["Report", "build_report", "demo_stage", "main", "write_outputs"]
+
+FORMATS = ("md", "csv", "tex")
+# Shipped with the suite; a results root of its own (a demo, a cluster scratch
+# directory) may hold its own published.csv, which then wins.
+PUBLISHED_CSV = _HERE.parent / "results" / "published.csv"
+
+
+@dataclass
+class Report:
+    """What one report run produced (tables as text, paths written)."""
+
+    runs: RunSet
+    rows: list[Row]
+    metrics: tuple[str, ...]
+    published: list[Published] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+    def table(self, fmt: str = "md") -> str:
+        return format_table(self.rows, metrics=self.metrics, fmt=fmt, published=self.published)
+
+    def remarks(self) -> str:
+        """Rows averaging different settings, runs left out, unreadable records (plain text)."""
+        return "\n".join(part for part in (format_notes(self.rows), format_others(self.runs)) if part)
+
+
+def build_report(
+    results: str | Path = "results",
+    *,
+    subset: int | None = None,
+    metrics=DEFAULT_METRICS,
+    split: str = "test",
+    published: bool | str | Path = False,
+    include_dry_runs: bool = False,
+) -> Report:
+    """Read the run records under ``results`` and build the table rows.
+
+    Args:
+        results: results root, searched recursively for metrics.json.
+        subset: only runs on this many classes.
+        metrics: METRICS keys for the columns.
+        split: ``test`` or ``val``.
+        published: False, True (``<results>/published.csv`` or the suite's),
+            or the path of a published.csv.
+        include_dry_runs: average ``--dry-run`` runs in too.
+    """
+    results = Path(results)
+    if not results.is_dir():
+        raise FileNotFoundError(
+            f"no results directory at {results}; train a model first (main/train_<family>.py) or pass --results DIR"
+        )
+    runs = collect_runs(results, include_dry_runs=include_dry_runs)
+    rows = summarise(runs, split=split, metrics=metrics, subset=subset)
+    pubs: list[Published] = []
+    if published:
+        path = Path(published) if not isinstance(published, bool) else results / "published.csv"
+        if isinstance(published, bool) and not path.is_file():
+            path = PUBLISHED_CSV
+        pubs = load_published(path)
+        rows = add_published(rows, pubs, subset=subset)
+    return Report(runs=runs, rows=rows, metrics=tuple(metrics), published=pubs)
+
+
+def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None, confusion=()) -> list[Path]:
+    """Write summary.{md,csv,tex}, other_runs.csv and (unless ``plots_dir`` is None) the plots.
+
+    Args:
+        report: from :func:`build_report`.
+        out: tables directory.
+        plots_dir: plots directory, or None for no plots.
+        confusion: run ids to draw a confusion matrix for.
+
+    Raises:
+        KeyError: a ``confusion`` run id is not among the records.
+    """
+    out = Path(out)
+    # Check the confusion run ids before writing anything: a typo should not cost a full plotting pass.
+    targets = {run_id: report.runs.find(run_id) for run_id in (confusion if plots_dir is not None else ())}
+    missing = [run_id for run_id, run in targets.items() if run is None]
+    if missing:
+        ids = sorted(r.record.run_id for r in report.runs.all_loaded())
+        known = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "") if ids else "none"
+        raise KeyError(f"--confusion {', '.join(missing)}: no run record with that id; known run ids: {known}")
+    written = []
+    for fmt in FORMATS:
+        text = report.table(fmt)
+        if fmt == "md":
+            remarks = report.remarks()
+            text += f"\n{remarks}" if remarks else ""
+        atomic_write_text(out / f"summary.{fmt}", text)
+        written.append(out / f"summary.{fmt}")
+    atomic_write_text(out / "other_runs.csv", format_others(report.runs, "csv"))
+    written.append(out / "other_runs.csv")
+    if plots_dir is not None:
+        plots_dir = Path(plots_dir)
+        # Curves for the table's runs and the unfinished plain runs (to watch them);
+        # not for every tuning trial, a study can hold hundreds.
+        runs = report.runs
+        for run in runs.completed + runs.best_trials + [r for r in runs.others if not is_trial(r.record)]:
+            written.append(
+                plots.plot_history(run.run_dir, plots_dir / "curves" / f"{run.record.run_id}.png", run.record.run_id)
+            )
+        accuracies = [k for k in ("top1", "top2") if k in report.metrics]
+        if accuracies:
+            written.append(plots.plot_accuracy_bars(report.rows, plots_dir / "accuracy_bars.png", accuracies))
+            written.append(
+                plots.plot_accuracy_vs_params(report.rows, plots_dir / "accuracy_vs_params.png", accuracies[0])
+            )
+        for run_id, run in targets.items():
+            written.append(plots.plot_confusion(run.run_dir, plots_dir / f"confusion_{run_id}.png", run.subset, run_id))
+    written = [w for w in written if w is not None]
+    report.written += written
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="utils/report.py",
+        description="Aggregate the run records (metrics.json) under a results root into the result table "
+        "(one row per model and subset, mean ± std over seeds, n; accuracies in percent; each tuning "
+        "study's best trial by val top-1), print it, and save it with the plots. Failed, running and "
+        "stopped runs are listed apart; unreadable or old-schema records are reported and skipped.",
+        epilog=__doc__.split("Examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="results root, searched recursively for metrics.json (default results)",
+    )
+    p.add_argument("--subset", type=int, help="only runs on this many classes, e.g. 100 for WLASL100 (default all)")
+    p.add_argument(
+        "--metrics",
+        default=",".join(DEFAULT_METRICS),
+        help="comma-separated columns from top1, top2, top5, loss, per_class_top1 (default top1,top2,loss)",
+    )
+    p.add_argument(
+        "--split", choices=("test", "val"), default="test", help="evaluation split of the numbers (default test)"
+    )
+    p.add_argument("--format", choices=FORMATS, default="md", help="what to print; all three are written (default md)")
+    p.add_argument(
+        "--published", action="store_true", help="add published figures (seed thesis, WLASL paper) beside ours"
+    )
+    p.add_argument(
+        "--published-csv", type=Path, help="published figures file (default <results>/published.csv, else the suite's)"
+    )
+    p.add_argument("--out", type=Path, help="tables directory (default <results>/tables)")
+    p.add_argument("--plots", type=Path, help="plots directory (default <results>/plots)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument(
+        "--confusion",
+        action="append",
+        default=[],
+        metavar="RUN_ID",
+        help="draw the confusion matrix of this run from its predictions.csv (repeatable; not with --no-plots)",
+    )
+    p.add_argument(
+        "--include-dry-runs", action="store_true", help="average --dry-run runs in (listed apart by default)"
+    )
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = build_report(
+            args.results,
+            subset=args.subset,
+            metrics=parse_metrics(args.metrics),
+            split=args.split,
+            published=args.published_csv or args.published,
+            include_dry_runs=args.include_dry_runs,
+        )
+        plots_dir = None if args.no_plots else (args.plots or args.results / "plots")
+        write_outputs(report, args.out or args.results / "tables", plots_dir, args.confusion)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    print(report.table(args.format), end="")
+    others = report.remarks()
+    if not report.rows:
+        print(
+            f"no completed runs under {args.results}" + (f" on subset {args.subset}" if args.subset else ""),
+            file=sys.stderr,
+        )
+    if others:
+        # Keep stdout a clean table for csv/tex; the terminal still sees what was left out.
+        print(f"\n{others}", end="", file=sys.stdout if args.format == "md" else sys.stderr)
+    print(
+        f"wrote {len(report.written)} files under {args.out or args.results / 'tables'} and {plots_dir or '(no plots)'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def demo_stage(root: str | Path, *, plots: bool = True) -> Report:
+    """The last stage of ``make demo``: print the table of the demo's runs (``<root>/results``).
+
+    Dry runs are averaged in (the demo's runs are tiny anyway); tables and
+    plots go to ``<root>/results/tables`` and ``<root>/results/plots``.
+    """
+    results = Path(root) / "results"
+    report = build_report(results, include_dry_runs=True)
+    write_outputs(report, results / "tables", results / "plots" if plots else None)
+    print(report.table("md"), end="")
+    remarks = report.remarks()
+    if remarks:
+        print(f"\n{remarks}", end="")
+    print(f"tables: {results / 'tables'}" + (f", plots: {results / 'plots'}" if plots else ""))
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())
