@@ -151,26 +151,24 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
         print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')}: no more trials; the chief saves the best values")
         return 0
 
-    best = tuner.oracle.get_best_trials(1)
-    if not best:
+    # The best trial by the objective as its run record holds it (the oracle saw
+    # the same number, returned by run_trial; ties go to the earliest trial).
+    direction = OBJECTIVES[args.objective][0]
+    ranked = best_from_records(study, args.objective, direction, lambda r: objective_value(r, args.objective))
+    if ranked is None:
         print(f"no trial of study {study.name} completed; see the records under {study.root / 'runs'}", file=sys.stderr)
         return 1
-    trial = best[0]
-    values = dict(trial.hyperparameters.values)
-    direction = OBJECTIVES[args.objective][0]
-    from_records = best_from_records(study, args.objective, direction, lambda r: objective_value(r, args.objective))
-    if from_records is not None and from_records[0] != trial.trial_id:
-        # The oracle only knows what run_trial returned; a record edited since then wins.
-        print(f"note: the run records rank trial {from_records[0]} first, the oracle trial {trial.trial_id}",
-              file=sys.stderr)
+    trial_id, record = ranked
+    values = dict(tuner.oracle.get_trial(trial_id).hyperparameters.values)
+    score = objective_value(record, args.objective)
     epochs = int(values.get("tuner/epochs") or max_epochs)
-    print(format_best(study, trial.trial_id, args.objective, trial.score, values, study.run_dir(trial.trial_id)))
-    preset = save_best(study, trial.trial_id, args.objective, trial.score, values, family, max_epochs)
+    print(format_best(study, trial_id, args.objective, score, values, study.run_dir(trial_id)))
+    preset = save_best(study, trial_id, args.objective, score, values, family, max_epochs)
     print(f"saved {study.root / 'best.json'} and {preset} (a --config preset for main/train_{family}.py)")
     if not args.final:
         return 0
 
-    cfg = final_config(base, study, trial.trial_id, values, family, max(epochs, max_epochs))
+    cfg = final_config(base, study, trial_id, values, family, max(epochs, max_epochs))
     train = train_fn
     if train is None:
         from models.train import run as train
