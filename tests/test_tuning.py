@@ -196,3 +196,13 @@ def test_distributed_chief_and_two_workers_share_the_trials(env):
     root = env["results"] / "tuning" / f"{FAMILY}-bayesian-{Path(env['store']).name}"
     assert json.loads((root / "best.json").read_text())["trial"] in _records(root)
     assert "Best trial" in outs["chief"] and "no more trials" in outs["tuner1"]
+
+
+def test_worker_without_a_chief_exits_with_the_address_it_tried(env, monkeypatch, capsys):
+    port = _free_port()  # nothing listens there
+    for key, value in {"KERASTUNER_TUNER_ID": "tuner1", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                       "KERASTUNER_ORACLE_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    assert _tune(_argv(env, "bayesian", "--distributed", "--chief-timeout-s", "1")) == 2
+    assert f"tuner1 cannot reach the tuning chief at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not trained(env["log"])
