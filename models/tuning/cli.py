@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from models.registry import get_model
@@ -42,7 +43,7 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
     variants = _variant_names(family)
     p = argparse.ArgumentParser(
         prog=f"main/tune_{family}.py",
-        description=(
+        description=textwrap.fill(
             f"Tune {family} hyperparameters with keras-tuner (Hyperband or Bayesian optimisation). Each trial is a "
             "normal training run (checkpoints, run record) under <results>/tuning/<study>/runs/; rerunning the same "
             "command resumes the study. Training options below set everything the search space does not tune; "
