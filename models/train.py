@@ -9,6 +9,7 @@ options are defined once here for both frameworks (and reused by tuning).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -40,7 +41,9 @@ def resolve(cfg: RunConfig, spec: ModelSpec | None = None) -> RunConfig:
             data={"max_clips": min(cfg.data.max_clips or DRY_RUN["max_clips"], DRY_RUN["max_clips"])},
         )
     if cfg.run_id is None:
-        run_id = make_run_id(cfg.model.name, cfg.data.root, cfg.train.seed)
+        # The streaming MoViNet has other weights than the base one: its own run.
+        name = cfg.model.name + ("_stream" if cfg.model.stream else "")
+        run_id = make_run_id(name, cfg.data.root, cfg.train.seed)
         cfg = cfg.replace(run_id=run_id + ("-dryrun" if cfg.dry_run else ""))
     return cfg
 
@@ -59,16 +62,20 @@ def run(cfg: RunConfig) -> RunRecord:
     if not store.split("train"):
         raise StoreError(f"{store.root} holds no training clips; check prepare_report.json there")
     loaders = importlib.import_module(LOADERS[spec.framework]).make_loaders(store, cfg)
-    model = spec.build(
-        num_classes=store.num_classes,
-        frames=cfg.model.frames,
-        size=cfg.model.size,
-        dropout=cfg.model.dropout,
-        freeze=cfg.model.freeze,
-        pretrained=cfg.model.pretrained,
-        **({"stream": True} if cfg.model.stream else {}),
-    )
     engine = importlib.import_module(ENGINES[spec.framework])
+    # An engine may need the model built in its context (seed, dtype policy,
+    # a multi-GPU strategy scope): it offers that as ``build_scope(cfg)``.
+    scope = getattr(engine, "build_scope", None)
+    with scope(cfg) if scope else contextlib.nullcontext():
+        model = spec.build(
+            num_classes=store.num_classes,
+            frames=cfg.model.frames,
+            size=cfg.model.size,
+            dropout=cfg.model.dropout,
+            freeze=cfg.model.freeze,
+            pretrained=cfg.model.pretrained,
+            **({"stream": True} if cfg.model.stream else {}),
+        )
     return engine.fit(model, loaders, cfg, cfg.run_dir)
 
 

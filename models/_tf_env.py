@@ -1,0 +1,47 @@
+"""The one place the TensorFlow side imports TensorFlow and Keras.
+
+tf-models-official's MoViNet is a tf_keras (Keras 2) model, while plain
+``tf.keras`` in TF 2.20 is Keras 3; keras-tuner's stock tuners and the
+MoViNet layers only agree when ``TF_USE_LEGACY_KERAS=1`` is set before
+TensorFlow is first imported (DESIGN.md, known traps). Every Keras-side
+module therefore does ``from models._tf_env import tf, tf_keras`` and never
+imports tensorflow itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+__all__ = ["tf", "tf_keras", "set_precision"]
+
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    # Too late to switch: tf.keras is already Keras 3 in this process. Our
+    # code uses tf_keras directly and still works; keras-tuner would not.
+    warnings.warn(
+        "TensorFlow was imported before models._tf_env set TF_USE_LEGACY_KERAS=1, so tf.keras is Keras 3 "
+        "here; import models._tf_env (or a Keras model module) before anything that imports tensorflow",
+        stacklevel=2,
+    )
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide the CUDA/oneDNN banner noise
+
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
+
+
+def set_precision(mixed: bool) -> str:
+    """Set the global Keras dtype policy before a model is built; returns its name.
+
+    Mixed precision only pays on a GPU; on CPU it is slower, so it falls back
+    to float32 there. bfloat16 is used where the GPU supports it (Ampere+),
+    as it needs no loss scaling.
+    """
+    name = "float32"
+    if mixed and tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        major = (details.get("compute_capability") or (0, 0))[0]
+        name = "mixed_bfloat16" if major >= 8 else "mixed_float16"
+    tf_keras.mixed_precision.set_global_policy(name)
+    return name

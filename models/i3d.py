@@ -1,0 +1,200 @@
+"""I3D: Inception-v1 inflated to 3D (Carreira & Zisserman, "Quo Vadis, Action
+Recognition? A New Model and the Kinetics Dataset", CVPR 2017), in tf_keras.
+
+Layer names follow the Keras I3D releases (``Conv3d_1a_7x7``,
+``MaxPool2d_2a_3x3``, ``Mixed_3b`` ... ``Mixed_5c``; a conv unit ``N`` is the
+layers ``N_conv``, ``N_bn`` and ``N``), so their ImageNet+Kinetics RGB weights
+(``rgb_imagenet_and_kinetics`` ``.h5``) load by name. The head is global
+average pooling, dropout and a 1x1x1 conv ``Conv3d_6a_1x1`` to the classes:
+with global pooling any input of at least 8 frames x 32² works.
+
+TensorFlow is imported inside the builder, so ``import models`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.registry import register_model
+
+__all__ = ["I3D_BLOCKS", "build_i3d", "load_i3d_weights"]
+
+# Freezable blocks, input side first (freeze=K freezes the first K).
+I3D_BLOCKS = (
+    "Conv3d_1a_7x7",
+    "Conv3d_2b_1x1",
+    "Conv3d_2c_3x3",
+    "Mixed_3b",
+    "Mixed_3c",
+    "Mixed_4b",
+    "Mixed_4c",
+    "Mixed_4d",
+    "Mixed_4e",
+    "Mixed_4f",
+    "Mixed_5b",
+    "Mixed_5c",
+)
+# Inception module widths: (b0 1x1, b1 1x1, b1 3x3, b2 1x1, b2 3x3, b3 pool-proj 1x1).
+_MIXED = {
+    "3b": (64, 96, 128, 16, 32, 32),
+    "3c": (128, 128, 192, 32, 96, 64),
+    "4b": (192, 96, 208, 16, 48, 64),
+    "4c": (160, 112, 224, 24, 64, 64),
+    "4d": (128, 128, 256, 24, 64, 64),
+    "4e": (112, 144, 288, 32, 64, 64),
+    "4f": (256, 160, 320, 32, 128, 128),
+    "5b": (256, 160, 320, 32, 128, 128),
+    "5c": (384, 192, 384, 48, 128, 128),
+}
+# Total strides of the network (time, space); inputs below them are all padding.
+_MIN_FRAMES = 8
+_MIN_SIZE = 32
+HEAD = "Conv3d_6a_1x1_conv"
+
+
+def _unit(layers, x, filters: int, kernel: tuple, name: str, strides=(1, 1, 1)):
+    """Conv3D (no bias) + BatchNorm (no scale, as in the release) + ReLU, named like the release."""
+    x = layers.Conv3D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(axis=-1, scale=False, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=name)(x)
+
+
+def _mixed(layers, x, key: str):
+    b0, b1a, b1b, b2a, b2b, b3 = _MIXED[key]
+    branch0 = _unit(layers, x, b0, (1, 1, 1), f"Conv3d_{key}_0a_1x1")
+    branch1 = _unit(layers, x, b1a, (1, 1, 1), f"Conv3d_{key}_1a_1x1")
+    branch1 = _unit(layers, branch1, b1b, (3, 3, 3), f"Conv3d_{key}_1b_3x3")
+    branch2 = _unit(layers, x, b2a, (1, 1, 1), f"Conv3d_{key}_2a_1x1")
+    branch2 = _unit(layers, branch2, b2b, (3, 3, 3), f"Conv3d_{key}_2b_3x3")
+    branch3 = layers.MaxPooling3D((3, 3, 3), strides=(1, 1, 1), padding="same", name=f"MaxPool2d_{key}_3a_3x3")(x)
+    branch3 = _unit(layers, branch3, b3, (1, 1, 1), f"Conv3d_{key}_3b_1x1")
+    return layers.Concatenate(axis=-1, name=f"Mixed_{key}")([branch0, branch1, branch2, branch3])
+
+
+def build_i3d(
+    *,
+    num_classes: int,
+    # input
+    frames: int = 20,
+    size: int = 224,
+    # training
+    dropout: float = 0.5,
+    freeze: int = 0,
+    pretrained: str | None = None,
+):
+    """I3D RGB classifier taking uint8 clips ``(B, frames, size, size, 3)``.
+
+    Pixels are scaled to [-1, 1] inside the model, as in the released
+    Kinetics weights. Released weights (for users with internet)::
+
+        wget https://github.com/dlpbc/keras-kinetics-i3d/releases/download/v0.2/rgb_inception_i3d_imagenet_and_kinetics_tf_dim_ordering_tf_kernels_no_top.h5
+        python main/train_i3d.py --pretrained rgb_..._no_top.h5 ...
+
+    Args:
+        num_classes: classes of the new head.
+        frames: clip length; >= 8 (the temporal stride).
+        size: input side; >= 32 (the spatial stride).
+        dropout: dropout rate before the classifier (0.5 in the paper).
+        freeze: freeze the first K of :data:`I3D_BLOCKS` (0..12).
+        pretrained: an ``.h5`` weights file loaded by layer name; layers whose
+            shape differs (the old head) are skipped and the head stays fresh.
+
+    Returns:
+        A tf_keras Model named ``i3d``.
+
+    Raises:
+        ValueError: input smaller than the strides or freeze out of range.
+    """
+    from models._tf_env import tf_keras
+
+    if frames < _MIN_FRAMES or size < _MIN_SIZE:
+        raise ValueError(
+            f"i3d needs frames >= {_MIN_FRAMES} and size >= {_MIN_SIZE} (its temporal and spatial strides), "
+            f"received frames={frames}, size={size}; raise --frames / --size"
+        )
+    if not 0 <= freeze <= len(I3D_BLOCKS):
+        raise ValueError(f"freeze expected 0..{len(I3D_BLOCKS)} blocks for i3d, received {freeze}")
+    layers = tf_keras.layers
+    clip = tf_keras.Input(shape=(frames, size, size, 3), dtype="uint8", name="clip")
+    x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="to_pm1")(clip)
+
+    x = _unit(layers, x, 64, (7, 7, 7), "Conv3d_1a_7x7", strides=(2, 2, 2))
+    x = layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool2d_2a_3x3")(x)
+    x = _unit(layers, x, 64, (1, 1, 1), "Conv3d_2b_1x1")
+    x = _unit(layers, x, 192, (3, 3, 3), "Conv3d_2c_3x3")
+    x = layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool2d_3a_3x3")(x)
+    x = _mixed(layers, x, "3b")
+    x = _mixed(layers, x, "3c")
+    x = layers.MaxPooling3D((3, 3, 3), strides=(2, 2, 2), padding="same", name="MaxPool2d_4a_3x3")(x)
+    for key in ("4b", "4c", "4d", "4e", "4f"):
+        x = _mixed(layers, x, key)
+    x = layers.MaxPooling3D((2, 2, 2), strides=(2, 2, 2), padding="same", name="MaxPool2d_5a_2x2")(x)
+    x = _mixed(layers, x, "5b")
+    x = _mixed(layers, x, "5c")
+
+    # Global pooling instead of the release's fixed (2, 7, 7) window, so any
+    # input size works; at 224² the two agree up to the temporal average.
+    x = layers.GlobalAveragePooling3D(keepdims=True, name="global_avg_pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Conv3D(num_classes, (1, 1, 1), use_bias=True, name=HEAD)(x)
+    logits = layers.Flatten(name="logits_flat")(x)
+    logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
+    model = tf_keras.Model(clip, logits, name="i3d")
+
+    if pretrained:
+        load_i3d_weights(model, pretrained)
+    frozen = set(I3D_BLOCKS[:freeze])
+    for layer in model.layers:
+        # A unit's layers share its name as prefix; a Mixed block's are Conv3d_<key>_*.
+        block = layer.name.removesuffix("_conv").removesuffix("_bn")
+        if block in frozen or any(block.startswith(f"Conv3d_{b[6:]}_") for b in frozen if b.startswith("Mixed_")):
+            layer.trainable = False
+    return model
+
+
+def load_i3d_weights(model, path: str | Path) -> None:
+    """Load a Keras I3D ``.h5`` by layer name into ``model``; the head (``Conv3d_6a_1x1_conv``) is never loaded.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file shares no layer with the model.
+    """
+    import h5py
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no I3D weights file at {path}; download the Keras I3D release (see models/i3d.py) or drop --pretrained"
+        )
+    loaded = 0
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f  # full-model files nest the weights
+        for layer in model.layers:
+            if not layer.weights or layer.name == HEAD or layer.name not in group:
+                continue
+            saved = group[layer.name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in saved.attrs["weight_names"]]
+            values = [np.asarray(saved[n]) for n in names]
+            want = [tuple(w.shape) for w in layer.weights]
+            if [v.shape for v in values] != want:
+                raise ValueError(
+                    f"{path}: layer {layer.name} holds shapes {[v.shape for v in values]}, i3d expects {want}; "
+                    "is this an RGB I3D weights file?"
+                )
+            layer.set_weights(values)
+            loaded += 1
+    if not loaded:
+        raise ValueError(f"{path} shares no layer name with i3d (expected names like Conv3d_1a_7x7_conv, Mixed_5c)")
+
+
+register_model(
+    "i3d",
+    family="i3d",
+    framework="keras",
+    frames=20,
+    size=224,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    description="I3D Inception-v1 RGB (tf_keras), [-1,1] input; loads the Keras I3D release by layer name",
+)(build_i3d)
