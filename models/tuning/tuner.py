@@ -22,25 +22,21 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-try:
-    # The Keras side's one switch: TF_USE_LEGACY_KERAS=1 before TensorFlow
-    # is imported (keras_tuner imports it), so keras-tuner and the tf_keras
-    # MoViNet agree on one Keras (DESIGN.md, known traps).
-    import models._tf_env  # noqa: F401
-except ModuleNotFoundError as e:  # pragma: no cover - before the Keras engine is merged
-    if e.name != "models._tf_env":
-        raise
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# The Keras side's one switch: TF_USE_LEGACY_KERAS=1 before TensorFlow is
+# imported (keras_tuner imports it), so keras-tuner and the tf_keras models
+# agree on one Keras (DESIGN.md, known traps).
+import models._tf_env  # noqa: F401
 
-import keras_tuner  # noqa: E402
-from keras_tuner.errors import FailedTrialError, FatalError  # noqa: E402
+# isort: split
+import keras_tuner
+from keras_tuner.errors import FailedTrialError, FatalError
 
-from models.registry import get_model  # noqa: E402
-from models.tuning.space import trial_config  # noqa: E402
-from models.tuning.study import Study  # noqa: E402
-from utils.config import RunConfig  # noqa: E402
-from utils.preempt import Preempted, PreemptionFlag  # noqa: E402
-from utils.records import RecordError, RunRecord, environment, read_record, write_record  # noqa: E402
+from models.registry import get_model
+from models.tuning.space import trial_config
+from models.tuning.study import Study
+from utils.config import RunConfig
+from utils.preempt import Preempted, PreemptionFlag
+from utils.records import RecordError, RunRecord, environment, read_record, write_record
 
 __all__ = ["OBJECTIVES", "SearchPreempted", "StudyTuner", "make_hyperparameters", "make_oracle", "objective_value"]
 
