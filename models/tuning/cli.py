@@ -91,7 +91,9 @@ def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
             train={"steps_per_epoch": min(base.train.steps_per_epoch or DRY_RUN["steps_per_epoch"], DRY_RUN["steps_per_epoch"])},
             data={"max_clips": min(base.data.max_clips or DRY_RUN["max_clips"], DRY_RUN["max_clips"])},
         )
-    return base, (sorted(variants) if tune_variant else None), (family if tune_variant else name)
+    # The streaming MoViNet has other weights than the base one: its own study (as models.train.resolve).
+    label = (family if tune_variant else name) + ("_stream" if base.model.stream else "")
+    return base, (sorted(variants) if tune_variant else None), label
 
 
 def _check_store(base: RunConfig, model_names: list[str]) -> None:
