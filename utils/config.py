@@ -8,6 +8,7 @@ and wrong types are errors that list what is valid.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +198,9 @@ def _coerce(cls, key: str, value, where: str):
         valid = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING)
         raise KeyError(f"{where}: unknown key '{key}'. Valid keys with defaults: {valid}")
     hint = hints[key]
-    base = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    # Unwrap Optional/Union only: tuple[float, float] must stay a tuple.
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    base = [t for t in typing.get_args(hint) if t is not type(None)] if is_union else [hint]
     target = base[0]
     if value is None or typing.get_origin(target) is Literal:
         return value

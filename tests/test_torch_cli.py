@@ -1,0 +1,120 @@
+"""The PyTorch entry scripts end to end: dry run, SIGUSR1 -> requeue exit -> resume, two-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import models.s3d  # noqa: E402,F401
+import models.x3d  # noqa: E402,F401
+from models.train import main  # noqa: E402
+from tests.torch_helpers import make_store  # noqa: E402
+from utils.preempt import REQUEUE_EXIT_CODE  # noqa: E402
+from utils.records import read_history, read_record  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+X3D = [sys.executable, str(ROOT / "main" / "train_x3d.py"), "--variant", "xs"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("torch_cli_store"))
+
+
+def _args(store, results, run_id, *extra):
+    return ["--data", str(store), "--frames", "8", "--size", "32", "--results", str(results), "--run-id", run_id,
+            "--workers", "0", "--dropout", "0", *extra]  # fmt: skip
+
+
+def _preset(tmp_path, **train) -> str:
+    path = tmp_path / "preset.yaml"
+    path.write_text(json.dumps({"train": train}))  # JSON is YAML
+    return str(path)
+
+
+@pytest.mark.parametrize("script", ["train_s3d.py", "train_x3d.py"])
+def test_help_lists_the_shared_options(script, capsys):
+    out = subprocess.run([sys.executable, str(ROOT / "main" / script), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for option in ("--data", "--epochs", "--batch-size", "--pretrained", "--workers", "--mixed-precision", "--dry-run"):
+        assert option in out.stdout
+    assert ("--variant" in out.stdout) == (script == "train_x3d.py")
+
+
+def test_dry_run_on_cpu(store, tmp_path, capsys):
+    assert main("x3d", ["--variant", "xs", *_args(store, tmp_path, "dry", "--dry-run")]) == 0
+    record = read_record(tmp_path / "runs" / "dry" / "metrics.json")
+    assert record.status == "completed" and record.config["dry_run"] and record.config["train"]["steps_per_epoch"] == 2
+    assert main("x3d", ["--variant", "xs", "--data", str(tmp_path / "nowhere"), "--dry-run"]) == 2
+    assert "no clip store" in capsys.readouterr().err
+
+
+def test_sigusr1_checkpoints_exits_85_and_the_rerun_finishes_the_same_run(store, tmp_path):
+    preset = _preset(tmp_path, epochs=3, lr=1e-3)
+    ref_args = _args(store, tmp_path, "ref", "--config", preset, "--batch-size", "2")
+    assert main("x3d", ["--variant", "xs", *ref_args]) == 0
+
+    cmd = [*X3D, *_args(store, tmp_path, "cut", "--config", preset, "--batch-size", "2")]
+    run_dir = tmp_path / "runs" / "cut"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        # After epoch 1 has been written, the signal lands inside epoch 2 (or at its start).
+        while not (run_dir / "history.csv").is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == REQUEUE_EXIT_CODE, out
+    assert "preempted" in out
+    assert read_record(run_dir / "metrics.json").status == "stopped"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] in (1, 2)
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    done, ref = read_record(run_dir / "metrics.json"), read_record(tmp_path / "runs" / "ref" / "metrics.json")
+    assert done.status == "completed" and done.epochs == 3
+    for split in ("val", "test"):
+        assert done.metrics[split]["loss"] == pytest.approx(ref.metrics[split]["loss"], abs=1e-5)
+    assert [r["val_loss"] for r in read_history(run_dir)] == [r["val_loss"] for r in read_history(tmp_path / "runs" / "ref")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process(store, tmp_path):
+    # Same global batch (2 x 2 vs 1 x 4) and the same clips per step: only
+    # BatchNorm statistics differ (per-process batches of 2 instead of 4).
+    preset = _preset(tmp_path, epochs=2, lr=1e-3)
+    assert main("x3d", ["--variant", "xs", *_args(store, tmp_path, "one", "--config", preset, "--batch-size", "4")]) == 0
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        cmd = [*X3D, *_args(store, tmp_path, "two", "--config", preset, "--batch-size", "2")]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    one = read_record(tmp_path / "runs" / "one" / "metrics.json")
+    two = read_record(tmp_path / "runs" / "two" / "metrics.json")
+    assert two.env["world_size"] == 2 and one.env["world_size"] == 1
+    assert len(read_history(tmp_path / "runs" / "two")) == 2
+    for split in ("val", "test"):
+        assert two.metrics[split]["n"] == one.metrics[split]["n"]
+        assert two.metrics[split]["loss"] == pytest.approx(one.metrics[split]["loss"], abs=0.05)

@@ -1,0 +1,69 @@
+"""Shared helpers of the PyTorch tests (a tiny synthetic clip store and a training call).
+
+Imported by tests/test_torch_*.py.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from utils.config import config_from_dict
+from wlasl.prepare import PrepareConfig, run_prepare
+from wlasl.synthetic import make_synthetic
+
+FRAMES, SIZE = 8, 32
+
+
+def make_store(root: Path, per_gloss: int = 8, size: int = SIZE) -> Path:
+    """3 motion classes, 8 frames, ``size`` px; returns the clip store path."""
+    raw = root / "raw"
+    make_synthetic(raw, glosses=3, per_gloss=per_gloss, width=96, height=72, seed=0)
+    store = root / "store"
+    run_prepare(
+        PrepareConfig(metadata=raw / "WLASL_v0.3.json", videos=raw / "videos", out=store, frames=FRAMES, size=size),
+        progress=False,
+    )
+    return store
+
+
+def make_cfg(store: Path, results: Path, run_id: str, *, model: str = "x3d_xs", size: int = SIZE, **sections):
+    """A resolved RunConfig for ``store`` with tiny defaults; ``sections`` override model/data/train keys."""
+    from models.train import resolve
+
+    data = {"model": {"name": model, "frames": FRAMES, "size": size, "dropout": 0.0},
+            "data": {"root": str(store), "batch_size": 2, "workers": 0},
+            "train": {"epochs": 2, "steps_per_epoch": 2, "lr": 1e-3},
+            "results": str(results), "run_id": run_id}  # fmt: skip
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return resolve(config_from_dict(data))
+
+
+def train(cfg, *, flag=None, num_classes=None, loaders=None):
+    """What models.train.run does, with an injectable preemption flag."""
+    from models.engine_torch import fit, seed_everything
+    from models.registry import get_model
+    from wlasl.clip_store import ClipStore
+    from wlasl.loader_torch import make_loaders
+
+    store = ClipStore(cfg.data.root)
+    loaders = loaders or make_loaders(store, cfg)
+    seed_everything(cfg.train.seed)
+    model = get_model(cfg.model.name).build(
+        num_classes=num_classes or store.num_classes, frames=cfg.model.frames, size=cfg.model.size,
+        dropout=cfg.model.dropout, freeze=cfg.model.freeze, pretrained=cfg.model.pretrained,
+    )  # fmt: skip
+    return fit(model, loaders, cfg, cfg.run_dir, flag=flag)
+
+
+class StopAfter:
+    """A preemption flag that is raised after ``polls`` step-boundary checks (the engine polls once per step)."""
+
+    def __init__(self, polls: int):
+        self.polls = polls
+
+    @property
+    def requested(self):
+        self.polls -= 1
+        return signal.SIGUSR1 if self.polls < 0 else None
