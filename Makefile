@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint clean-demo
+.PHONY: setup demo test bench lint slurm slurm-check cluster-start cluster-stop clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -24,9 +24,23 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/loader_tf.py
+	$(PY) benchmarks/loader_torch.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) main/make_slurm.py --check
+
+# Regenerate slurm/*.slurm from slurm/cluster.toml (commit the result).
+slurm: $(STAMP)
+	$(PY) main/make_slurm.py
+
+# A real single-node SLURM on this machine (Debian/Ubuntu, root), for trying jobs.
+cluster-start:
+	bash slurm/local_cluster.sh start
+
+cluster-stop:
+	bash slurm/local_cluster.sh stop
 
 clean-demo:
 	rm -rf demo

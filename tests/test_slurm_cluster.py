@@ -183,15 +183,10 @@ def test_submitit_sweep_on_slurm_completes_and_status_shows_both(cluster, tmp_pa
     assert all(s.top1 == 0.5 for s in status)
 
 
-# TODO(lead): the parts below need the engines (issues 3, 4) and utils/report.py; they
-# run by themselves once those files exist. Delete the skipif marks when merging so a
-# missing script is a failure, not a skip.
+# The parts below run the real engines (issues 3, 4) and utils/report.py.
 TRAIN = {"movinet_a0": ROOT / "main" / "train_movinet.py", "x3d_xs": ROOT / "main" / "train_x3d.py"}
 
 
-@pytest.mark.skipif(
-    not all(p.exists() for p in TRAIN.values()), reason="training engines not merged yet (lead: remove)"
-)
 def test_dry_run_training_jobs_complete(store, tmp_path):
     """One Keras and one PyTorch model, DRY_RUN=1 through the committed job files, side by side."""
     jobs = {}
@@ -204,7 +199,6 @@ def test_dry_run_training_jobs_complete(store, tmp_path):
         assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "completed", log_of(model, job)
 
 
-@pytest.mark.skipif(not (ROOT / "utils" / "report.py").exists(), reason="utils/report.py not merged yet (lead: remove)")
 def test_report_job_completes(cluster, tmp_path):
     from tests.sweep_standin import completed_record
     from utils.records import write_record
@@ -263,7 +257,6 @@ def test_job_submitted_from_elsewhere_finds_the_repo(cluster, tmp_path):
     assert (tmp_path / "args").read_text().split() == ["utils/report.py", "--results", "results", "--format", "md"]
 
 
-@pytest.mark.skipif(not TRAIN["x3d_xs"].exists(), reason="PyTorch engine not merged yet (lead: remove)")
 def test_training_job_sent_usr1_resumes_its_run(store, tmp_path):
     """The real engine: USR1 mid-run -> checkpoint, exit 85, requeue, same run id, history continues.
 
@@ -286,7 +279,6 @@ def test_training_job_sent_usr1_resumes_its_run(store, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
 
 
-@pytest.mark.skipif(not TRAIN["x3d_xs"].exists(), reason="PyTorch engine not merged yet (lead: remove)")
 def test_sweep_cli_trains_two_configurations(store, tmp_path):
     """main/sweep.py with the real engine: one array of two dry runs, then `status` with top-1."""
     data = tmp_path / "data"

@@ -1,7 +1,7 @@
-"""The demo pipeline behind ``make demo``: synthetic mini-WLASL -> clip store -> ...
+"""The demo pipeline behind ``make demo``: synthetic mini-WLASL -> clip store -> training -> report.
 
-Each stage is a plain function so tests can run the same steps, and later
-stages (training, the report) append themselves to ``STAGES``.
+Each stage is a plain function in the module that owns it, so tests can run
+the same steps; this module only strings them together.
 """
 
 from __future__ import annotations
@@ -39,7 +39,18 @@ def prepare_stage(root: Path, glosses: int = 3, per_gloss: int = 12, workers: in
 
 
 def run_demo(root: str | Path = "demo") -> Path:
+    """Every stage on the synthetic set; reruns resume (finished clips and runs are kept)."""
+    from models.demo_keras import demo_stage as keras_stage
+    from models.demo_torch import demo_stage as torch_stage
+    from utils.report import demo_stage as report_stage
+
     root = Path(root)
     print(f"== 1. synthetic mini-WLASL and preprocessing under {root}/")
     store = prepare_stage(root)
-    return store
+    print("== 2. a tiny MoViNet-a0 (Keras engine), briefly")
+    keras_stage(root, store)
+    print("== 3. a tiny X3D-XS (PyTorch engine), briefly")
+    torch_stage(root, store)
+    print("== 4. the result table of the demo's runs")
+    report_stage(root)
+    return root / "results"

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models import list_models
+from utils.runs import model_sort_key
 from utils.slurm import SlurmConfig, render_sbatch
 
 __all__ = ["FAMILIES", "MODELS", "GENERATED_MARK", "check_dir", "render_all", "write_dir"]
 
-# One static list so the job files do not depend on which family modules are
-# importable. TODO(lead): once every family registers, use
-# sorted(models.registry.list_models()) after `import models`.
-MODELS = (
-    "movinet_a0", "movinet_a1", "movinet_a2", "movinet_a3", "movinet_a4", "movinet_a5",
-    "i3d", "s3d", "x3d_xs", "x3d_s", "x3d_m", "x3d_l",
-)  # fmt: skip
+# Every registered model gets a job file, in the report's order.
+MODELS = tuple(sorted(list_models(), key=model_sort_key))
 FAMILIES = ("movinet", "i3d", "s3d", "x3d")
 # The variant a tuning job tunes unless given --variant (the cheapest useful one).
 TUNE_VARIANT = {"movinet": "a0", "x3d": "s"}
