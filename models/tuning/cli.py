@@ -183,8 +183,11 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     return 0 if record.status == "completed" else 1
 
 
-def demo_stage(results: Path, store: Path, *, family: str = "x3d", variant: str | None = "xs") -> Path:
+def demo_stage(root: Path, store: Path, *, family: str = "x3d", variant: str | None = "xs") -> Path:
     """The demo's tuning step: a dry-run Hyperband study on the demo store.
+
+    The study lands in ``<root>/results/tuning/<study>``; running the demo
+    again reloads the finished study (nothing trains twice).
 
     Returns:
         The study directory (best.json, best.yaml, runs/).
@@ -192,8 +195,9 @@ def demo_stage(results: Path, store: Path, *, family: str = "x3d", variant: str 
     Raises:
         RuntimeError: the search did not finish with a best trial.
     """
+    results = Path(root) / "results"
     clips = ClipStore(store)  # the demo store's clip length and side, whatever the model defaults
-    space = Path(results) / "tuning" / "demo_space.yaml"
+    space = results / "tuning" / "demo_space.yaml"
     space.parent.mkdir(parents=True, exist_ok=True)
     space.write_text("# demo: batches of 2 fit the few clips of a dry run\nbatch_size: 2\n")
     argv = ["--tuner", "hyperband", "--data", str(store), "--results", str(results), "--dry-run", "--workers", "0",
@@ -204,7 +208,7 @@ def demo_stage(results: Path, store: Path, *, family: str = "x3d", variant: str 
     if code != 0:
         raise RuntimeError(f"demo tuning of {family} exited with {code}; see the messages above")
     label = f"{family}_{variant}" if variant else family
-    return Path(results) / "tuning" / study_name(label, "hyperband", str(store), dry_run=True)
+    return results / "tuning" / study_name(label, "hyperband", str(store), dry_run=True)
 
 
 def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
