@@ -1,0 +1,238 @@
+"""The shared CLI behind every ``main/tune_<family>.py``.
+
+``main(family)`` parses the tuning options plus the training options of
+``models.train.add_train_args``, checks the store and the search space,
+resumes (or starts) the study, runs the search, prints and saves the best
+hyperparameters and, with ``--final``, trains and tests a full run with them.
+TensorFlow (which keras-tuner imports) loads only after the options parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from models.registry import get_model
+from models.train import _variant_names, add_train_args, config_from_args
+from models.tuning.space import SpaceError, family_space, load_space_file
+from models.tuning.study import (
+    Study,
+    best_from_records,
+    check_settings,
+    final_config,
+    format_best,
+    save_best,
+    study_name,
+)
+from utils.config import RunConfig
+from utils.preempt import REQUEUE_EXIT_CODE
+from wlasl.clip_store import ClipStore, StoreError
+
+__all__ = ["demo_stage", "main", "tune", "tune_parser"]
+
+OBJECTIVE_NAMES = ("val_accuracy", "val_top1", "val_top2", "val_top5", "val_per_class_top1", "val_loss")
+# What --dry-run means for a search: a handful of tiny trials.
+# (factor 2 with 2 epochs: two 1-epoch trials, then the better one promoted.)
+DRY_RUN = {"max_epochs": 2, "max_trials": 3, "factor": 2, "steps_per_epoch": 2, "max_clips": 8}
+
+
+def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
+    variants = _variant_names(family)
+    p = argparse.ArgumentParser(
+        prog=f"main/tune_{family}.py",
+        description=textwrap.fill(
+            f"Tune {family} hyperparameters with keras-tuner (Hyperband or Bayesian optimisation). Each trial is a "
+            "normal training run (checkpoints, run record) under <results>/tuning/<study>/runs/; rerunning the same "
+            "command resumes the study. Training options below set everything the search space does not tune; "
+            f"--dry-run means at most {DRY_RUN['max_trials']} trials of {DRY_RUN['max_epochs']} epochs x "
+            f"{DRY_RUN['steps_per_epoch']} steps on {DRY_RUN['max_clips']} clips."
+        ),
+        epilog=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("tuning")
+    g.add_argument("--tuner", choices=["hyperband", "bayesian"], required=True, help="search algorithm")
+    if variants:
+        g.add_argument("--variant", choices=sorted(variants), help="model variant (required unless --tune-variant)")
+        g.add_argument("--tune-variant", action="store_true", help="tune the variant too (all, or those in --space)")
+    g.add_argument("--max-trials", type=int, help="bayesian: trials (default 20); hyperband: optional cap")
+    g.add_argument("--max-epochs", type=int, help="epochs of a full trial, Hyperband's largest budget (default --epochs, 30)")
+    g.add_argument("--factor", type=int, help="hyperband: reduction factor between rounds (default 3; 2 with --dry-run)")
+    g.add_argument("--objective", choices=OBJECTIVE_NAMES, default="val_accuracy",
+                   help="what to optimise, read from each trial's run record (default val_accuracy = val top-1)")
+    g.add_argument("--study", help="study name (default <model>-<tuner>-<store>; the same name resumes)")
+    g.add_argument("--space", help="YAML file replacing entries of the family's search space (see models/tuning/space.py)")
+    g.add_argument("--distributed", action="store_true",
+                   help="keras-tuner chief/worker mode (KERASTUNER_TUNER_ID/ORACLE_IP/ORACLE_PORT, or a SLURM array)")
+    g.add_argument("--chief-timeout-s", type=float, default=600.0, help="worker: how long to wait for the chief (default 600)")
+    g.add_argument("--final", action="store_true", help="then train a full run with the best values and test it")
+    if family == "movinet":
+        p.add_argument("--stream", action="store_true", help="the causal (streaming) MoViNet")
+    add_train_args(p)
+    return p
+
+
+def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
+    """The base RunConfig, the variants to tune (or None) and the model/family label."""
+    variants = _variant_names(family)
+    tune_variant = getattr(args, "tune_variant", False)
+    if variants and not tune_variant and not args.variant:
+        raise ValueError(f"--variant is required for {family} (one of {sorted(variants)}), or pass --tune-variant")
+    if variants:
+        name = variants[args.variant] if args.variant else variants[sorted(variants)[0]]
+    else:
+        name = family
+    base = config_from_args(args, name)
+    if base.dry_run:
+        base = base.replace(
+            train={"steps_per_epoch": min(base.train.steps_per_epoch or DRY_RUN["steps_per_epoch"], DRY_RUN["steps_per_epoch"])},
+            data={"max_clips": min(base.data.max_clips or DRY_RUN["max_clips"], DRY_RUN["max_clips"])},
+        )
+    # The streaming MoViNet has other weights than the base one: its own study (as models.train.resolve).
+    label = (family if tune_variant else name) + ("_stream" if base.model.stream else "")
+    return base, (sorted(variants) if tune_variant else None), label
+
+
+def _check_store(base: RunConfig, model_names: list[str]) -> None:
+    """Fail before the search, not in every trial: the store exists and is long enough."""
+    store = ClipStore(base.data.root)
+    for name in model_names:
+        store.check_frames(base.model.frames or get_model(name).frames)
+    if not store.split("train") or not store.split("val"):
+        raise StoreError(f"{store.root} needs train and val clips to tune (val picks the trials); see prepare_report.json")
+
+
+def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
+    """Run (or resume) a study from parsed options; returns the exit code."""
+    base, variants, label = _base_config(args, family)
+    if args.distributed and args.final:
+        raise ValueError("--final with --distributed: when the study ends, run the same command without --distributed "
+                         "and with --final (the finished study is reloaded and goes straight to the final run)")
+    space = family_space(family, variants=variants, overrides=load_space_file(args.space) if args.space else None)
+    max_epochs = args.max_epochs or (DRY_RUN["max_epochs"] if base.dry_run else base.train.epochs)
+    max_trials = args.max_trials or (DRY_RUN["max_trials"] if base.dry_run else None)
+    factor = args.factor or (DRY_RUN["factor"] if base.dry_run else 3)
+    if max_epochs < 1 or (max_trials is not None and max_trials < 1) or factor < 2:
+        raise ValueError(f"--max-epochs and --max-trials expected >= 1 and --factor >= 2, received "
+                         f"{max_epochs}, {max_trials}, {factor}")
+    _check_store(base, [f"{family}_{v}" for v in variants] if variants else [base.model.name])
+    study = Study(args.study or study_name(label, args.tuner, base.data.root, base.dry_run), Path(base.results))
+    settings = {
+        "family": family, "model": label, "tuner": args.tuner, "objective": args.objective, "space": space,
+        "max_epochs": max_epochs, "factor": factor if args.tuner == "hyperband" else None,
+        "max_trials": max_trials, "data": str(base.data.root), "frames": base.model.frames, "size": base.model.size,
+        "seed": base.train.seed, "steps_per_epoch": base.train.steps_per_epoch, "max_clips": base.data.max_clips,
+    }
+    check_settings(study, settings)
+
+    chief_listen = None
+    if args.distributed:
+        from models.tuning import distributed as dist
+
+        role = dist.resolve_role(os.environ, study.name)
+        if role.is_chief:
+            listen = dist.publish_chief(role, study.root)
+            dist.apply_env(role, listen)
+            chief_listen = (listen, role.port)
+        else:
+            print(f"worker {role.tuner_id}: waiting for the chief of study {study.name}", flush=True)
+            dist.apply_env(role, dist.connect_worker(role, study.root, timeout_s=args.chief_timeout_s))
+
+    from models.tuning.tuner import OBJECTIVES, StudyTuner, make_oracle, objective_value
+
+    oracle = make_oracle(args.tuner, space=space, objective=args.objective, max_trials=max_trials,
+                         max_epochs=max_epochs, factor=factor, seed=base.train.seed)
+    tuner = StudyTuner(oracle, study=study, base=base, family=family, objective=args.objective,
+                       max_epochs=max_epochs, train_fn=train_fn, chief_listen=chief_listen)
+    print(f"study {study.name}: {args.tuner}, objective {args.objective}, max {max_epochs} epochs per trial -> "
+          f"{study.root}", flush=True)
+    tuner.search()
+    if args.distributed and chief_listen is None:
+        print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')}: no more trials; the chief saves the best values")
+        return 0
+
+    # The best trial by the objective as its run record holds it (the oracle saw
+    # the same number, returned by run_trial; ties go to the earliest trial).
+    direction = OBJECTIVES[args.objective][0]
+    ranked = best_from_records(study, args.objective, direction, lambda r: objective_value(r, args.objective))
+    if ranked is None:
+        print(f"no trial of study {study.name} completed; see the records under {study.root / 'runs'}", file=sys.stderr)
+        return 1
+    trial_id, record = ranked
+    values = dict(tuner.oracle.get_trial(trial_id).hyperparameters.values)
+    score = objective_value(record, args.objective)
+    epochs = int(values.get("tuner/epochs") or max_epochs)
+    print(format_best(study, trial_id, args.objective, score, values, study.run_dir(trial_id)))
+    preset = save_best(study, trial_id, args.objective, score, values, family, max_epochs)
+    print(f"saved {study.root / 'best.json'} and {preset} (a --config preset for main/train_{family}.py)")
+    if not args.final:
+        return 0
+
+    cfg = final_config(base, study, trial_id, values, family, max(epochs, max_epochs))
+    train = train_fn
+    if train is None:
+        from models.train import run as train
+    record = train(cfg)
+    test = record.metrics.get("test", {})
+    print(f"final run {record.status}: {record.run_id}  val top1 {record.best.get('val_top1', float('nan')):.4f}  "
+          f"test top1 {test.get('top1', float('nan')):.4f} top5 {test.get('top5', float('nan')):.4f}  "
+          f"-> {cfg.run_dir}")
+    return 0 if record.status == "completed" else 1
+
+
+def demo_stage(root: Path, store: Path, *, family: str = "x3d", variant: str | None = "xs") -> Path:
+    """The demo's tuning step: a dry-run Hyperband study on the demo store.
+
+    The study lands in ``<root>/results/tuning/<study>``; running the demo
+    again reloads the finished study (nothing trains twice).
+
+    Returns:
+        The study directory (best.json, best.yaml, runs/).
+
+    Raises:
+        RuntimeError: the search did not finish with a best trial.
+    """
+    results = Path(root) / "results"
+    clips = ClipStore(store)  # the demo store's clip length and side, whatever the model defaults
+    space = results / "tuning" / "demo_space.yaml"
+    space.parent.mkdir(parents=True, exist_ok=True)
+    space.write_text("# demo: batches of 2 fit the few clips of a dry run\nbatch_size: 2\n")
+    argv = ["--tuner", "hyperband", "--data", str(store), "--results", str(results), "--dry-run", "--workers", "0",
+            "--frames", str(clips.frames), "--size", str(clips.size), "--space", str(space)]
+    if variant:
+        argv += ["--variant", variant]
+    code = main(family, argv)
+    if code != 0:
+        raise RuntimeError(f"demo tuning of {family} exited with {code}; see the messages above")
+    label = f"{family}_{variant}" if variant else family
+    return results / "tuning" / study_name(label, "hyperband", str(store), dry_run=True)
+
+
+def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
+    """Entry point of ``main/tune_<family>.py``; returns the exit code."""
+    import models  # noqa: F401  (registers every family)
+
+    args = tune_parser(family, doc).parse_args(argv)
+    try:
+        return tune(args, family, train_fn=train_fn)
+    except (StoreError, SpaceError, FileNotFoundError, KeyError, ValueError, TypeError, ConnectionError, OSError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from keras_tuner.errors import FatalError
+
+        from models.tuning.tuner import SearchPreempted
+
+        if isinstance(e, SearchPreempted):
+            print(f"preempted: {e}; exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
+            return REQUEUE_EXIT_CODE
+        if isinstance(e, FatalError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, RuntimeError) and "consecutive failures" in str(e):
+            print(f"search stopped: {e}", file=sys.stderr)
+            return 1
+        raise

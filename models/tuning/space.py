@@ -1,0 +1,258 @@
+"""Search spaces: the one place that says what is tuned per family, and how.
+
+A space is a dict ``{hp_name: spec}`` where a spec is one of::
+
+    {"kind": "float", "min": 1e-4, "max": 1e-2, "sampling": "log", "step": None}
+    {"kind": "int",   "min": 0, "max": 3, "step": 1, "sampling": "linear"}
+    {"kind": "choice", "values": ["adam", "sgd"]}
+    {"kind": "fixed", "value": 0.5}
+
+``space.yaml`` (``--space``) replaces single entries of the family space::
+
+    lr: {min: 1.0e-4, max: 3.0e-3, sampling: log}   # a range
+    optimizer: [adam, sgd]                          # a list is a choice
+    dropout: 0.3                                    # a scalar fixes it
+    batch_size: {values: [4, 8]}
+
+Hyperparameter names map onto RunConfig fields (:data:`TARGETS`); anything
+else is an error naming it. This module is framework-free (no keras_tuner).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+from utils.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+__all__ = ["FAMILY_SPACES", "HP_TYPES", "TARGETS", "SpaceError", "family_space", "load_space_file", "trial_config"]
+
+
+class SpaceError(ValueError):
+    """A search space (or space file) that cannot be used; names the entry."""
+
+
+# What each tunable hyperparameter sets in the RunConfig: (section, field).
+TARGETS = {
+    "lr": ("train", "lr"),
+    "optimizer": ("train", "optimizer"),
+    "weight_decay": ("train", "weight_decay"),
+    "schedule": ("train", "schedule"),
+    "dropout": ("model", "dropout"),
+    "freeze": ("model", "freeze"),
+    "batch_size": ("data", "batch_size"),
+    "variant": ("model", "name"),  # the value is the variant suffix: movinet_<a2>
+}
+HP_TYPES = {
+    "lr": float,
+    "optimizer": str,
+    "weight_decay": float,
+    "schedule": str,
+    "dropout": float,
+    "freeze": int,
+    "batch_size": int,
+    "variant": str,
+}
+_SAMPLINGS = ("linear", "log", "reverse_log")
+
+# Shared defaults. Weight decay is a choice, not a log range, so that 0 (no
+# decay) stays a candidate; dropout steps by 0.1 so Hyperband's random
+# brackets do not waste trials on near-identical values.
+_COMMON = {
+    "lr": {"kind": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
+    "optimizer": {"kind": "choice", "values": ["adam", "adamw", "sgd"]},
+    "weight_decay": {"kind": "choice", "values": [0.0, 1e-5, 1e-4, 1e-3]},
+    "dropout": {"kind": "float", "min": 0.0, "max": 0.6, "step": 0.1},
+    "freeze": {"kind": "int", "min": 0, "max": 3},
+    "batch_size": {"kind": "choice", "values": [4, 8, 16]},
+}
+
+# Per family: the shared space with the family's differences. freeze counts
+# backbone blocks from the input (see each family's builder); the ranges
+# keep the classifier-side half trainable.
+FAMILY_SPACES = {
+    # Inception-v1 3D: stem + 5 inception groups; a large model, small batches.
+    "i3d": {**_COMMON, "freeze": {"kind": "int", "min": 0, "max": 4}, "batch_size": {"kind": "choice", "values": [4, 8]}},
+    # MoViNet: stem + 5 block groups; light models take larger batches and
+    # were trained with RMSprop/SGD-like rates around 1e-3..1e-2 on Kinetics.
+    "movinet": {
+        **_COMMON,
+        "lr": {"kind": "float", "min": 3e-4, "max": 3e-2, "sampling": "log"},
+        "freeze": {"kind": "int", "min": 0, "max": 4},
+        "batch_size": {"kind": "choice", "values": [8, 16, 32]},
+    },
+    # S3D: separable Inception, same block layout as I3D.
+    "s3d": {**_COMMON, "freeze": {"kind": "int", "min": 0, "max": 4}, "batch_size": {"kind": "choice", "values": [4, 8]}},
+    # X3D: stem + 4 stages (5 blocks).
+    "x3d": {**_COMMON, "freeze": {"kind": "int", "min": 0, "max": 4}},
+}
+
+
+def family_space(family: str, *, variants: list[str] | None = None, overrides: dict | None = None) -> dict:
+    """The search space for ``family``, normalised and checked.
+
+    Args:
+        family: ``i3d``, ``movinet``, ``s3d``, ``x3d`` (or a family registered
+            later: it gets the shared space).
+        variants: tune the variant over these suffixes (``["a0", "a1"]``);
+            None keeps the variant fixed (``--variant``).
+        overrides: entries that replace the family's (from a space file).
+
+    Raises:
+        SpaceError: an unknown hyperparameter or a malformed entry.
+    """
+    space = copy.deepcopy(FAMILY_SPACES.get(family, _COMMON))
+    if variants:
+        space["variant"] = {"kind": "choice", "values": list(variants)}
+    for name, raw in (overrides or {}).items():
+        if name == "variant" and not variants:
+            raise SpaceError("space entry 'variant': the variant is fixed by --variant; add --tune-variant to tune it")
+        space[name] = _parse_entry(name, raw)
+    for name, spec in space.items():
+        space[name] = _check_entry(name, spec, variants)
+    return space
+
+
+def load_space_file(path: str | Path) -> dict:
+    """Read a ``space.yaml`` into raw entries (checked by :func:`family_space`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        SpaceError: not YAML, not a mapping, or an unknown hyperparameter.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"space file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: expected a mapping of hyperparameter: range/list/value, received {type(data).__name__}")
+    for name in data:
+        if name not in TARGETS:
+            raise SpaceError(f"{path}: unknown hyperparameter '{name}'; tunable: {', '.join(TARGETS)}")
+    return data
+
+
+def _parse_entry(name: str, raw) -> dict:
+    """One space-file entry (scalar, list or mapping) -> a spec dict."""
+    if name not in TARGETS:
+        raise SpaceError(f"unknown hyperparameter '{name}'; tunable: {', '.join(TARGETS)}")
+    if isinstance(raw, list):
+        return {"kind": "choice", "values": raw}
+    if isinstance(raw, dict):
+        keys = set(raw)
+        if keys == {"values"}:
+            return {"kind": "choice", "values": raw["values"]}
+        if keys == {"value"}:
+            return {"kind": "fixed", "value": raw["value"]}
+        allowed = {"min", "max", "step", "sampling"}
+        if not {"min", "max"} <= keys or not keys <= allowed:
+            raise SpaceError(
+                f"space entry '{name}': expected {{min, max[, step, sampling]}}, {{values: [...]}} or {{value: x}}, "
+                f"received keys {sorted(keys)}"
+            )
+        kind = "int" if HP_TYPES[name] is int else "float"
+        return {"kind": kind, **raw}
+    if raw is None:
+        raise SpaceError(f"space entry '{name}': empty; give a range, a list or a value")
+    return {"kind": "fixed", "value": raw}
+
+
+def _cast(name: str, value):
+    """``value`` as the hyperparameter's type, or SpaceError naming it."""
+    want = HP_TYPES[name]
+    if isinstance(value, bool) or (want is str and not isinstance(value, str)):
+        raise SpaceError(f"space entry '{name}': expected {want.__name__} values, received {value!r}")
+    if want is int and not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        raise SpaceError(f"space entry '{name}': expected whole numbers, received {value!r}")
+    if want in (int, float) and not isinstance(value, int | float):
+        raise SpaceError(f"space entry '{name}': expected a number, received {value!r}")
+    return want(value)
+
+
+def _check_entry(name: str, spec: dict, variants: list[str] | None) -> dict:
+    """Types, bounds and choices of one spec; returns it normalised."""
+    kind = spec["kind"]
+    if kind == "choice":
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise SpaceError(f"space entry '{name}': a choice needs a non-empty list, received {values!r}")
+        values = [_cast(name, v) for v in values]
+        if len(set(values)) != len(values):
+            raise SpaceError(f"space entry '{name}': repeated values in {values}")
+        out = {"kind": "choice", "values": values}
+        checks = values
+    elif kind == "fixed":
+        out = {"kind": "fixed", "value": _cast(name, spec["value"])}
+        checks = [out["value"]]
+    else:
+        if HP_TYPES[name] is str:
+            raise SpaceError(f"space entry '{name}': takes a list of choices or one value, not a range")
+        lo, hi = _cast(name, spec["min"]), _cast(name, spec["max"])
+        sampling = spec.get("sampling") or "linear"
+        step = spec.get("step")
+        if lo > hi:
+            raise SpaceError(f"space entry '{name}': min {lo} > max {hi}")
+        if sampling not in _SAMPLINGS:
+            raise SpaceError(f"space entry '{name}': sampling expected one of {list(_SAMPLINGS)}, received {sampling!r}")
+        if sampling != "linear" and lo <= 0:
+            raise SpaceError(f"space entry '{name}': {sampling} sampling needs min > 0, received {lo}")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step <= 0):
+            raise SpaceError(f"space entry '{name}': step expected a number > 0, received {step!r}")
+        if step is not None and HP_TYPES[name] is int:
+            step = _cast(name, step)
+        out = {"kind": kind, "min": lo, "max": hi, "sampling": sampling, "step": step}
+        checks = [lo, hi]
+    for value in checks:
+        _check_value(name, value, variants)
+    return out
+
+
+def _check_value(name: str, value, variants: list[str] | None) -> None:
+    """A candidate value must make a valid RunConfig (ranges, choices)."""
+    if name == "variant":
+        if variants and value not in variants:
+            raise SpaceError(f"space entry 'variant': expected one of {variants}, received {value!r}")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpaceError(f"space entry '{name}': expected a finite number, received {value!r}")
+    section, key = TARGETS[name]
+    # The config dataclasses own the valid ranges and choices; probe them.
+    try:
+        if section == "train":
+            TrainConfig(**{key: value})
+        elif section == "model":
+            ModelConfig(name="probe", **{key: value})
+        else:
+            DataConfig(root="probe", **{key: value})
+    except (ValueError, TypeError) as e:
+        raise SpaceError(f"space entry '{name}': value {value!r} is not usable: {e}") from None
+
+
+def trial_config(base: RunConfig, values: dict, family: str) -> RunConfig:
+    """``base`` with a trial's hyperparameter values applied.
+
+    Keys starting with ``tuner/`` (Hyperband's bookkeeping) are skipped; any
+    other key must be in :data:`TARGETS`.
+
+    Raises:
+        SpaceError: an unknown hyperparameter name.
+    """
+    sections: dict[str, dict] = {}
+    for name, value in values.items():
+        if name.startswith("tuner/"):
+            continue
+        if name not in TARGETS:
+            raise SpaceError(f"unknown hyperparameter '{name}'; tunable: {', '.join(TARGETS)}")
+        section, key = TARGETS[name]
+        if name == "variant":
+            value = f"{family}_{value}"
+        sections.setdefault(section, {})[key] = HP_TYPES[name](value) if name != "variant" else value
+    return base.replace(**sections)
