@@ -105,7 +105,14 @@ def _optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: RunConfig):
     if cfg.train.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs)
+        # Closed form over this run's epochs, not CosineAnnealingLR: that one
+        # carries T_max and its last lr in the checkpoint, so a run resumed
+        # with more epochs (a promoted Hyperband trial, a raised --epochs)
+        # would go on at the old schedule's final lr, 0.
+        epochs = cfg.train.epochs
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs))
+        )
     if cfg.train.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
     return None
@@ -258,6 +265,10 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag) -> RunR
             )
         ckpt = load_checkpoint(last, plain, opt, sched, setup.scaler, loaders.num_classes)
         state.update({k: ckpt[k] for k in state})
+        if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+            # The optimizer state brought back the old lr; take it from this run's schedule.
+            for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * factor(sched.last_epoch)
     wall0 = state["wall_s"]
     record.epochs, record.best = state["epoch"], state["best"]
     net = plain

@@ -42,6 +42,7 @@ def run_demo(root: str | Path = "demo") -> Path:
     """Every stage on the synthetic set; reruns resume (finished clips and runs are kept)."""
     from models.demo_keras import demo_stage as keras_stage
     from models.demo_torch import demo_stage as torch_stage
+    from models.tuning.cli import demo_stage as tune_stage
     from utils.report import demo_stage as report_stage
 
     root = Path(root)
@@ -51,6 +52,8 @@ def run_demo(root: str | Path = "demo") -> Path:
     keras_stage(root, store)
     print("== 3. a tiny X3D-XS (PyTorch engine), briefly")
     torch_stage(root, store)
-    print("== 4. the result table of the demo's runs")
+    print("== 4. a tiny Hyperband study (keras-tuner over the PyTorch engine)")
+    tune_stage(root, store)
+    print("== 5. the result table of the demo's runs")
     report_stage(root)
     return root / "results"
