@@ -21,8 +21,7 @@ from utils.preempt import Preempted
 from utils.records import read_history, read_record
 from wlasl import loader_tf
 from wlasl.clip_store import ClipStore, StoreError
-from wlasl.prepare import PrepareConfig, run_prepare
-from wlasl.synthetic import make_synthetic
+from wlasl.synthetic import synthetic_store
 
 FRAMES, SIZE = 8, 32
 
@@ -30,17 +29,7 @@ FRAMES, SIZE = 8, 32
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("keras_store")
-    make_synthetic(root / "raw", glosses=3, per_gloss=20, seed=0)
-    cfg = PrepareConfig(
-        metadata=root / "raw" / "WLASL_v0.3.json",
-        videos=root / "raw" / "videos",
-        out=root / "store",
-        frames=FRAMES,
-        size=SIZE,
-        workers=2,
-    )
-    run_prepare(cfg, progress=False)
-    return root / "store"
+    return synthetic_store(root, frames=FRAMES, size=SIZE, workers=2, glosses=3, per_gloss=20, seed=0)
 
 
 def _cfg(store, results, **train):

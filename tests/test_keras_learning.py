@@ -29,8 +29,7 @@ from models.registry import get_model
 from models.train import run
 from utils.config import config_from_dict
 from utils.records import read_history
-from wlasl.prepare import PrepareConfig, run_prepare
-from wlasl.synthetic import make_synthetic
+from wlasl.synthetic import synthetic_store
 
 FRAMES, SIZE = 8, 32
 
@@ -44,17 +43,7 @@ def store(tmp_path_factory):
     once each (a last partial batch costs MoViNet another ~30 s trace).
     """
     root = tmp_path_factory.mktemp("learn_store")
-    make_synthetic(root / "raw", glosses=3, per_gloss=80, seed=0, broken=False)
-    cfg = PrepareConfig(
-        metadata=root / "raw" / "WLASL_v0.3.json",
-        videos=root / "raw" / "videos",
-        out=root / "store",
-        frames=FRAMES,
-        size=SIZE,
-        workers=2,
-    )
-    run_prepare(cfg, progress=False)
-    return root / "store"
+    return synthetic_store(root, frames=FRAMES, size=SIZE, workers=2, glosses=3, per_gloss=80, seed=0, broken=False)
 
 
 # name -> (builder keywords for a short CPU run, training options).

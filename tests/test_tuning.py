@@ -206,3 +206,19 @@ def test_worker_without_a_chief_exits_with_the_address_it_tried(env, monkeypatch
     assert _tune(_argv(env, "bayesian", "--distributed", "--chief-timeout-s", "1")) == 2
     assert f"tuner1 cannot reach the tuning chief at 127.0.0.1:{port}" in capsys.readouterr().err
     assert not trained(env["log"])
+
+
+def test_worker_calls_to_the_chief_carry_a_deadline():
+    """keras-tuner waits on the chief forever; a vanished chief must not hang a worker's SLURM task."""
+    from models.tuning.distributed import RPC_TIMEOUT_S, DeadlineStub
+
+    calls = []
+
+    class Stub:
+        def CreateTrial(self, request, **kwargs):  # noqa: N802  (gRPC's method name)
+            calls.append((request, kwargs))
+            return "trial"
+
+    stub = DeadlineStub(Stub())
+    assert stub.CreateTrial("req", wait_for_ready=True) == "trial"
+    assert calls == [("req", {"wait_for_ready": True, "timeout": RPC_TIMEOUT_S})]

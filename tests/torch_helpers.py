@@ -9,22 +9,14 @@ import signal
 from pathlib import Path
 
 from utils.config import config_from_dict
-from wlasl.prepare import PrepareConfig, run_prepare
-from wlasl.synthetic import make_synthetic
+from wlasl.synthetic import synthetic_store
 
 FRAMES, SIZE = 8, 32
 
 
 def make_store(root: Path, per_gloss: int = 8, size: int = SIZE) -> Path:
     """3 motion classes, 8 frames, ``size`` px; returns the clip store path."""
-    raw = root / "raw"
-    make_synthetic(raw, glosses=3, per_gloss=per_gloss, width=96, height=72, seed=0)
-    store = root / "store"
-    run_prepare(
-        PrepareConfig(metadata=raw / "WLASL_v0.3.json", videos=raw / "videos", out=store, frames=FRAMES, size=size),
-        progress=False,
-    )
-    return store
+    return synthetic_store(root, frames=FRAMES, size=size, glosses=3, per_gloss=per_gloss, width=96, height=72, seed=0)
 
 
 def make_cfg(store: Path, results: Path, run_id: str, *, model: str = "x3d_xs", size: int = SIZE, **sections):

@@ -6,10 +6,11 @@ the same steps; this module only strings them together.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from wlasl.prepare import PrepareConfig, run_prepare, summary
-from wlasl.synthetic import make_synthetic
+from wlasl.prepare import summary
+from wlasl.synthetic import synthetic_store
 
 __all__ = ["DEMO_FRAMES", "DEMO_SIZE", "prepare_stage", "run_demo"]
 
@@ -20,20 +21,11 @@ DEMO_SIZE = 64
 
 def prepare_stage(root: Path, glosses: int = 3, per_gloss: int = 12, workers: int = 2) -> Path:
     """Write the synthetic set and preprocess it; returns the clip store path."""
-    raw = root / "raw"
-    if not (raw / "WLASL_v0.3.json").is_file():
-        make_synthetic(raw, glosses=glosses, per_gloss=per_gloss)
-    store = root / "data" / f"mini{glosses}_{DEMO_SIZE}"
-    cfg = PrepareConfig(
-        metadata=raw / "WLASL_v0.3.json",
-        videos=raw / "videos",
-        out=store,
-        frames=DEMO_FRAMES,
-        size=DEMO_SIZE,
-        workers=workers,
-    )
-    report = run_prepare(cfg)
-    print(summary(report))
+    store = synthetic_store(
+        root, frames=DEMO_FRAMES, size=DEMO_SIZE, store=f"data/mini{glosses}_{DEMO_SIZE}", workers=workers,
+        progress=True, glosses=glosses, per_gloss=per_gloss,
+    )  # fmt: skip
+    print(summary(json.loads((store / "prepare_report.json").read_text())))
     print(f"clip store: {store}")
     return store
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["PATTERNS", "make_synthetic", "main", "write_mp4"]
+__all__ = ["PATTERNS", "make_synthetic", "main", "synthetic_store", "write_mp4"]
 
 # Position along the path (0..1) as a function of progress (0..1).
 PATTERNS = {
@@ -212,6 +212,35 @@ def make_synthetic(
     nslt_path = out / f"nslt_{glosses}.json"
     nslt_path.write_text(json.dumps(nslt))
     return {"metadata": meta_path, "nslt": nslt_path, "videos": videos, "missing": missing, "corrupt": corrupt}
+
+
+def synthetic_store(
+    root: str | Path,
+    *,
+    frames: int,
+    size: int,
+    store: str = "store",
+    workers: int = 1,
+    progress: bool = False,
+    **synthetic_kwargs,
+) -> Path:
+    """A synthetic set under ``root/raw``, preprocessed into ``root/<store>``; returns the store path.
+
+    ``synthetic_kwargs`` go to :func:`make_synthetic` (glosses, per_gloss, seed, ...).
+    An existing raw set is reused and finished clips are kept, so it is cheap to call again.
+    """
+    from wlasl.prepare import PrepareConfig, run_prepare
+
+    root = Path(root)
+    raw = root / "raw"
+    if not (raw / "WLASL_v0.3.json").is_file():
+        make_synthetic(raw, **synthetic_kwargs)
+    out = root / store
+    cfg = PrepareConfig(
+        metadata=raw / "WLASL_v0.3.json", videos=raw / "videos", out=out, frames=frames, size=size, workers=workers
+    )
+    run_prepare(cfg, progress=progress)
+    return out
 
 
 def main(argv=None) -> None:

@@ -16,12 +16,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Silence FFmpeg's own log (a corrupt file is a recorded skip, not console noise).
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+# FFmpeg's own messages ("moov atom not found"): fatal ones only. OpenCV
+# reads this when its FFmpeg backend first opens a file. The value is
+# FFmpeg's AV_LOG_FATAL; QUIET (-8) is not accepted by OpenCV's parser.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
 
 import cv2  # noqa: E402
-import numpy as np
+import numpy as np  # noqa: E402
 
 __all__ = ["DecodeError", "Decoded", "decode_frames", "probe"]
 
@@ -29,6 +30,10 @@ __all__ = ["DecodeError", "Decoded", "decode_frames", "probe"]
 # 640x360 h264: seek+grab 100-200 ms vs 1.8 ms a frame sequentially), so
 # short lead-ins are cheaper to decode through.
 SEEK_MIN_FRAMES = 32
+
+# A corrupt file is a recorded skip, not console noise: OpenCV's warnings
+# go quiet; errors still print.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 # One decode thread per process: preprocessing parallelises over videos with
 # --workers, and FFmpeg's own threads would oversubscribe the cores.
@@ -149,6 +154,9 @@ def _decode_opencv(path: Path, wanted) -> Decoded:
 
 def _decode_pyav(path: Path, wanted) -> Decoded:
     import av  # imported lazily: only needed when OpenCV fails
+
+    # As for OpenCV: the failure is recorded as a skip reason, not printed.
+    av.logging.set_level(av.logging.FATAL)
 
     try:
         container = av.open(str(path))

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from models.registry import get_model
@@ -149,7 +150,21 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
                        max_epochs=max_epochs, train_fn=train_fn, chief_listen=chief_listen)
     print(f"study {study.name}: {args.tuner}, objective {args.objective}, max {max_epochs} epochs per trial -> "
           f"{study.root}", flush=True)
-    tuner.search()
+    started = time.time()
+    try:
+        tuner.search()
+    except Exception as e:  # grpc.RpcError: the chief stopped answering
+        if not (args.distributed and chief_listen is None and type(e).__module__.startswith("grpc")):
+            raise
+        best = study.root / "best.json"
+        if best.is_file() and best.stat().st_mtime >= started:
+            print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')}: the study ended while this worker started; no more trials")
+            return 0
+        address = f"{os.environ.get('KERASTUNER_ORACLE_IP')}:{os.environ.get('KERASTUNER_ORACLE_PORT')}"
+        print(f"error: worker {os.environ.get('KERASTUNER_TUNER_ID')}: the tuning chief at {address} stopped answering "
+              f"({e.code().name if hasattr(e, 'code') else e}); check the chief's log, then rerun this worker",
+              file=sys.stderr)
+        return 2
     if args.distributed and chief_listen is None:
         print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')}: no more trials; the chief saves the best values")
         return 0

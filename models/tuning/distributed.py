@@ -191,6 +191,31 @@ def connect_worker(role: Role, study_root: Path, *, timeout_s: float, environ: M
     )
 
 
+# Seconds the chief keeps answering after the study ended (see serve_oracle).
+LINGER_S = 10.0
+# Deadline of each worker -> chief call. keras-tuner waits for the chief
+# forever (wait_for_ready, no deadline), so a worker whose chief is gone
+# would hang its SLURM task until the time limit.
+RPC_TIMEOUT_S = 30.0
+
+
+class DeadlineStub:
+    """Wraps keras-tuner's OracleStub so every call carries a deadline."""
+
+    def __init__(self, stub, timeout_s: float = RPC_TIMEOUT_S):
+        self._stub = stub
+        self._timeout_s = timeout_s
+
+    def __getattr__(self, name):
+        call = getattr(self._stub, name)
+
+        def with_deadline(*args, **kwargs):
+            kwargs.setdefault("timeout", self._timeout_s)
+            return call(*args, **kwargs)
+
+        return with_deadline
+
+
 def serve_oracle(oracle, listen: str, port: int, *, poll_s: float = 1.0) -> None:
     """Chief: answer the workers until the oracle stops and every trial ended.
 
@@ -221,5 +246,8 @@ def serve_oracle(oracle, listen: str, port: int, *, poll_s: float = 1.0) -> None
     try:
         while not (servicer.stop_triggered and exit_chief(oracle)):
             time.sleep(poll_s)
+        # Linger: a worker that asks just after the last trial ended (one
+        # that started slowly) still gets "stopped" instead of a dead port.
+        time.sleep(LINGER_S)
     finally:
         server.stop(grace=2)

@@ -158,6 +158,10 @@ class StudyTuner(keras_tuner.Tuner):
         self._idle_asks = 0
         self._flag: PreemptionFlag | None = None
         super().__init__(oracle=oracle, directory=str(study.root.parent), project_name=study.root.name, overwrite=False)
+        if hasattr(self.oracle, "stub"):  # a distributed worker: keras-tuner wrapped the oracle in a gRPC client
+            from models.tuning.distributed import DeadlineStub
+
+            self.oracle.stub = DeadlineStub(self.oracle.stub)
 
     # -- the search loop ---------------------------------------------------
 
