@@ -36,7 +36,8 @@ BATCH = 8
 
 def make_store(root: Path, clips: int, size: int, frames: int = FRAMES) -> Path:
     """A clip store of ``clips`` random clips (all train, 3 classes), reused when present."""
-    from wlasl.clip_store import MANIFEST_COLUMNS, atomic_write_text
+    from utils.core.files import atomic_write_text
+    from wlasl.clip_store import MANIFEST_COLUMNS
 
     if (root / "manifest.csv").is_file():
         return root
@@ -63,8 +64,8 @@ def _peak_rss_mb() -> float:
 
 
 def _worker(kind: str, store_dir: str, size: int, epochs: int, workers: int) -> dict:
-    from models._tf_env import tf
-    from utils.config import config_from_dict
+    from utils.core.config import config_from_dict
+    from utils.core.tf_env import tf
     from wlasl.clip_store import ClipStore
 
     base_mb = _peak_rss_mb()

@@ -87,7 +87,7 @@ def child(mode: str, store_path: str, videos: str, n: int, workers: int, batches
     import numpy as np
     import torch
 
-    from utils.config import config_from_dict
+    from utils.core.config import config_from_dict
     from wlasl.clip_store import ClipStore
     from wlasl.loader_torch import make_loaders
 

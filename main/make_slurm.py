@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
-from utils.slurm import load_profile  # noqa: E402
-from utils.slurm_jobs import check_dir, render_all, write_dir  # noqa: E402
+from utils.cluster.jobs import check_dir, render_all, write_dir  # noqa: E402
+from utils.cluster.sbatch import load_profile  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-from utils.slurm_submit import GresError, directive, submit  # noqa: E402
+from utils.cluster.submit import GresError, directive, submit  # noqa: E402
 
 
 def main(argv=None) -> int:

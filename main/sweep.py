@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
-from utils.slurm import load_profile  # noqa: E402
-from utils.sweep import default_cluster, plan_sweep, submit_sweep, sweep_status  # noqa: E402
+from utils.cluster.sbatch import load_profile  # noqa: E402
+from utils.cluster.sweep import default_cluster, plan_sweep, submit_sweep, sweep_status  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-from models.tuning.cli import main  # noqa: E402
+from utils.tuning.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main("movinet", doc=__doc__.split("Examples:")[1]))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-from models.tuning.cli import main  # noqa: E402
+from utils.tuning.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main("x3d", doc=__doc__.split("Examples:")[1]))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wlasl.clip_store import atomic_write_bytes
+from utils.core.files import atomic_write_bytes
 
 __all__ = ["load_checkpoint", "rng_state", "save_atomic", "set_rng_state"]
 

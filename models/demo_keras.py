@@ -19,7 +19,7 @@ def demo_stage(root: Path, store: Path, epochs: int = 3):
     from models import engine_keras
     from models.movinet import build_movinet
     from models.train import resolve
-    from utils.config import config_from_dict
+    from utils.core.config import config_from_dict
     from wlasl import loader_tf
     from wlasl.clip_store import ClipStore
 

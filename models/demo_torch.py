@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.train import run
-from utils.config import config_from_dict
-from utils.records import RunRecord
+from utils.core.config import config_from_dict
+from utils.core.records import RunRecord
 
 __all__ = ["demo_stage"]
 

@@ -8,7 +8,7 @@ which step it is at, so a run stopped anywhere (SLURM preemption, a crash
 after an epoch) resumes to the same history, the preemption flag is polled
 at every step, and a non-finite loss stops with its step and learning rate.
 
-Files under ``run_dir`` (besides the run record, see ``utils.records``)::
+Files under ``run_dir`` (besides the run record, see ``utils.core.records``)::
 
     checkpoints/state.json     epoch, step, best, LR state, wall time, class count
     checkpoints/last-*         weights + optimizer (tf.train.Checkpoint)
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models._tf_env import set_precision, tf, tf_keras
-from utils.metrics import confusion_matrix, evaluate_logits, write_predictions
-from utils.preempt import Preempted, PreemptionFlag
-from utils.records import RunRecord, append_history, environment, write_json, write_record
-from wlasl.clip_store import atomic_write_text
+from utils.core.files import atomic_write_text
+from utils.core.metrics import confusion_matrix, evaluate_logits, write_predictions
+from utils.core.preempt import Preempted, PreemptionFlag
+from utils.core.records import RunRecord, append_history, environment, write_json, write_record
+from utils.core.tf_env import set_precision, tf, tf_keras
 
 __all__ = ["NonFiniteLoss", "build_scope", "fit", "make_optimizer"]
 

@@ -11,7 +11,7 @@ never touches the registry or the clip store.
   (model, optimizer, scheduler, scaler, epoch, step, RNG states), written
   atomically; a run directory holding one is resumed. ``checkpoints/best.pt``
   keeps the best-on-val weights, which the final evaluation uses.
-- Preemption: SIGUSR1/SIGTERM (see :mod:`utils.preempt`) -> checkpoint at
+- Preemption: SIGUSR1/SIGTERM (see :mod:`utils.core.preempt`) -> checkpoint at
   the next step boundary, record status "stopped", raise ``Preempted``.
 """
 
@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models._torch_checkpoint import load_checkpoint, rng_state, save_atomic
-from utils.config import RunConfig
-from utils.metrics import confusion_matrix, evaluate_logits, write_predictions
-from utils.preempt import Preempted, PreemptionFlag
-from utils.records import RunRecord, append_history, environment, write_json, write_record
-from wlasl.clip_store import atomic_write_text
-from wlasl.loader_torch import dist_env
+from utils.core.config import RunConfig
+from utils.core.distenv import dist_env
+from utils.core.files import atomic_write_text
+from utils.core.metrics import confusion_matrix, evaluate_logits, write_predictions
+from utils.core.preempt import Preempted, PreemptionFlag
+from utils.core.records import RunRecord, append_history, environment, write_json, write_record
 
 __all__ = ["build_scope", "evaluate", "fit", "predict", "seed_everything", "train_one_epoch"]
 
@@ -211,7 +211,7 @@ def fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: str | Path, *, flag=
         cfg: the resolved run configuration.
         run_dir: ``results/runs/<run_id>``; resumed when it holds a checkpoint.
         flag: preemption flag (``.requested``); default: a
-            :class:`utils.preempt.PreemptionFlag` installed for the run.
+            :class:`utils.core.preempt.PreemptionFlag` installed for the run.
 
     Returns:
         The run record (also ``run_dir/metrics.json``).

@@ -111,7 +111,7 @@ def build_i3d(
     Raises:
         ValueError: input smaller than the strides or freeze out of range.
     """
-    from models._tf_env import tf_keras
+    from utils.core.tf_env import tf_keras
 
     if frames < _MIN_FRAMES or size < _MIN_SIZE:
         raise ValueError(

@@ -88,7 +88,7 @@ def build_movinet(
     """
     from official.projects.movinet.modeling import movinet, movinet_layers
 
-    from models._tf_env import tf_keras
+    from utils.core.tf_env import tf_keras
 
     if model_id not in MOVINET_VARIANTS:
         raise ValueError(f"model_id expected one of {MOVINET_VARIANTS}, received {model_id!r}")
@@ -150,7 +150,7 @@ def _uint8_model(tf_keras):
             self.backbone, self.head = backbone, head
 
         def call(self, clips, training=None):
-            from models._tf_env import tf
+            from utils.core.tf_env import tf
 
             # MoViNet was trained on [0, 1] RGB: scale here so loaders ship uint8.
             x = tf.cast(clips, self.compute_dtype) / 255.0
@@ -192,7 +192,7 @@ def load_movinet_backbone(backbone, path: str | Path) -> None:
         FileNotFoundError: no checkpoint at ``path``.
         ValueError: the checkpoint is another variant or configuration.
     """
-    from models._tf_env import tf
+    from utils.core.tf_env import tf
 
     path = Path(path)
     prefix = tf.train.latest_checkpoint(str(path)) if path.is_dir() else str(path)

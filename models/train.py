@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from models.registry import ModelSpec, get_model, list_models
-from utils.config import RunConfig, config_from_dict, load_preset
-from utils.preempt import REQUEUE_EXIT_CODE, Preempted
-from utils.records import RunRecord, make_run_id
+from utils.core.config import RunConfig, config_from_dict, load_preset
+from utils.core.preempt import REQUEUE_EXIT_CODE, Preempted
+from utils.core.records import RunRecord, make_run_id
 from wlasl.clip_store import ClipStore, StoreError
 
 __all__ = ["ENGINES", "LOADERS", "add_train_args", "config_from_args", "main", "resolve", "run", "train_parser"]

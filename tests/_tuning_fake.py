@@ -29,9 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.registry import list_models, register_model  # noqa: E402
-from utils.config import RunConfig  # noqa: E402
-from utils.preempt import Preempted  # noqa: E402
-from utils.records import RunRecord, append_history, environment, write_record  # noqa: E402
+from utils.core.config import RunConfig  # noqa: E402
+from utils.core.preempt import Preempted  # noqa: E402
+from utils.core.records import RunRecord, append_history, environment, write_record  # noqa: E402
 
 FAMILY = "tinytune"
 
@@ -117,6 +117,6 @@ def trained(log: Path) -> list[tuple[str, int]]:
 
 
 if __name__ == "__main__":
-    from models.tuning.cli import main
+    from utils.tuning.cli import main
 
     raise SystemExit(main(FAMILY, sys.argv[1:], train_fn=fake_run))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.preempt import REQUEUE_EXIT_CODE, PreemptionFlag  # noqa: E402
-from utils.records import append_history  # noqa: E402
+from utils.core.preempt import REQUEUE_EXIT_CODE, PreemptionFlag  # noqa: E402
+from utils.core.records import append_history  # noqa: E402
 
 EPOCHS = 4
 

@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from utils.preempt import Preempted, PreemptionFlag
-from utils.records import RunRecord, append_history, read_history, write_record
-from utils.sweep import TrainTask
+from utils.cluster.sweep import TrainTask
+from utils.core.preempt import Preempted, PreemptionFlag
+from utils.core.records import RunRecord, append_history, read_history, write_record
 
 STEPS = 4
 

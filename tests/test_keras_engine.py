@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from models import engine_keras
-from models._tf_env import tf_keras
 from models.train import main, resolve, run
-from utils.config import config_from_dict
-from utils.preempt import Preempted
-from utils.records import read_history, read_record
+from utils.core.config import config_from_dict
+from utils.core.preempt import Preempted
+from utils.core.records import read_history, read_record
+from utils.core.tf_env import tf_keras
 from wlasl import loader_tf
 from wlasl.clip_store import ClipStore, StoreError
 from wlasl.synthetic import synthetic_store

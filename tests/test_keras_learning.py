@@ -27,8 +27,8 @@ import pytest
 
 from models.registry import get_model
 from models.train import run
-from utils.config import config_from_dict
-from utils.records import read_history
+from utils.core.config import config_from_dict
+from utils.core.records import read_history
 from wlasl.synthetic import synthetic_store
 
 FRAMES, SIZE = 8, 32

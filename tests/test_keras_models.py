@@ -7,10 +7,10 @@ Tiny shapes throughout (MoViNet 3d at 20x172² costs ~20 s a step on CPU);
 import numpy as np
 import pytest
 
-from models._tf_env import tf, tf_keras
 from models.i3d import HEAD, build_i3d
 from models.movinet import MOVINET_VARIANTS, build_movinet, load_movinet_backbone
 from models.registry import get_model, list_models
+from utils.core.tf_env import tf, tf_keras
 
 
 def _clip(batch, frames, size, seed=0):

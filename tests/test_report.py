@@ -1,7 +1,7 @@
 """utils/report.py: run records with known values -> the tables and plots.
 
-Records are written here with utils.records (RunRecord, write_record,
-append_history) and utils.metrics.write_predictions, as the engines do; the
+Records are written here with utils.core.records (RunRecord, write_record,
+append_history) and utils.core.metrics.write_predictions, as the engines do; the
 expected numbers are computed from the values written, with the statistics
 module, not copied from the report's output.
 """
@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import plots, report
-from utils.config import DataConfig, ModelConfig, RunConfig
-from utils.metrics import write_predictions
-from utils.records import SCHEMA_VERSION, RunRecord, append_history, write_json, write_record
-from utils.runs import MODEL_ORDER, collect_runs, display_name, model_sort_key, subset_of
-from utils.tables import parse_metrics
+from utils import report
+from utils.reporting import plots
+from utils.core.config import DataConfig, ModelConfig, RunConfig
+from utils.core.metrics import write_predictions
+from utils.core.records import SCHEMA_VERSION, RunRecord, append_history, write_json, write_record
+from utils.reporting.runs import MODEL_ORDER, collect_runs, display_name, model_sort_key, subset_of
+from utils.reporting.tables import parse_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 rng = np.random.default_rng(7)

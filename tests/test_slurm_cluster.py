@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.records import read_history
-from utils.slurm import SlurmConfig, render_sbatch
+from utils.cluster.sbatch import SlurmConfig, render_sbatch
+from utils.core.records import read_history
 from wlasl.synthetic import make_synthetic
 
 pytestmark = pytest.mark.slurm
@@ -163,7 +163,7 @@ def test_usr1_checkpoints_requeues_and_resumes_the_same_run(cluster, tmp_path):
 
 def test_submitit_sweep_on_slurm_completes_and_status_shows_both(cluster, tmp_path):
     from tests.sweep_standin import StandInTask
-    from utils.sweep import plan_sweep, submit_sweep, sweep_status
+    from utils.cluster.sweep import plan_sweep, submit_sweep, sweep_status
 
     results = tmp_path / "results"
     tasks = plan_sweep(["x3d_xs", "movinet_a0"], 1, results=str(results), name="tiny", dry_run=True)
@@ -201,8 +201,8 @@ def test_dry_run_training_jobs_complete(store, tmp_path):
 
 def test_report_job_completes(cluster, tmp_path):
     from tests.sweep_standin import completed_record
-    from utils.records import write_record
-    from utils.sweep import plan_sweep
+    from utils.cluster.sweep import plan_sweep
+    from utils.core.records import write_record
 
     results = tmp_path / "results"
     for task in plan_sweep(["x3d_xs"], 2, results=str(results)):

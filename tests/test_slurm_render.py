@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from utils.slurm import JOB_KINDS, SlurmConfig, load_profile, profile_from_dict, render_sbatch, sanitize_job_name
-from utils.slurm_jobs import MODELS, check_dir, render_all
+from utils.cluster.jobs import MODELS, check_dir, render_all
+from utils.cluster.sbatch import (
+    JOB_KINDS,
+    SlurmConfig,
+    load_profile,
+    profile_from_dict,
+    render_sbatch,
+    sanitize_job_name,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "train_full.slurm"

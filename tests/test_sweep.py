@@ -12,8 +12,8 @@ import pytest
 import submitit
 
 from tests.sweep_standin import STEPS, StandInTask
-from utils.records import read_history
-from utils.sweep import plan_sweep, submit_sweep, sweep_status
+from utils.cluster.sweep import plan_sweep, submit_sweep, sweep_status
+from utils.core.records import read_history
 
 
 def test_plan_is_the_grid_with_stable_run_ids():

@@ -14,8 +14,8 @@ import models.s3d  # noqa: E402,F401
 import models.x3d  # noqa: E402,F401
 from models.train import run  # noqa: E402
 from tests.torch_helpers import StopAfter, make_cfg, make_store, train  # noqa: E402
-from utils.preempt import Preempted  # noqa: E402
-from utils.records import SPLIT_METRIC_KEYS, read_history, read_record  # noqa: E402
+from utils.core.preempt import Preempted  # noqa: E402
+from utils.core.records import SPLIT_METRIC_KEYS, read_history, read_record  # noqa: E402
 from wlasl.clip_store import ClipStore, StoreError  # noqa: E402
 from wlasl.loader_torch import EpochSampler, make_loaders  # noqa: E402
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests._tuning_fake import FAMILY, fake_run, trained
-from utils.config import config_from_dict, load_preset
-from utils.records import read_history, read_record
+from utils.core.config import config_from_dict, load_preset
+from utils.core.records import read_history, read_record
 
 FAKE = Path(__file__).with_name("_tuning_fake.py")
 
 
 def _tune(argv: list[str]) -> int:
-    from models.tuning.cli import main
+    from utils.tuning.cli import main
 
     return main(FAMILY, argv, train_fn=fake_run)
 
@@ -210,7 +210,7 @@ def test_worker_without_a_chief_exits_with_the_address_it_tried(env, monkeypatch
 
 def test_worker_calls_to_the_chief_carry_a_deadline():
     """keras-tuner waits on the chief forever; a vanished chief must not hang a worker's SLURM task."""
-    from models.tuning.distributed import RPC_TIMEOUT_S, DeadlineStub
+    from utils.tuning.distributed import RPC_TIMEOUT_S, DeadlineStub
 
     calls = []
 

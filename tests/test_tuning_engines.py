@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.records import read_history, read_record
+from utils.core.records import read_history, read_record
 
 KERAS_FAMILY = "tinyconv3d"  # test-only tf_keras model
 TORCH_FAMILY = "x3d"
@@ -29,7 +29,7 @@ TORCH_FAMILY = "x3d"
 def build_tiny_conv3d(*, num_classes: int, frames: int, size: int, dropout: float = 0.5, freeze: int = 0,
                       pretrained: str | None = None):
     """Two Conv3D blocks + linear head on uint8 clips (the registry's builder contract)."""
-    from models._tf_env import tf_keras
+    from utils.core.tf_env import tf_keras
 
     inputs = tf_keras.Input((frames, size, size, 3), dtype="uint8")
     x = tf_keras.layers.Rescaling(1.0 / 255)(tf_keras.layers.Lambda(lambda t: tf_keras.backend.cast(t, "float32"))(inputs))
@@ -61,7 +61,7 @@ PRESET = "data: {max_clips: 2}\ntrain: {steps_per_epoch: 1}\n"
 
 def _tune(family: str, argv: list[str]) -> int:
     import models  # noqa: F401  (registers the families)
-    from models.tuning.cli import main
+    from utils.tuning.cli import main
 
     if family == KERAS_FAMILY:
         _register_keras_model()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from models.tuning.distributed import ADDRESS_FILE, Role, connect_worker, first_node, resolve_role
-from models.tuning.space import FAMILY_SPACES, TARGETS, SpaceError, family_space, load_space_file, trial_config
-from models.tuning.study import Study, check_settings, study_name
-from utils.config import DataConfig, ModelConfig, RunConfig
+from utils.core.config import DataConfig, ModelConfig, RunConfig
+from utils.tuning.distributed import ADDRESS_FILE, Role, connect_worker, first_node, resolve_role
+from utils.tuning.space import FAMILY_SPACES, TARGETS, SpaceError, family_space, load_space_file, trial_config
+from utils.tuning.study import Study, check_settings, study_name
 
 
 def _base() -> RunConfig:
@@ -114,7 +114,7 @@ def test_roles_from_env_and_slurm_array():
 def test_chief_listens_on_all_interfaces_for_a_host_name(tmp_path):
     import json
 
-    from models.tuning.distributed import publish_chief
+    from utils.tuning.distributed import publish_chief
 
     assert publish_chief(Role("chief", "node07", 8470), tmp_path) == "0.0.0.0"
     assert json.loads((tmp_path / ADDRESS_FILE).read_text())["host"] == "node07"

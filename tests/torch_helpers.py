@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from utils.config import config_from_dict
+from utils.core.config import config_from_dict
 from wlasl.synthetic import synthetic_store
 
 FRAMES, SIZE = 8, 32

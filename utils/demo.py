@@ -34,8 +34,8 @@ def run_demo(root: str | Path = "demo") -> Path:
     """Every stage on the synthetic set; reruns resume (finished clips and runs are kept)."""
     from models.demo_keras import demo_stage as keras_stage
     from models.demo_torch import demo_stage as torch_stage
-    from models.tuning.cli import demo_stage as tune_stage
     from utils.report import demo_stage as report_stage
+    from utils.tuning.cli import demo_stage as tune_stage
 
     root = Path(root)
     print(f"== 1. synthetic mini-WLASL and preprocessing under {root}/")

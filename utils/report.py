@@ -27,9 +27,10 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install
 
-from utils import plots  # noqa: E402
-from utils.runs import RunSet, collect_runs, is_trial  # noqa: E402
-from utils.tables import (  # noqa: E402
+from utils.reporting import plots  # noqa: E402
+from utils.core.files import atomic_write_text  # noqa: E402
+from utils.reporting.runs import RunSet, collect_runs, is_trial  # noqa: E402
+from utils.reporting.tables import (  # noqa: E402
     DEFAULT_METRICS,
     Published,
     Row,
@@ -41,7 +42,6 @@ from utils.tables import (  # noqa: E402
     parse_metrics,
     summarise,
 )
-from wlasl.clip_store import atomic_write_text  # noqa: E402
 
 __all__ = ["Report", "build_report", "demo_stage", "main", "write_outputs"]
 

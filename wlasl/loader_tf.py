@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models._tf_env import tf
+from utils.core.tf_env import tf
 from wlasl.clip_store import ClipEntry, ClipStore
 from wlasl.transforms import Loaders, clip_transform
 

@@ -14,27 +14,16 @@ can start mid-epoch, which is how a preempted run resumes exactly.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.config import RunConfig
+from utils.core.config import RunConfig
+from utils.core.distenv import dist_env
 from wlasl.clip_store import ClipEntry, ClipStore, StoreError
 from wlasl.transforms import Loaders, clip_transform
 
-__all__ = ["ClipDataset", "EpochSampler", "dist_env", "limit_clips", "make_loaders"]
-
-
-def dist_env(env: dict | None = None) -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from torchrun (RANK/WORLD_SIZE) or srun (SLURM_PROCID/SLURM_NTASKS)."""
-    env = os.environ if env is None else env
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-    return 0, 1, 0
+__all__ = ["ClipDataset", "EpochSampler", "limit_clips", "make_loaders"]
 
 
 class ClipDataset(Dataset):

@@ -23,7 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wlasl.clip_store import MANIFEST_COLUMNS, StoreError, atomic_save_npy, atomic_write_text
+from utils.core.files import atomic_save_npy, atomic_write_text
+from wlasl.clip_store import MANIFEST_COLUMNS, StoreError
 from wlasl.geometry import resolve_range, sample_indices, square_crop
 from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
 from wlasl.video import DecodeError, decode_frames

@@ -18,8 +18,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.preempt import REQUEUE_EXIT_CODE
-from utils.slurm_body import BODY_ENV, BODY_LAUNCH, BODY_ROOT
+from utils.cluster.body import BODY_ENV, BODY_LAUNCH, BODY_ROOT
+from utils.core.preempt import REQUEUE_EXIT_CODE
 
 __all__ = [
     "JOB_KINDS",

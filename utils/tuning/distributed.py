@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.records import write_json
+from utils.core.records import write_json
 
 __all__ = ["ADDRESS_FILE", "Role", "apply_env", "connect_worker", "first_node", "publish_chief", "resolve_role", "serve_oracle"]
 

@@ -5,10 +5,10 @@ Modules: ``space`` (search spaces per family, ``--space`` files), ``study``
 whose trials are ``models.train.run`` runs; imports TensorFlow),
 ``distributed`` (chief/worker mode), ``cli`` (``main/tune_<family>.py``).
 Only the framework-free names are imported here, so ``import
-models.tuning`` stays cheap; ``models.tuning.tuner`` loads keras-tuner.
+utils.tuning`` stays cheap; ``utils.tuning.tuner`` loads keras-tuner.
 """
 
-from models.tuning.space import FAMILY_SPACES, SpaceError, family_space, load_space_file, trial_config
-from models.tuning.study import Study, study_name
+from utils.tuning.space import FAMILY_SPACES, SpaceError, family_space, load_space_file, trial_config
+from utils.tuning.study import Study, study_name
 
 __all__ = ["FAMILY_SPACES", "SpaceError", "Study", "family_space", "load_space_file", "study_name", "trial_config"]

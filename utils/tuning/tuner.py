@@ -25,18 +25,18 @@ from pathlib import Path
 # The Keras side's one switch: TF_USE_LEGACY_KERAS=1 before TensorFlow is
 # imported (keras_tuner imports it), so keras-tuner and the tf_keras models
 # agree on one Keras (DESIGN.md, known traps).
-import models._tf_env  # noqa: F401
+import utils.core.tf_env  # noqa: F401
 
 # isort: split
 import keras_tuner
 from keras_tuner.errors import FailedTrialError, FatalError
 
 from models.registry import get_model
-from models.tuning.space import trial_config
-from models.tuning.study import Study
-from utils.config import RunConfig
-from utils.preempt import Preempted, PreemptionFlag
-from utils.records import RecordError, RunRecord, environment, read_record, write_record
+from utils.core.config import RunConfig
+from utils.core.preempt import Preempted, PreemptionFlag
+from utils.core.records import RecordError, RunRecord, environment, read_record, write_record
+from utils.tuning.space import trial_config
+from utils.tuning.study import Study
 
 __all__ = ["OBJECTIVES", "SearchPreempted", "StudyTuner", "make_hyperparameters", "make_oracle", "objective_value"]
 
@@ -103,7 +103,7 @@ def make_oracle(
 
     Args:
         kind: ``hyperband`` or ``bayesian``.
-        space: normalised space (models.tuning.space).
+        space: normalised space (utils.tuning.space).
         objective: a key of :data:`OBJECTIVES`.
         max_trials: Bayesian: trials to run. Hyperband: optional cap on the
             trials of its brackets (None = one full Hyperband iteration).
@@ -141,7 +141,7 @@ class StudyTuner(keras_tuner.Tuner):
         poll_s: pause between asks when the oracle is busy (Hyperband waits
             for a round to finish before promoting).
         chief_listen: ``(host, port)``: this process is the distributed chief
-            and only serves the oracle there (see models.tuning.distributed).
+            and only serves the oracle there (see utils.tuning.distributed).
     """
 
     def __init__(self, oracle, *, study: Study, base: RunConfig, family: str, objective: str, max_epochs: int,
@@ -159,7 +159,7 @@ class StudyTuner(keras_tuner.Tuner):
         self._flag: PreemptionFlag | None = None
         super().__init__(oracle=oracle, directory=str(study.root.parent), project_name=study.root.name, overwrite=False)
         if hasattr(self.oracle, "stub"):  # a distributed worker: keras-tuner wrapped the oracle in a gRPC client
-            from models.tuning.distributed import DeadlineStub
+            from utils.tuning.distributed import DeadlineStub
 
             self.oracle.stub = DeadlineStub(self.oracle.stub)
 
@@ -168,7 +168,7 @@ class StudyTuner(keras_tuner.Tuner):
     def search(self, *args, **kwargs):
         """Run trials until the oracle stops; SIGUSR1/SIGTERM between trials stops cleanly."""
         if self.chief_listen is not None:
-            from models.tuning.distributed import serve_oracle
+            from utils.tuning.distributed import serve_oracle
 
             self.save()
             serve_oracle(self.oracle, *self.chief_listen, poll_s=self.poll_s)

@@ -24,7 +24,7 @@ import copy
 import math
 from pathlib import Path
 
-from utils.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from utils.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 __all__ = ["FAMILY_SPACES", "HP_TYPES", "TARGETS", "SpaceError", "family_space", "load_space_file", "trial_config"]
 

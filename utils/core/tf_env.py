@@ -4,7 +4,7 @@ tf-models-official's MoViNet is a tf_keras (Keras 2) model, while plain
 ``tf.keras`` in TF 2.20 is Keras 3; keras-tuner's stock tuners and the
 MoViNet layers only agree when ``TF_USE_LEGACY_KERAS=1`` is set before
 TensorFlow is first imported (DESIGN.md, known traps). Every Keras-side
-module therefore does ``from models._tf_env import tf, tf_keras`` and never
+module therefore does ``from utils.core.tf_env import tf, tf_keras`` and never
 imports tensorflow itself.
 """
 
@@ -20,8 +20,8 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     # Too late to switch: tf.keras is already Keras 3 in this process. Our
     # code uses tf_keras directly and still works; keras-tuner would not.
     warnings.warn(
-        "TensorFlow was imported before models._tf_env set TF_USE_LEGACY_KERAS=1, so tf.keras is Keras 3 "
-        "here; import models._tf_env (or a Keras model module) before anything that imports tensorflow",
+        "TensorFlow was imported before utils.core.tf_env set TF_USE_LEGACY_KERAS=1, so tf.keras is Keras 3 "
+        "here; import utils.core.tf_env (or a Keras model module) before anything that imports tensorflow",
         stacklevel=2,
     )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"

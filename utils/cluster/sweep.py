@@ -23,9 +23,9 @@ from pathlib import Path
 
 import submitit
 
-from utils.records import RecordError, make_run_id, read_record, write_json
-from utils.slurm import SlurmConfig
-from utils.slurm_jobs import MODELS
+from utils.cluster.jobs import MODELS
+from utils.cluster.sbatch import SlurmConfig
+from utils.core.records import RecordError, make_run_id, read_record, write_json
 
 __all__ = ["SweepTask", "TrainTask", "default_cluster", "plan_sweep", "submit_sweep", "sweep_status"]
 
@@ -90,7 +90,7 @@ class TrainTask(submitit.helpers.Checkpointable):
     """Train one configuration; on preemption, checkpoint through the engine, then requeue.
 
     submitit's own preemption handler (USR2 by default) would stop training
-    mid-step; while the engine's :class:`utils.preempt.PreemptionFlag` is
+    mid-step; while the engine's :class:`utils.core.preempt.PreemptionFlag` is
     listening the signal is handed to it instead, so the engine saves a full
     checkpoint, raises ``Preempted``, and only then does submitit requeue this
     same task (``checkpoint()`` resubmits it with the same config = run id).
@@ -103,13 +103,13 @@ class TrainTask(submitit.helpers.Checkpointable):
         """Run the training; returns a small summary. Overridden by stand-ins in tests."""
         import models  # noqa: F401  (registers every family)
         from models.train import run
-        from utils.config import config_from_dict
+        from utils.core.config import config_from_dict
 
         record = run(config_from_dict(config, where="sweep task"))
         return {"run_id": record.run_id, "status": record.status, "top1": record.metrics.get("test", {}).get("top1")}
 
     def __call__(self) -> dict:
-        from utils.preempt import Preempted
+        from utils.core.preempt import Preempted
 
         sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
         requeue = signal.getsignal(sig)  # submitit's checkpoint-and-requeue handler

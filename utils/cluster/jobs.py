@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from models import list_models
-from utils.runs import model_sort_key
-from utils.slurm import SlurmConfig, render_sbatch
+from utils.cluster.sbatch import SlurmConfig, render_sbatch
+from utils.reporting.runs import model_sort_key
 
 __all__ = ["FAMILIES", "MODELS", "GENERATED_MARK", "check_dir", "render_all", "write_dir"]
 
@@ -83,7 +83,7 @@ def render_all(profile: dict[str, SlurmConfig], source: str = "slurm/cluster.tom
     """Every job file: ``{file name: text}``.
 
     Args:
-        profile: ``{kind: SlurmConfig}`` from :func:`utils.slurm.load_profile`.
+        profile: ``{kind: SlurmConfig}`` from :func:`utils.cluster.sbatch.load_profile`.
         source: the profile path named in each file's header.
     """
     files: dict[str, str] = {}

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from wlasl.clip_store import atomic_write_text
+from utils.core.files import atomic_write_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -51,7 +51,7 @@ SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "failed", "stopped")
 # Per-epoch keys every engine emits (train_* on the training split, val_* on val).
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top2", "val_top5", "lr", "wall_s")
-# Keys of metrics[split] after the final evaluation (see utils/metrics.py).
+# Keys of metrics[split] after the final evaluation (see utils/core/metrics.py).
 SPLIT_METRIC_KEYS = ("loss", "top1", "top2", "top5", "per_class_top1", "n")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.runs import LoadedRun, RunSet, display_name, metric_value, model_sort_key
+from utils.reporting.runs import LoadedRun, RunSet, display_name, metric_value, model_sort_key
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -151,7 +151,7 @@ def summarise(runs: RunSet, *, split: str = "test", metrics=DEFAULT_METRICS, sub
     """The table rows of a RunSet, ordered by subset, then family and variant.
 
     Args:
-        runs: from :func:`utils.runs.collect_runs`.
+        runs: from :func:`utils.reporting.runs.collect_runs`.
         split: ``test`` or ``val``: which evaluation the numbers come from.
         metrics: keys of METRICS to compute.
         subset: keep only runs on this many classes (None = all).

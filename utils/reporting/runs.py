@@ -1,7 +1,7 @@
 """Collect run records under a results root for the report.
 
 Everything the report knows about a run comes from its ``metrics.json``
-(read with :func:`utils.records.read_record`), found recursively, so plain
+(read with :func:`utils.core.records.read_record`), found recursively, so plain
 runs (``results/runs/<run_id>/``) and tuning trials (wherever the tuner keeps
 them under the results root) are read the same way. A record that is
 unreadable or of another schema version is kept as a *skipped* entry with its
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.records import RecordError, RunRecord, read_record
+from utils.core.records import RecordError, RunRecord, read_record
 
 __all__ = [
     "MODEL_ORDER",

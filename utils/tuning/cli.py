@@ -18,8 +18,10 @@ from pathlib import Path
 
 from models.registry import get_model
 from models.train import _variant_names, add_train_args, config_from_args
-from models.tuning.space import SpaceError, family_space, load_space_file
-from models.tuning.study import (
+from utils.core.config import RunConfig
+from utils.core.preempt import REQUEUE_EXIT_CODE
+from utils.tuning.space import SpaceError, family_space, load_space_file
+from utils.tuning.study import (
     Study,
     best_from_records,
     check_settings,
@@ -28,8 +30,6 @@ from models.tuning.study import (
     save_best,
     study_name,
 )
-from utils.config import RunConfig
-from utils.preempt import REQUEUE_EXIT_CODE
 from wlasl.clip_store import ClipStore, StoreError
 
 __all__ = ["demo_stage", "main", "tune", "tune_parser"]
@@ -65,7 +65,7 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
     g.add_argument("--objective", choices=OBJECTIVE_NAMES, default="val_accuracy",
                    help="what to optimise, read from each trial's run record (default val_accuracy = val top-1)")
     g.add_argument("--study", help="study name (default <model>-<tuner>-<store>; the same name resumes)")
-    g.add_argument("--space", help="YAML file replacing entries of the family's search space (see models/tuning/space.py)")
+    g.add_argument("--space", help="YAML file replacing entries of the family's search space (see utils/tuning/space.py)")
     g.add_argument("--distributed", action="store_true",
                    help="keras-tuner chief/worker mode (KERASTUNER_TUNER_ID/ORACLE_IP/ORACLE_PORT, or a SLURM array)")
     g.add_argument("--chief-timeout-s", type=float, default=600.0, help="worker: how long to wait for the chief (default 600)")
@@ -131,7 +131,7 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
 
     chief_listen = None
     if args.distributed:
-        from models.tuning import distributed as dist
+        from utils.tuning import distributed as dist
 
         role = dist.resolve_role(os.environ, study.name)
         if role.is_chief:
@@ -142,7 +142,7 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
             print(f"worker {role.tuner_id}: waiting for the chief of study {study.name}", flush=True)
             dist.apply_env(role, dist.connect_worker(role, study.root, timeout_s=args.chief_timeout_s))
 
-    from models.tuning.tuner import OBJECTIVES, StudyTuner, make_oracle, objective_value
+    from utils.tuning.tuner import OBJECTIVES, StudyTuner, make_oracle, objective_value
 
     oracle = make_oracle(args.tuner, space=space, objective=args.objective, max_trials=max_trials,
                          max_epochs=max_epochs, factor=factor, seed=base.train.seed)
@@ -239,7 +239,7 @@ def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
     except Exception as e:
         from keras_tuner.errors import FatalError
 
-        from models.tuning.tuner import SearchPreempted
+        from utils.tuning.tuner import SearchPreempted
 
         if isinstance(e, SearchPreempted):
             print(f"preempted: {e}; exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)

@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.tuning.space import TARGETS, trial_config
-from utils.config import RunConfig
-from utils.records import RecordError, RunRecord, read_record, write_json
-from wlasl.clip_store import atomic_write_text
+from utils.core.config import RunConfig
+from utils.core.files import atomic_write_text
+from utils.core.records import RecordError, RunRecord, read_record, write_json
+from utils.tuning.space import TARGETS, trial_config
 
 __all__ = ["Study", "best_from_records", "check_settings", "final_config", "format_best", "save_best", "study_name"]
 

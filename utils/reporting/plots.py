@@ -18,9 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from utils.metrics import confusion_matrix
-from utils.records import read_history
-from wlasl.clip_store import atomic_write_bytes
+from utils.core.files import atomic_write_bytes
+from utils.core.metrics import confusion_matrix
+from utils.core.records import read_history
 
 __all__ = [
     "BARS_SIZE_IN",
@@ -97,7 +97,7 @@ def plot_accuracy_bars(rows, out: str | Path, metrics=("top1", "top2")) -> Path 
     """Grouped bars of the rows' accuracies (percent) with ± std error bars.
 
     Args:
-        rows: :class:`utils.tables.Row` objects with n > 0, in table order.
+        rows: :class:`utils.reporting.tables.Row` objects with n > 0, in table order.
         out: PNG path.
         metrics: accuracy keys to draw side by side.
     """

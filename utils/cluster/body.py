@@ -1,4 +1,4 @@
-"""The bash body of every job file (see :func:`utils.slurm.render_sbatch`).
+"""The bash body of every job file (see :func:`utils.cluster.sbatch.render_sbatch`).
 
 Trusted text written here, never from a profile: profile values reach it
 only as the quoted variables ``data_root``, ``raw_root``, ``results_root``,

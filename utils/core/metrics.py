@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wlasl.clip_store import atomic_write_text
+from utils.core.files import atomic_write_text
 
 __all__ = [
     "confusion_matrix",

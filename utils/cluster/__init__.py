@@ -1,0 +1,1 @@
+"""The cluster layer: SLURM job files, submission, sweeps (application layer)."""

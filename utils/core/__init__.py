@@ -1,0 +1,5 @@
+"""Leaf helpers shared by every layer: atomic files, configs, run records, metrics, preemption.
+
+Nothing here imports the rest of the suite (``wlasl``, ``models`` or the
+application modules of ``utils``); ``make lint`` checks that with import-linter.
+"""

@@ -1,0 +1,1 @@
+"""Reading run records into result tables and plots (application layer)."""
