@@ -33,6 +33,7 @@ from utils.core.metrics import confusion_matrix, evaluate_logits, write_predicti
 from utils.core.preempt import Preempted, PreemptionFlag
 from utils.core.records import RunRecord, append_history, environment, write_json, write_record
 from utils.core.tf_env import set_precision, tf, tf_keras
+from utils.core.tf_strategy import choose_strategy
 
 __all__ = ["NonFiniteLoss", "build_scope", "fit", "make_optimizer"]
 
@@ -51,7 +52,7 @@ def build_scope(cfg):
     tf_keras.utils.set_random_seed(cfg.train.seed)
     set_precision(cfg.train.mixed_precision)
     gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    strategy = choose_strategy(gpus)  # multi-node, multi-GPU or default: utils.core.tf_strategy
     with strategy.scope():
         yield strategy
 
