@@ -16,8 +16,9 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 setup: $(STAMP)
 
+# experiments/demo.yaml run here in order: synthetic mini-WLASL -> store -> two tiny models -> table.
 demo: $(STAMP)
-	$(PY) main/demo.py
+	$(PY) main/experiment.py run experiments/demo.yaml --local
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -31,7 +32,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) main/make_slurm.py --check
 
-# Regenerate slurm/*.slurm from slurm/cluster.toml (commit the result).
+# Regenerate slurm/*.slurm from slurm/cluster.toml and slurm/local/*.slurm from slurm/local.toml (commit them).
 slurm: $(STAMP)
 	$(PY) main/make_slurm.py
 

@@ -294,28 +294,6 @@ def test_job_submitted_from_elsewhere_finds_the_repo(cluster, tmp_path):
     assert (tmp_path / "args").read_text().split() == ["utils/report.py", "--results", "results", "--format", "md"]
 
 
-def test_training_job_sent_usr1_resumes_its_run(store, tmp_path):
-    """The real engine: USR1 mid-run -> checkpoint, exit 85, requeue, same run id, history continues.
-
-    Written before the engines existed (lead: check the options and timings once merged).
-    """
-    results = tmp_path / "results"
-    args = ["--data", str(store["root"]), "--results", str(results), "--frames", "8", "--size", "64",
-            "--epochs", "3", "--run-id", "usr1"]  # fmt: skip
-    job = sbatch(*SMALL, "--gres=none", "--mem=4G", "slurm/x3d_xs.slurm", *args)
-    run_dir = results / "runs" / "usr1"
-    deadline = time.monotonic() + 300
-    while not (run_dir / "history.csv").exists() or not read_history(run_dir):
-        assert time.monotonic() < deadline and states(job).get(job, [""])[-1] not in TERMINAL, log_of("x3d_xs", job)
-        time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-    release_requeued(job, until=lambda: False, timeout_s=600)
-    assert wait_done(job, timeout_s=600)[job] == "COMPLETED", log_of("x3d_xs", job)
-    assert states(job, duplicates=True)[job][0] == "REQUEUED"
-    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2, 3], log_of("x3d_xs", job)
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
-
-
 def test_sweep_cli_trains_two_configurations(store, tmp_path):
     """main/sweep.py with the real engine: one array of two dry runs, then `status` with top-1."""
     data = store["root"].parent  # holds wlasl3_64: what --subset 3 --size 64 names
