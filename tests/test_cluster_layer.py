@@ -3,6 +3,7 @@ one quoting rule on every path, hostile values, lazy job lists, trailing argumen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -171,8 +172,6 @@ def test_job_files_follow_the_registry_lazily(monkeypatch):
     from models import registry
 
     spec = registry.get_model("x3d_xs")
-    import dataclasses
-
     monkeypatch.setitem(registry._REGISTRY, "x3d_q", dataclasses.replace(spec, name="x3d_q", size=96))
     files = render_all(load_profile(ROOT / "slurm" / "cluster.toml"))
     assert "x3d_q" in job_models()
@@ -227,7 +226,7 @@ def test_trailing_arguments_override_the_built_in_ones(job, override, attr, expe
 # -- the repo root from anywhere -----------------------------------------------------
 
 
-def _fake_repo(tmp_path: Path, job_dir: str, cfg: SlurmConfig, **kw) -> Path:
+def _fake_repo(tmp_path: Path, job_dir: str, cfg: SlurmConfig) -> Path:
     repo = tmp_path / "repo"
     (repo / "main").mkdir(parents=True)
     (repo / "main" / "make_slurm.py").write_text("")
@@ -238,7 +237,7 @@ def _fake_repo(tmp_path: Path, job_dir: str, cfg: SlurmConfig, **kw) -> Path:
     (venv / "bin" / "python").chmod(0o755)
     job = repo / job_dir / "job.slurm"
     job.parent.mkdir(parents=True, exist_ok=True)
-    job.write_text(render_sbatch(SlurmConfig(venv=str(venv), **kw), "python main/x.py", job_name="job",
+    job.write_text(render_sbatch(dataclasses.replace(cfg, venv=str(venv)), "python main/x.py", job_name="job",
                                  dry_run_flag="--dry-run"))  # fmt: skip
     return job
 
@@ -286,3 +285,28 @@ def test_make_slurm_for_another_cluster_runs_with_bash(tmp_path):
         for f in out.glob("*.slurm"):
             f.unlink()
         out.rmdir()
+
+
+@pytest.mark.parametrize("under_slurm", [True, False])
+def test_jobs_over_several_tasks_launch_with_srun(tmp_path, under_slurm):
+    """Issue 18: the profile's nodes x tasks per node > 1 -> the command runs under srun (once per task)."""
+    job = _fake_repo(tmp_path, "slurm", SlurmConfig(nodes=2, ntasks_per_node=2))
+    text = job.read_text()
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=2" in text and "srun_tasks=1" in text
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "srun").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > "{tmp_path}/srun.args"\nexec "$@"\n')
+    (bin_ / "srun").chmod(0o755)
+    env = {"PATH": f"{bin_}:/usr/bin:/bin"}
+    if under_slurm:
+        env.update(SLURM_JOB_ID="77", SLURM_SUBMIT_DIR=str(tmp_path / "repo"))
+    r = subprocess.run(["bash", str(job), "--seed", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "args").read_text().split() == ["main/x.py", "--seed", "1"]
+    if under_slurm:
+        assert (tmp_path / "srun.args").read_text().split()[1:] == ["main/x.py", "--seed", "1"]
+    else:
+        assert not (tmp_path / "srun.args").exists()
+    single = render_sbatch(SlurmConfig(), "true", job_name="x")
+    assert "srun_tasks=0" in single
