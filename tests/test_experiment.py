@@ -224,3 +224,13 @@ def test_run_again_submits_only_what_is_missing(tmp_path, monkeypatch):
                                             f"--parsable --dependency=afterany:102:104 {results}/jobs/again-report.slurm"]  # fmt: skip
     state = json.loads((results / "submitted.json").read_text())
     assert state["runs"][ids[3]] == "104_3" and state["runs"][ids[2]] == "102_2" and state["report"] == "105"
+
+
+def test_a_crafted_submitted_file_passes_only_job_ids_on(tmp_path):
+    plan = plan_of(DEMO, f"results={tmp_path}")
+    (tmp_path / "submitted.json").write_text(json.dumps({
+        "stores": {"mini3_64": "12; touch PWNED"}, "runs": {"a": "13_1", "b": "JobId=1 Partition=x", "c": 5},
+        "report": "--help", "local": []}))  # fmt: skip
+    from utils.cluster.experiment_files import submitted
+
+    assert submitted(plan) == {"stores": {}, "runs": {"a": "13_1"}, "report": None}

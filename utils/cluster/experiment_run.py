@@ -23,15 +23,15 @@ from pathlib import Path
 
 from utils.cluster.accounting import job_states
 from utils.cluster.experiment import Plan, Stage
+from utils.cluster.experiment_files import job_file, job_name, run_status_of, store_done, submitted
 from utils.cluster.profile import SlurmConfig, profile_from_dict
-from utils.cluster.sbatch import render_sbatch, sanitize_job_name
+from utils.cluster.sbatch import render_sbatch
 from utils.cluster.shell import command_line, quote
 from utils.cluster.submit import check_fit, cluster_nodes, config_request, fit_config, run_sbatch
 from utils.core.files import atomic_write_text
-from utils.core.records import RecordError, read_record, write_json
+from utils.core.records import write_json
 
-__all__ = ["ROOT", "check_inputs", "compress", "job_log", "profile_for", "render_stage", "run_local", "run_status_of",
-           "store_done", "submit_plan", "submitted"]  # fmt: skip
+__all__ = ["ROOT", "check_inputs", "compress", "profile_for", "render_stage", "run_local", "submit_plan"]
 
 ROOT = Path(__file__).resolve().parents[2]  # the repo: experiment paths are relative to it
 _CPUS = '"${SLURM_CPUS_PER_TASK:-1}"'
@@ -73,21 +73,6 @@ def profile_for(plan: Plan) -> dict[str, SlurmConfig]:
     return {k: dataclasses.replace(cfg, log_dir=logs) for k, cfg in profile.items()}
 
 
-def job_name(plan: Plan, stage: Stage) -> str:
-    return sanitize_job_name(f"{plan.exp.name}-{stage.name}")
-
-
-def job_file(plan: Plan, stage: Stage) -> Path:
-    return Path(plan.exp.results) / "jobs" / f"{job_name(plan, stage)}.slurm"
-
-
-def job_log(plan: Plan, stage: Stage, job_id: str) -> Path:
-    """Where SLURM writes a job's (or array task's ``123_4``) output."""
-    array_id, _, task = job_id.partition("_")
-    name = f"{job_name(plan, stage)}-{array_id}_{task}" if stage.kind != "report" else f"{job_name(plan, stage)}-{job_id}"
-    return Path(plan.exp.results) / "logs" / f"{name}.out"
-
-
 def render_stage(plan: Plan, stage: Stage, cfg: SlurmConfig) -> tuple[str, str | None]:
     """The job file of a stage and its full ``--array`` range (None for a single job).
 
@@ -114,22 +99,6 @@ def render_stage(plan: Plan, stage: Stage, cfg: SlurmConfig) -> tuple[str, str |
     return text, array
 
 
-def store_done(out: str | Path) -> bool:
-    """A clip store whose every shard finished (its prepare_report.json says complete)."""
-    try:
-        return bool(json.loads((Path(out) / "prepare_report.json").read_text()).get("complete"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def run_status_of(run_dir: Path) -> str | None:
-    """The status in a run's record (None: no readable record yet)."""
-    try:
-        return read_record(run_dir / "metrics.json").status
-    except (FileNotFoundError, RecordError, TypeError, ValueError):
-        return None
-
-
 def check_inputs(plan: Plan, *, create: bool) -> list[str]:
     """Missing inputs as messages; with ``create``, write the synthetic sets the file asks for."""
     problems = []
@@ -150,17 +119,6 @@ def check_inputs(plan: Plan, *, create: bool) -> list[str]:
             problems.append(f"run {r.run_id}: --pretrained {r.pretrained} not found (put the checkpoints under "
                             "checkpoints/, see docs/experiments.md)")  # fmt: skip
     return problems
-
-
-def submitted(plan: Plan) -> dict:
-    """``<results>/submitted.json``: job ids by stage, store and run (no states: SLURM has those)."""
-    path = Path(plan.exp.results) / "submitted.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {"stores": {}, "runs": {}, "report": None}
-    ok = isinstance(data, dict) and all(isinstance(data.get(k), dict) for k in ("stores", "runs"))
-    return data if ok else {"stores": {}, "runs": {}, "report": None}
 
 
 def _save(plan: Plan, state: dict) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from utils.cluster.accounting import JobState, job_states
 from utils.cluster.experiment import Plan, report_settings
-from utils.cluster.experiment_run import job_log, store_done, submitted
+from utils.cluster.experiment_files import job_log, store_done, submitted
 from utils.core.records import RecordError, read_record
 
 __all__ = ["PlanStatus", "RunStatus", "experiment_report", "format_status", "plan_status"]
