@@ -78,6 +78,10 @@ def main(argv=None) -> int:
 
             experiment_report(plan)
             return 0
+        if args.local and args.dry_run:
+            print_plan(plan)
+            print("--local: these commands run in order here, then the report; nothing is run now")
+            return 0
         if args.local:
             from utils.cluster.experiment_run import run_local
 

@@ -234,3 +234,12 @@ def test_a_crafted_submitted_file_passes_only_job_ids_on(tmp_path):
     from utils.cluster.experiment_files import submitted
 
     assert submitted(plan) == {"stores": {}, "runs": {"a": "13_1"}, "report": None}
+
+
+def test_demo_lives_where_it_is_told(tmp_path):
+    from utils.demo import demo_plan
+
+    plan = demo_plan(tmp_path / "d")
+    assert plan.exp.results == f"{tmp_path}/d/results" and plan.stores[0].out == f"{tmp_path}/d/data/mini3_64"
+    assert plan.stores[0].metadata == f"{tmp_path}/d/raw/WLASL_v0.3.json" and plan.stores[0].synthetic
+    assert all(f"--results {tmp_path}/d/results" in " ".join(r.argv) for r in plan.runs)

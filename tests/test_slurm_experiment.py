@@ -129,16 +129,17 @@ def test_experiment_run_requeued_with_usr1_resumes(store, tmp_path):  # noqa: F8
     subprocess.run(["scancel", "--signal=USR1", "--batch", task], check=True)
     seen: list[str] = []
 
-    def requeued() -> bool:
-        out = experiment("status", str(exp), *sets).stdout
-        seen.extend(line for line in out.splitlines() if "x3d_xs-wlasl3_64-s0" in line)
+    def look_once_while_held() -> bool:  # `status` once, while SLURM holds the requeued task
+        if not seen and states(task).get(task, [""])[-1] == "PENDING":
+            out = experiment("status", str(exp), *sets).stdout
+            seen.extend(line for line in out.splitlines() if "x3d_xs-wlasl3_64-s0" in line)
         return False
 
-    release_requeued(task, until=requeued, timeout_s=120)
+    release_requeued(task, until=look_once_while_held, timeout_s=120)
     assert wait_done(jobs["report"], timeout_s=400)[jobs["report"]] == "COMPLETED"
     assert states(task, duplicates=True)[task][0] == "REQUEUED"
     assert any(" requeued " in line for line in seen), seen
-    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2, 3]  # no epoch twice across the requeue
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
     log = next((tmp_path / "results" / "logs").glob(f"usr1-train-mini3_32-{jobs['train-mini3_32']}_0.out")).read_text()
     assert f"job {task} on" in log and "got SIGUSR1" in log and f"requeueing {task}" in log, log
