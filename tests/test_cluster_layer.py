@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.registry_helpers import suite_models_only  # noqa: F401  (fixture)
 from utils.cluster.jobs import check_dir, job_models, render_all
 from utils.cluster.profile import RESOURCES, SlurmConfig, load_profile, parse_time_min, profile_from_dict, valid_keys
 from utils.cluster.sbatch import render_sbatch
@@ -157,6 +158,7 @@ def test_key_listing_shows_the_per_kind_defaults():
     assert r.returncode == 0 and "train: 'gpu:1'" in r.stdout
 
 
+@pytest.mark.usefixtures("suite_models_only")
 def test_local_profile_fits_a_two_core_node_and_its_files_are_committed():
     local = load_profile(ROOT / "slurm" / "local.toml")
     for kind, cfg in local.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.registry_helpers import suite_models_only  # noqa: F401  (fixture)
 from utils.cluster.jobs import check_dir, job_models, render_all
 from utils.cluster.profile import JOB_KINDS, SlurmConfig, load_profile, profile_from_dict
 from utils.cluster.sbatch import render_sbatch, sanitize_job_name
@@ -59,6 +60,7 @@ def test_golden_train_job():
     )
 
 
+@pytest.mark.usefixtures("suite_models_only")
 def test_committed_job_files_match_the_generator():
     files = render_all(load_profile(ROOT / "slurm" / "cluster.toml"))
     drift = check_dir(files, ROOT / "slurm")
