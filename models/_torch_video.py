@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ClipClassifier", "VideoInput", "check_input_size", "load_backbone"]
+__all__ = ["ClipClassifier", "VideoInput", "check_input_size", "load_backbone", "unfreeze_last_layers"]
 
 
 class VideoInput(nn.Module):
@@ -74,6 +74,26 @@ class ClipClassifier(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.net(self.input(clips))
+
+
+def unfreeze_last_layers(net: nn.Module, k: int, *, head: tuple[str, ...], name: str) -> list[nn.Module]:
+    """The leaf layers with weights of ``net``'s backbone except the last ``k``: the ones to freeze.
+
+    "Layers" are the modules that own parameters, in definition order (the
+    PyTorch reading of the Keras ``backbone.layers[:-k]`` the seed thesis
+    froze); the head (state-dict prefixes ``head``) always trains.
+
+    Raises:
+        ValueError: ``k`` is not in 1..number of backbone layers.
+    """
+    layers = [
+        m
+        for qualified, m in net.named_modules()
+        if any(True for _ in m.parameters(recurse=False)) and not f"{qualified}.".startswith(head)
+    ]
+    if not 1 <= k <= len(layers):
+        raise ValueError(f"unfreeze_last expected 1..{len(layers)} (layers with weights of the {name} backbone), received {k}")
+    return layers[:-k]
 
 
 def check_input_size(name: str, *, frames: int, size: int, min_frames: int, min_size: int) -> None:

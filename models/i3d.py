@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.registry import register_model
+from models.registry import Option, register_model
 
 __all__ = ["I3D_BLOCKS", "build_i3d", "load_i3d_weights"]
 
@@ -77,16 +77,20 @@ def build_i3d(
     # input
     frames: int = 20,
     size: int = 224,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
     # training
     dropout: float = 0.5,
     bn_momentum: float = 0.99,
     freeze: int = 0,
+    unfreeze_last: int | None = None,
     pretrained: str | None = None,
+    pretrained_partial: bool = False,
 ):
     """I3D RGB classifier taking uint8 clips ``(B, frames, size, size, 3)``.
 
-    Pixels are scaled to [-1, 1] inside the model, as in the released
-    Kinetics weights. Released weights (for users with internet)::
+    Pixels are normalised inside the model as ``(x / 255 - mean) / std``;
+    the defaults give [-1, 1], as the released Kinetics weights expect. Released weights (for users with internet)::
 
         wget https://github.com/dlpbc/keras-kinetics-i3d/releases/download/v0.2/rgb_inception_i3d_imagenet_and_kinetics_tf_dim_ordering_tf_kernels_no_top.h5
         python main/train_i3d.py --pretrained rgb_..._no_top.h5 ...
@@ -95,6 +99,8 @@ def build_i3d(
         num_classes: classes of the new head.
         frames: clip length; >= 8 (the temporal stride).
         size: input side; >= 32 (the spatial stride).
+        mean: per-channel mean on [0, 1] pixels (0.5: the release's [-1, 1]).
+        std: per-channel std on [0, 1] pixels (0.5).
         dropout: dropout rate before the classifier (0.5 in the paper).
         bn_momentum: BatchNorm moving-average momentum (Keras convention:
             the share of the old statistics kept per step; 0.99, the Keras
@@ -102,8 +108,11 @@ def build_i3d(
             steps still weigh their initial (0, 1) by momentum**N: lower it
             (e.g. 0.9) for runs of only a few hundred steps.
         freeze: freeze the first K of :data:`I3D_BLOCKS` (0..12).
+        unfreeze_last: train only the last K layers of the backbone (the
+            layers before the head, as Keras lists them); the head always trains.
         pretrained: an ``.h5`` weights file loaded by layer name; layers whose
             shape differs (the old head) are skipped and the head stays fresh.
+        pretrained_partial: accept a file that leaves backbone layers unloaded.
 
     Returns:
         A tf_keras Model named ``i3d``.
@@ -111,6 +120,7 @@ def build_i3d(
     Raises:
         ValueError: input smaller than the strides or freeze out of range.
     """
+    from models._keras_common import normalisation, unfreeze_last_layers
     from utils.core.tf_env import tf_keras
 
     if frames < _MIN_FRAMES or size < _MIN_SIZE:
@@ -124,7 +134,7 @@ def build_i3d(
         raise ValueError(f"freeze expected 0..{len(I3D_BLOCKS)} blocks for i3d, received {freeze}")
     layers = tf_keras.layers
     clip = tf_keras.Input(shape=(frames, size, size, 3), dtype="uint8", name="clip")
-    x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="to_pm1")(clip)
+    x = layers.Rescaling(*normalisation(mean, std), name="to_pm1")(clip)
 
     x = _unit(layers, x, 64, (7, 7, 7), "Conv3d_1a_7x7", bn_momentum, strides=(2, 2, 2))
     x = layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool2d_2a_3x3")(x)
@@ -151,6 +161,9 @@ def build_i3d(
 
     if pretrained:
         load_i3d_weights(model, pretrained)
+    if unfreeze_last is not None:
+        head = model.layers.index(model.get_layer("global_avg_pool"))
+        unfreeze_last_layers(model.layers[:head], unfreeze_last, "i3d")
     frozen = set(I3D_BLOCKS[:freeze])
     for layer in model.layers:
         # A unit's layers share its name as prefix; a Mixed block's are Conv3d_<key>_*.
@@ -200,9 +213,16 @@ register_model(
     "i3d",
     family="i3d",
     framework="keras",
+    display="I3D",
+    order=0,
     frames=20,
     size=224,
+    # The Keras I3D release (from DeepMind's kinetics-i3d) takes RGB in [-1, 1].
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
+    # Inception-v1 3D: stem + 5 inception groups; a large model, small batches.
+    space={"freeze": {"kind": "int", "min": 0, "max": 4}, "batch_size": {"kind": "choice", "values": [4, 8]}},
+    tune_default=True,
+    options=(Option("bn_momentum", float, 0.99, "BatchNorm moving-average momentum (Keras convention)"),),
     description="I3D Inception-v1 RGB (tf_keras), [-1,1] input; loads the Keras I3D release by layer name",
 )(build_i3d)

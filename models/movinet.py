@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.registry import register_model
+from models.registry import Option, register_model
 
 __all__ = ["MOVINET_VARIANTS", "build_movinet", "load_movinet_backbone", "movinet_blocks"]
 
@@ -31,6 +31,8 @@ def build_movinet(
     # input
     frames: int = 20,
     size: int = 172,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
     # architecture
     model_id: str = "a0",
     stream: bool = False,
@@ -38,8 +40,11 @@ def build_movinet(
     # training
     dropout: float = 0.5,
     bn_momentum: float = 0.99,
+    stochastic_depth: float = 0.0,
     freeze: int = 0,
+    unfreeze_last: int | None = None,
     pretrained: str | None = None,
+    pretrained_partial: bool = False,
 ):
     """MoViNet classifier taking uint8 clips ``(B, frames, size, size, 3)`` RGB.
 
@@ -60,6 +65,8 @@ def build_movinet(
         num_classes: classes of the new head.
         frames: clip length (any >= 1: MoViNet has no temporal stride).
         size: input side; >= 32 (the backbone's spatial stride).
+        mean: per-channel mean on [0, 1] pixels (0: MoViNet takes [0, 1] RGB).
+        std: per-channel std on [0, 1] pixels (1).
         model_id: ``a0`` ... ``a5``.
         stream: the causal variant (causal convolutions and pooling, the
             released ``*_stream`` configuration: (2+1)D convs, 2+3D
@@ -74,10 +81,15 @@ def build_movinet(
             configurations). Evaluation uses the moving statistics, which
             after N steps still weigh their initial (0, 1) by momentum**N:
             lower it (e.g. 0.9) for runs of only a few hundred steps.
+        stochastic_depth: drop rate of the residual blocks
+            (``stochastic_depth_drop_rate``; 0 upstream, 0.1 in the seed thesis).
         freeze: freeze the first K of the blocks listed by :func:`movinet_blocks`
             (stem, block0..blockN, backbone head conv).
+        unfreeze_last: train only the last K layers of ``backbone.layers``
+            (the seed thesis unfroze the last 45 of a4); the head always trains.
         pretrained: a released checkpoint (directory or ``ckpt-N`` prefix)
             loaded into the backbone; the head stays fresh.
+        pretrained_partial: accept a checkpoint that leaves backbone variables unloaded.
 
     Returns:
         A tf_keras Model with ``.backbone`` (the Movinet) and ``.head``.
@@ -86,9 +98,13 @@ def build_movinet(
         ValueError: unknown model_id, input too small, freeze too large, or a
             checkpoint that does not fit this backbone.
     """
+    # tf_env first: it sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+    from utils.core.tf_env import tf_keras
+
+    # isort: split
     from official.projects.movinet.modeling import movinet, movinet_layers
 
-    from utils.core.tf_env import tf_keras
+    from models._keras_common import unfreeze_last_layers
 
     if model_id not in MOVINET_VARIANTS:
         raise ValueError(f"model_id expected one of {MOVINET_VARIANTS}, received {model_id!r}")
@@ -104,6 +120,8 @@ def build_movinet(
     )
     if not 0.0 <= bn_momentum < 1.0:
         raise ValueError(f"bn_momentum expected in [0, 1), received {bn_momentum}")
+    if not 0.0 <= stochastic_depth < 1.0:
+        raise ValueError(f"stochastic_depth expected in [0, 1), received {stochastic_depth}")
     if conv_type is not None:
         released["conv_type"] = conv_type
     shape = (frames, size, size, 3)
@@ -113,6 +131,7 @@ def build_movinet(
         use_positional_encoding=stream and model_id in _POSITIONAL_ENCODING,
         input_specs=tf_keras.layers.InputSpec(shape=(None, *shape)),
         norm_momentum=bn_momentum,
+        stochastic_depth_drop_rate=stochastic_depth,
         **released,
     )
     head = movinet_layers.ClassifierHead(
@@ -132,7 +151,11 @@ def build_movinet(
     if pretrained:
         load_movinet_backbone(backbone, pretrained)
     _freeze(backbone, freeze)
-    model = _uint8_model(tf_keras)(backbone, head, name=f"movinet_{model_id}{'_stream' if stream else ''}")
+    if unfreeze_last is not None:
+        unfreeze_last_layers(backbone.layers, unfreeze_last, f"movinet_{model_id}")
+    model = _uint8_model(tf_keras)(
+        backbone, head, mean=mean, std=std, name=f"movinet_{model_id}{'_stream' if stream else ''}"
+    )
     # One symbolic pass creates the head's variables. (A functional wrapper
     # around MovinetClassifier would trace the backbone twice more: ~10 s each.)
     model.build((None, *shape))
@@ -141,19 +164,26 @@ def build_movinet(
 
 def _uint8_model(tf_keras):
     """The model class, defined lazily so TensorFlow is imported only when building."""
+    import numpy as np
+
+    from models._keras_common import normalisation
 
     class MovinetUint8(tf_keras.Model):
-        """uint8 clips -> [0, 1] -> MoViNet backbone -> classifier head -> float32 logits."""
+        """uint8 clips -> (x / 255 - mean) / std -> MoViNet backbone -> classifier head -> float32 logits."""
 
-        def __init__(self, backbone, head, **kwargs):
+        def __init__(self, backbone, head, mean, std, **kwargs):
             super().__init__(**kwargs)
             self.backbone, self.head = backbone, head
+            # numpy, not tuples: Keras would wrap a tuple attribute for tracking.
+            scale, offset = normalisation(mean, std)
+            self._scale, self._offset = np.asarray(scale, np.float32), np.asarray(offset, np.float32)
 
         def call(self, clips, training=None):
             from utils.core.tf_env import tf
 
-            # MoViNet was trained on [0, 1] RGB: scale here so loaders ship uint8.
-            x = tf.cast(clips, self.compute_dtype) / 255.0
+            # MoViNet was trained on [0, 1] RGB (mean 0, std 1): normalise here so loaders ship uint8.
+            dtype = self.compute_dtype
+            x = tf.cast(clips, dtype) * tf.cast(self._scale, dtype) + tf.cast(self._offset, dtype)
             endpoints, _states = self.backbone(x, training=training)
             logits = self.head(endpoints["head"], training=training)
             # float32 even under a mixed policy: the loss needs the range.
@@ -212,15 +242,35 @@ def load_movinet_backbone(backbone, path: str | Path) -> None:
         ) from None
 
 
-for _variant in MOVINET_VARIANTS:
+# MoViNet: stem + 5 block groups; light models take larger batches and were
+# trained with RMSprop/SGD-like rates around 1e-3..1e-2 on Kinetics.
+_SPACE = {
+    "lr": {"kind": "float", "min": 3e-4, "max": 3e-2, "sampling": "log"},
+    "freeze": {"kind": "int", "min": 0, "max": 4},
+    "batch_size": {"kind": "choice", "values": [8, 16, 32]},
+}
+_OPTIONS = (
+    Option("conv_type", str, None, "3d (the released base checkpoints), 2plus1d (~30x faster on CPU) or 3d_2plus1d; "
+           "default: the released configuration", choices=("3d", "2plus1d", "3d_2plus1d")),
+    Option("bn_momentum", float, 0.99, "BatchNorm moving-average momentum (Keras convention)"),
+    Option("stochastic_depth", float, 0.0, "drop rate of the residual blocks (0.1 in the seed thesis)"),
+)  # fmt: skip
+
+for _i, _variant in enumerate(MOVINET_VARIANTS):
     register_model(
         f"movinet_{_variant}",
         family="movinet",
         framework="keras",
+        display=f"MoViNet-{_variant.upper()}",
+        order=10 + _i,
         frames=20,
         size=172,
         mean=(0.0, 0.0, 0.0),
         std=(1.0, 1.0, 1.0),
+        space=_SPACE,
+        tune_default=_variant == "a0",
+        streaming=True,
+        options=_OPTIONS,
         description=f"MoViNet-{_variant.upper()} (tf-models-official), [0,1] input; --stream for the causal variant",
-        model_id=_variant,
+        kwargs={"model_id": _variant},
     )(build_movinet)

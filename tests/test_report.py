@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 
 from utils import report
-from utils.reporting import plots
 from utils.core.config import DataConfig, ModelConfig, RunConfig
 from utils.core.metrics import write_predictions
 from utils.core.records import SCHEMA_VERSION, RunRecord, append_history, write_json, write_record
+from utils.reporting import plots
 from utils.reporting.runs import MODEL_ORDER, collect_runs, display_name, model_sort_key, subset_of
 from utils.reporting.tables import parse_metrics
 

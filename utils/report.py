@@ -27,8 +27,9 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install
 
-from utils.reporting import plots  # noqa: E402
+import models  # noqa: E402,F401  (registers every family: names and row order come from the registry)
 from utils.core.files import atomic_write_text  # noqa: E402
+from utils.reporting import plots  # noqa: E402
 from utils.reporting.runs import RunSet, collect_runs, is_trial  # noqa: E402
 from utils.reporting.tables import (  # noqa: E402
     DEFAULT_METRICS,
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="RUN_ID",
-        help="draw the confusion matrix of this run from its predictions.csv (repeatable; not with --no-plots)",
+        help="draw the confusion matrix of this run from its predictions_test.csv (repeatable; not with --no-plots)",
     )
     p.add_argument(
         "--include-dry-runs", action="store_true", help="average --dry-run runs in (listed apart by default)"

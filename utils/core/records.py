@@ -5,9 +5,11 @@ A run lives in ``results/runs/<run_id>/``::
     config.json        the resolved RunConfig
     history.csv        one row per epoch (HISTORY_COLUMNS)
     metrics.json       the RunRecord (written at start, every epoch, and at the end)
-    predictions.csv    per test clip: video_id, label, pred, top-5 and probabilities
-    checkpoints/       engine-specific
-    plots/             optional
+    checkpoints/       state.json (models/lifecycle.py) and the engine's files
+    scores_<split>.npz, predictions_<split>.csv, per_class_<split>.csv,
+    confusion_<split>.csv, plots/confusion_test.png   (models/evaluation.py)
+
+Both engines write this same set through ``models.lifecycle.Run``.
 
 ``utils/report.py`` reads only ``metrics.json`` files and validates them with
 :func:`validate_record`; an old or broken record is reported, not fatal.

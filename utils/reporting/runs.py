@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.registry import get_model
 from utils.core.records import RecordError, RunRecord, read_record
 
 __all__ = [
-    "MODEL_ORDER",
     "LoadedRun",
     "RunSet",
     "collect_runs",
@@ -29,38 +29,20 @@ __all__ = [
     "subset_of",
 ]
 
-# The one place that fixes the row order of every table and plot: family by
-# family, variants from small to large (the seed thesis lists I3D, then a0..a5).
-MODEL_ORDER = (
-    "i3d",
-    "movinet_a0",
-    "movinet_a1",
-    "movinet_a2",
-    "movinet_a3",
-    "movinet_a4",
-    "movinet_a5",
-    "s3d",
-    "x3d_xs",
-    "x3d_s",
-    "x3d_m",
-    "x3d_l",
-)
-_FAMILY_NAMES = {"i3d": "I3D", "movinet": "MoViNet", "s3d": "S3D", "x3d": "X3D"}
-
-
 def model_sort_key(model: str) -> tuple[int, str]:
-    """Position in MODEL_ORDER; models not listed there come after, by name."""
+    """Table order from the model's registry entry (``ModelSpec.order``); unknown models come after, by name."""
     try:
-        return (MODEL_ORDER.index(model), model)
-    except ValueError:
-        return (len(MODEL_ORDER), model)
+        return (get_model(model).order, model)
+    except KeyError:
+        return (10**9, model)
 
 
 def display_name(model: str) -> str:
-    """``movinet_a3`` -> ``MoViNet-A3``, ``x3d_xs`` -> ``X3D-XS``, ``i3d`` -> ``I3D``."""
-    family, _, variant = model.partition("_")
-    name = _FAMILY_NAMES.get(family, family)
-    return f"{name}-{variant.upper()}" if variant else name
+    """The registry's display name (``movinet_a3`` -> ``MoViNet-A3``); an unknown model keeps its name."""
+    try:
+        return get_model(model).display
+    except KeyError:
+        return model
 
 
 # A store directory named like ``wlasl100_224``, ``WLASL2000`` or ``mini3_64``:
@@ -115,7 +97,7 @@ class LoadedRun:
 
     Attributes:
         record: the validated run record.
-        run_dir: the directory holding its metrics.json (and history.csv, predictions.csv).
+        run_dir: the directory holding its metrics.json (and history.csv, predictions_test.csv).
         subset: :func:`subset_of` the record.
     """
 
