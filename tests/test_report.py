@@ -320,14 +320,16 @@ def test_tuning_study_shows_its_best_trial(seeded):
 
 
 def published_rows() -> list[dict]:
-    lines = [ln for ln in (REPO / "results" / "published.csv").read_text().splitlines() if not ln.startswith("#")]
+    lines = [
+        ln for ln in (REPO / "results" / "published.csv").read_text("utf-8").splitlines() if not ln.startswith("#")
+    ]
     return list(csv.DictReader(io.StringIO("\n".join(lines))))
 
 
 def test_published_csv_holds_the_reference_figures():
     rows = published_rows()
     assert all(r["citation"] for r in rows)
-    thesis = {r["model"]: (float(r["top1"]), float(r["top2"])) for r in rows if r["source"] == "seed_thesis"}
+    thesis = {r["model"]: (float(r["top1"]), float(r["top5"])) for r in rows if r["source"] == "seed_thesis"}
     assert thesis["i3d"] == (48.45, 76.35) and thesis["movinet_a3"] == (63.18, 86.43) and len(thesis) == 7
     li = {
         int(r["subset"]): (float(r["top1"]), float(r["top5"]), float(r["top10"]))
@@ -341,7 +343,7 @@ def test_published_columns_beside_ours(seeded):
     results, runs = seeded
     rep = report.build_report(results, metrics=("top1", "top2", "top5"), published=True)
     lines = rep.table("md").splitlines()
-    assert lines[0] == "| Model | Subset | n | Top 1 | Top 2 | Top 5 | Top 1 [1] | Top 2 [1] | Top 1 [2] | Top 5 [2] |"
+    assert lines[0] == "| Model | Subset | n | Top 1 | Top 2 | Top 5 | Top 1 [1] | Top 5 [1] | Top 1 [2] | Top 5 [2] |"
     pub = published_rows()
     by = {(r["source"], r["model"], int(r["subset"])): r for r in pub}
     row = {r.model: r for r in rep.rows}
@@ -351,14 +353,14 @@ def test_published_columns_beside_ours(seeded):
     assert row["movinet_a5"].n == 0 and {r.subset for r in rep.rows} == {100}
     i3d_line = next(ln for ln in lines if ln.startswith("| I3D |"))
     assert i3d_line.endswith(
-        f"| {by['seed_thesis', 'i3d', 100]['top1']} | {by['seed_thesis', 'i3d', 100]['top2']} "
+        f"| {by['seed_thesis', 'i3d', 100]['top1']} | {by['seed_thesis', 'i3d', 100]['top5']} "
         f"| {by['li2020', 'i3d', 100]['top1']} | {by['li2020', 'i3d', 100]['top5']} |"
     )
     assert any(ln.startswith("[2] D. Li") for ln in lines)
     df = pd.read_csv(io.StringIO(rep.table("csv")))
-    assert {"top1_pub_seed_thesis", "top2_pub_seed_thesis", "top1_pub_li2020", "top5_pub_li2020"} <= set(df.columns)
+    assert {"top1_pub_seed_thesis", "top5_pub_seed_thesis", "top1_pub_li2020", "top5_pub_li2020"} <= set(df.columns)
     tex = rep.table("tex").splitlines()
-    assert tex[2].count(" & ") == 9 and any(r"\footnotesize [1] Seed thesis" in ln for ln in tex)
+    assert tex[2].count(" & ") == 9 and any(r"\footnotesize [1] I. M. Wølneberg and H. Amlie" in ln for ln in tex)
 
 
 def test_cli_formats_and_errors(seeded, capsys):
@@ -426,7 +428,7 @@ def test_copied_run_counts_once_and_mixed_settings_are_flagged(seeded):
     write_json(results / "runs" / other["run_id"] / "metrics.json", other)
     rep = report.build_report(results)
     assert [len(r.run_ids) for r in rep.rows if r.model == "s3d"] == [2]
-    assert any("duplicate of run" in why for _, why in rep.runs.skipped)
+    assert any("duplicate of run" in skip.reason and skip.status == "duplicate" for skip in rep.runs.skipped)
     assert "S3D (100) averages runs with different settings: train.lr: 0.001, 0.01" in rep.remarks()
     assert "MoViNet-A2" not in rep.remarks().split("Not in the table")[0]
 
@@ -472,8 +474,9 @@ def test_tuned_dry_run_is_listed_apart_never_a_result(tiny_store, tmp_path, monk
     rep = report.build_report(results)
     assert [(r.model, r.study) for r in rep.rows] == [("i3d", None)]
     study = trials[0].record.tags["study"]
-    assert f"dry run (best trial of study {study})" in rep.remarks()
-    assert "dry run" in set(pd.read_csv(io.StringIO(report.format_others(rep.runs, "csv"))).status)
+    assert f": dry run study {study} trial " in rep.remarks() and "best trial of a --dry-run study" in rep.remarks()
+    others = pd.read_csv(io.StringIO(report.format_others(rep.runs, "csv")), dtype=str)
+    assert list(others[others.status == "dry run"].study) == [study]
     # the demo's explicit opt-in still shows it
     opted = report.build_report(results, include_dry_runs=True)
     assert [r.study for r in opted.rows if r.model == FAMILY] == [study]
@@ -487,7 +490,7 @@ def test_dry_run_trials_of_old_records_are_recognised_by_the_study_name(tmp_path
     make_run(results, "x3d_s", 0)
     rep = report.build_report(results)
     assert [r.label for r in rep.rows] == ["X3D-S"]
-    assert "dry run (best trial of study x3d_xs-hyperband-store-dryrun)" in rep.remarks()
+    assert ": dry run study x3d_xs-hyperband-store-dryrun trial 1: best trial of a --dry-run study" in rep.remarks()
 
 
 # --------------------------------------------------------------------------- issue 11.2: thesis figures
@@ -534,7 +537,8 @@ def test_published_top5_never_shows_under_top2(seeded, metrics):
 
 def test_run_id_that_escapes_the_plots_folder_is_listed_apart(seeded, capsys):
     results, runs = seeded
-    for i, run_id in enumerate(("../../escaped", "/tmp/abs-escaped", "a/b", ".hidden", "x" * 300)):
+    outside = results.parent / "abs-escaped"
+    for i, run_id in enumerate(("../../escaped", str(outside), "a/b", ".hidden", "x" * 300)):
         rec = make_run(results, "i3d", 40 + i).to_dict() | {"run_id": run_id}
         write_json(results / "runs" / f"hostile{i}" / "metrics.json", rec)
         (results / "runs" / f"i3d-wlasl100_224-s{40 + i}" / "metrics.json").unlink()
@@ -547,7 +551,7 @@ def test_run_id_that_escapes_the_plots_folder_is_listed_apart(seeded, capsys):
     for i in range(5):
         assert f"runs/hostile{i}/metrics.json: unsafe run_id" in out
     assert not (results / "escaped.png").exists() and not (results / "p" / "escaped.png").exists()
-    assert not Path("/tmp/abs-escaped.png").exists()
+    assert not outside.with_suffix(".png").exists()
     written = {p.relative_to(plots_dir).as_posix() for p in plots_dir.rglob("*.png")}
     assert {f"curves/{r.run_id}.png" for rs in runs.values() for r in rs} <= written
     assert all(p.startswith("curves/") or "/" not in p for p in written) and len(written) == 9 + 2
@@ -589,10 +593,25 @@ def test_records_of_the_wrong_type_are_listed_apart_and_the_table_is_written(see
 
 def test_pipe_in_a_model_name_does_not_break_the_markdown_table(tmp_path):
     results = tmp_path / "results"
-    make_run(results, "my|net", 0)
+    piped = make_run(results, "x3d_m", 0).to_dict() | {"model": "my|net"}  # the run id stays a safe file name
+    write_json(results / "runs" / piped["run_id"] / "metrics.json", piped)
     make_run(results, "x3d_s", 0, tags={"study": "a|b", "trial": "1"}, where="tuning/ab")
     md = report.build_report(results).table("md").splitlines()
+    assert len(md) == 4
     columns = md[0].count(" | ")
-    assert all(ln.replace("\\|", "").count(" | ") == columns for ln in md[:4] if ln.startswith("|"))
+    assert all(ln.replace("\\|", "").count(" | ") == columns for ln in (md[0], md[2], md[3]))
     assert any(ln.startswith("| my\\|net |") for ln in md)
     assert any("(study a\\|b, best trial 1)" in ln for ln in md)
+
+
+def test_a_damaged_history_costs_its_curve_not_the_report(seeded, capsys):
+    results, runs = seeded
+    damaged = runs["s3d"][0]
+    (results / "runs" / damaged.run_id / "history.csv").write_bytes(b"epoch,train_loss\n\xff\xfe\x00garbage\n")
+    assert report.main(["--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n\n")[0].splitlines()[2:] == expected_md_rows(runs)
+    assert f"{damaged.run_id}/history.csv: no curves drawn" in out
+    assert "no curves drawn" in (results / "tables" / "summary.md").read_text()
+    curves = {p.stem for p in (results / "plots" / "curves").glob("*.png")}
+    assert curves == {r.run_id for rs in runs.values() for r in rs} - {damaged.run_id}
