@@ -60,7 +60,7 @@ def test_every_relative_link_resolves_to_a_file_of_the_repo(doc):
         if not path.exists():
             bad.append(f"{target} (no such file)")
         elif tracked is not None and path.is_file() and rel not in tracked:
-            bad.append(f"{target} (not in git: a fresh clone lacks it)")
+            bad.append(f"{target} (ignored by git: a fresh clone lacks it)")
     assert not bad, f"{doc.relative_to(REPO)}: links that do not resolve in a fresh clone: {bad}"
 
 
