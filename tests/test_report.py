@@ -602,6 +602,12 @@ def test_pipe_in_a_model_name_does_not_break_the_markdown_table(tmp_path):
     assert all(ln.replace("\\|", "").count(" | ") == columns for ln in (md[0], md[2], md[3]))
     assert any(ln.startswith("| my\\|net |") for ln in md)
     assert any("(study a\\|b, best trial 1)" in ln for ln in md)
+    # LaTeX: braces and backslashes in a name are escaped in one pass, the row keeps its columns
+    braced = make_run(results, "x3d_l", 0).to_dict() | {"model": "net{x}\\y"}
+    write_json(results / "runs" / braced["run_id"] / "metrics.json", braced)
+    tex = report.build_report(results).table("tex").splitlines()
+    row = next(ln for ln in tex if ln.startswith("net"))
+    assert row.startswith(r"net\{x\}\textbackslash{}y & 100 & 1 & ") and row.count(" & ") == tex[2].count(" & ")
 
 
 def test_a_damaged_history_costs_its_curve_not_the_report(seeded, capsys):

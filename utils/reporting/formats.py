@@ -87,7 +87,7 @@ def format_table(rows: list[Row], *, metrics=DEFAULT_METRICS, fmt: str = "md", p
         out += [_cell(r.published.get(s, {}).get(k, math.nan), math.nan, pm) for s, k in pub_cols]
         return out
 
-    notes = [f"[{ref[p.source]}] {p.citation}" + (f" Note: {p.note}" if p.note else "") for p in used]
+    notes = [one_line(f"[{ref[p.source]}] {p.citation}" + (f" Note: {p.note}" if p.note else "")) for p in used]
     if fmt == "md":
         lines = ["| " + " | ".join(titles) + " |", "|" + "|".join(["---"] + ["---:"] * (len(titles) - 1)) + "|"]
         lines += ["| " + " | ".join(cells(r, " ± ", _md_escape)) + " |" for r in rows]
