@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,7 @@ from utils.core.config import RunConfig
 from utils.core.files import atomic_write_text
 from utils.core.preempt import Preempted
 from utils.core.records import RunRecord, append_history, read_history, read_record, write_json, write_record
+from utils.core.runlock import RunLock
 
 __all__ = ["HEARTBEAT_S", "Checkpointer", "NonFiniteLoss", "Run", "Sums"]
 
@@ -42,6 +43,7 @@ STATE_FILE = "state.json"
 STATE_SCHEMA = 2
 KEEP_LAST = 2  # "last" checkpoints kept: the newest and a fallback
 HEARTBEAT_S = 60.0  # a progress line inside epochs that run longer than this
+LOCK_WAIT_S = 30.0  # a requeued job may start while its previous process is still exiting
 
 
 class NonFiniteLoss(ValueError):
@@ -200,19 +202,26 @@ class Run:
 
     @contextmanager
     def active(self):
-        """Hold the run while it trains: config and record written first, failures recorded on the way out."""
+        """Hold the run while it trains: the run lock, config and record first, failures recorded on the way out.
+
+        The lock (``utils.core.runlock``) tells the report a live "running"
+        record from one whose process was killed; a second process on the
+        same run is refused instead of corrupting it.
+        """
         if self.main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.dir / "config.json", self.cfg.to_dict())
-        self.save_record("running")
-        try:
-            yield self
-        except Preempted:
-            raise
-        except BaseException as e:
-            error = str(e) if isinstance(e, NonFiniteLoss) else f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-            self.save_record("failed", error)
-            raise
+        with RunLock(self.dir, wait_s=LOCK_WAIT_S) if self.main else nullcontext():
+            if self.main:
+                write_json(self.dir / "config.json", self.cfg.to_dict())
+            self.save_record("running")
+            try:
+                yield self
+            except Preempted:
+                raise
+            except BaseException as e:
+                error = str(e) if isinstance(e, NonFiniteLoss) else f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+                self.save_record("failed", error)
+                raise
 
     def resume(self, ckpt: Checkpointer) -> Sums:
         """Restore the newest loadable checkpoint (if any); returns the partial epoch's sums to continue from."""

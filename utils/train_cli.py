@@ -15,6 +15,7 @@ from models.registry import family_models, get_model
 from models.train import run
 from utils.core.config import RunConfig, config_from_dict, load_preset
 from utils.core.preempt import REQUEUE_EXIT_CODE, Preempted
+from utils.core.runlock import RunLockedError
 from wlasl.clip_store import StoreError
 
 __all__ = ["add_model_options", "add_train_args", "config_from_args", "main", "model_name", "train_parser", "variant_names"]
@@ -173,7 +174,7 @@ def main(family: str, argv=None, doc: str = "") -> int:
         # Checkpoint saved; the SLURM job script requeues on this exit code.
         print(f"preempted: {e}; checkpoint saved, exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
         return REQUEUE_EXIT_CODE
-    except (StoreError, FileNotFoundError, KeyError, ValueError, TypeError) as e:
+    except (StoreError, FileNotFoundError, KeyError, ValueError, TypeError, RunLockedError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     test = record.metrics.get("test", {})
