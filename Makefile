@@ -29,6 +29,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) main/make_slurm.py --check
 
 # Regenerate slurm/*.slurm from slurm/cluster.toml (commit the result).

@@ -12,7 +12,10 @@ closes the gap:
   not the global norm;
 - RMSprop puts epsilon inside the square root, ``g / sqrt(v + eps)``, as
   TensorFlow does (PyTorch adds it outside): with the MoViNet recipe's
-  epsilon of 1.0 the two differ a lot.
+  epsilon of 1.0 the two differ a lot;
+- Adam adds epsilon to the uncorrected ``sqrt(v)`` ("epsilon hat", Kingma &
+  Ba, just before section 2.1), as Keras does; PyTorch adds it after the bias
+  correction, which differs in the first steps.
 """
 
 from __future__ import annotations
@@ -21,7 +24,33 @@ import torch
 
 from models import policy
 
-__all__ = ["PolicyOptimizer", "RMSpropTF"]
+__all__ = ["AdamTF", "PolicyOptimizer", "RMSpropTF"]
+
+
+class AdamTF(torch.optim.Optimizer):
+    """Adam as Keras defines it: ``w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``."""
+
+    def __init__(self, params, lr: float, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
+        super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["beta_1"], group["beta_2"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float64)
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                state["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+                state["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                alpha = group["lr"] * (1 - b2**t) ** 0.5 / (1 - b1**t)
+                p.sub_(alpha * state["m"] / (state["v"].sqrt() + group["epsilon"]))
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -65,8 +94,7 @@ class PolicyOptimizer:
         self.weight_decay, self.clipnorm = settings["weight_decay"], settings["clipnorm"]
         kind, lr = settings["kind"], settings["lr"]
         if kind == "adam":
-            betas = (settings["beta_1"], settings["beta_2"])
-            self.opt = torch.optim.Adam(self.params, lr=lr, betas=betas, eps=settings["epsilon"])
+            self.opt = AdamTF(self.params, lr=lr, beta_1=settings["beta_1"], beta_2=settings["beta_2"], epsilon=settings["epsilon"])
         elif kind == "sgd":
             self.opt = torch.optim.SGD(self.params, lr=lr, momentum=settings["momentum"])
         elif kind == "rmsprop":

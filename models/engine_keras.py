@@ -33,7 +33,7 @@ from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 from utils.core.tf_env import set_precision, tf, tf_keras
 
-__all__ = ["NonFiniteLoss", "build_scope", "fit", "make_optimizer"]
+__all__ = ["NonFiniteLoss", "build_scope", "fit", "load_weights", "make_optimizer"]
 
 
 @contextlib.contextmanager
@@ -188,3 +188,8 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
             sums = Sums()
         evaluation = {"train": loaders.train_eval, "val": loaders.val, "test": loaders.test}
         return run.finish(ckpt, lambda split: steps.predict(evaluation[split], loaders.num_classes), loaders.ids, loaders.glosses)
+
+
+def load_weights(model, folder: Path, files: list[str]) -> None:
+    """Load a run's saved weights (``checkpoints/<files>``, as state.json names them) into ``model``."""
+    tf.train.Checkpoint(model=model).read(str(Path(folder) / files[0])).expect_partial()

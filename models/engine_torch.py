@@ -42,7 +42,7 @@ from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 
-__all__ = ["build_scope", "fit", "predict", "seed_everything", "train_one_epoch"]
+__all__ = ["build_scope", "fit", "load_weights", "predict", "seed_everything", "train_one_epoch"]
 
 
 def seed_everything(seed: int) -> None:
@@ -246,3 +246,9 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
         setup.barrier()
         evaluation = {"train": loaders.train_eval, "val": loaders.val, "test": loaders.test}
         return run.finish(ckpt, lambda split: predict(net, evaluation[split], setup), loaders.ids, loaders.glosses)
+
+
+def load_weights(model: nn.Module, folder: Path, files: list[str]) -> None:
+    """Load a run's saved weights (``checkpoints/<files>``, as state.json names them) into ``model``."""
+    state = torch.load(Path(folder) / files[0], map_location="cpu", weights_only=True)
+    _unwrap(model).load_state_dict(state["model"])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import submitit
 
-from utils.cluster.jobs import MODELS
+from models.registry import get_model, list_models
 from utils.cluster.sbatch import SlurmConfig
 from utils.core.records import RecordError, make_run_id, read_record, write_json
 
@@ -65,12 +65,13 @@ def plan_sweep(
     """
     if not models or seeds < 1:
         raise ValueError(f"a sweep needs >= 1 model and seeds >= 1, received models={models}, seeds={seeds}")
-    unknown = [m for m in models if m not in MODELS]
+    known = list_models()
+    unknown = [m for m in models if m not in known]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; expected names from {list(MODELS)}")
+        raise ValueError(f"unknown model(s) {unknown}; expected names from {known}")
     tasks = []
     for name in models:
-        store = f"{data_root}/wlasl{subset}_{172 if name.startswith('movinet') else 224}"
+        store = f"{data_root}/wlasl{subset}_{get_model(name).size}"
         for seed in range(seeds):
             run_id = make_run_id(name, store, seed) + ("-dryrun" if dry_run else "")
             config = {
