@@ -39,6 +39,7 @@ def build_s3d(
     dropout: float = 0.5,
     freeze: int = 0,
     pretrained: str | None = None,
+    pretrained_partial: bool = False,
 ):
     """S3D for ``num_classes`` on uint8 clips ``(B, frames, size, size, 3)``.
 
@@ -51,16 +52,22 @@ def build_s3d(
             (stem convs, pools, Inception blocks; 0 = train all).
         pretrained: local torchvision S3D state dict (``s3d-d76dad2f.pth``,
             Kinetics-400); loaded into the backbone, the classifier stays fresh.
+        pretrained_partial: allow a ``pretrained`` file that holds only part
+            of the backbone (recorded in the report); refused otherwise.
 
     Returns:
-        A :class:`models._torch_video.ClipClassifier` producing logits.
+        A :class:`models._torch_video.ClipClassifier` producing logits, with
+        ``pretrained_report`` (the :func:`models._torch_video.load_backbone`
+        dict, or None without ``pretrained``).
     """
     from torch import nn
 
+    from models._pretrained import check_partial
     from models._torch_video import ClipClassifier, check_input_size, load_backbone
     from models._torchvision_compat import import_torchvision
 
     check_input_size("s3d", frames=frames, size=size, min_frames=S3D_MIN_FRAMES, min_size=S3D_MIN_SIZE)
+    check_partial(pretrained, pretrained_partial)
     if num_classes < 2:
         raise ValueError(f"s3d expected num_classes >= 2, received {num_classes}")
     video = import_torchvision().models.video
@@ -73,8 +80,11 @@ def build_s3d(
     # Kinetics weights still load; at 224² it is the same spatial pool, and
     # it lets any frames/size >= the strides through (tests use 32 px).
     net.avgpool = nn.AdaptiveAvgPool3d(1)
-    if pretrained:
-        load_backbone(net, pretrained, head=S3D_HEAD, name="s3d")
-    return ClipClassifier(
+    report = (
+        load_backbone(net, pretrained, head=S3D_HEAD, name="s3d", partial=pretrained_partial) if pretrained else None
+    )
+    model = ClipClassifier(
         net, mean=KINETICS_MEAN, std=KINETICS_STD, num_classes=num_classes, frozen=list(net.features[:freeze])
     )
+    model.pretrained_report = report
+    return model
