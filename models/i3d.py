@@ -231,7 +231,7 @@ def load_i3d_weights(model, path: str | Path, *, partial: bool = False) -> dict:
     if mismatched:
         raise ValueError(
             f"{path}: {'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}; "
-            "is this the RGB I3D release (not the optical-flow one)?"
+            "is this the optical-flow release or another network? Use the RGB release (rgb_..._no_top.h5)"
         )
     if not plan:
         raise ValueError(

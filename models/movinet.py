@@ -219,8 +219,9 @@ def load_movinet_backbone(backbone, path: str | Path, *, partial: bool = False) 
 
     Raises:
         FileNotFoundError: no checkpoint at ``path``.
-        ValueError: not a MovinetClassifier checkpoint, or one of another
-            variant or configuration (names what is missing and what does not fit).
+        ValueError: an unreadable checkpoint, not a MovinetClassifier one, or
+            one of another variant or configuration (names what is missing
+            and what does not fit).
     """
     from models._pretrained import few, pretrained_report
     from utils.core.tf_env import tf
@@ -235,7 +236,18 @@ def load_movinet_backbone(backbone, path: str | Path, *, partial: bool = False) 
             f"no MoViNet checkpoint at {path} (expected a directory with ckpt-N.index, or a ckpt-N prefix); "
             "download and unpack a release, see models/movinet.py"
         )
-    reader = tf.train.load_checkpoint(prefix)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise ValueError(
+            f"checkpoint {prefix} cannot be read ({str(e).splitlines()[0][:160]}); download and unpack the release "
+            "again (ckpt-N.index and ckpt-N.data-* belong together)"
+        ) from None
+    if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
+        raise ValueError(
+            f"checkpoint {prefix} is a name-based (TF1 Saver) checkpoint without an object graph; MoViNet releases "
+            "are tf.train.Checkpoint(model=MovinetClassifier) files: use one of those"
+        )
     graph = graph_pb2.TrackableObjectGraph()
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     model_node = _child(graph, 0, "model")
