@@ -46,9 +46,10 @@ MANIFEST_COLUMNS = (
     "bbox",  # metadata bbox "xmin ymin xmax ymax"
     "crop",  # square box actually cut "x0 y0 x1 y1"
     "frames",
+    "frame_step",  # 1 = uniform over the range; S = every S-th frame, centred
     "size",
     "decoder",
-    "status",  # ok, or '+'-joined notes: padded, clamped
+    "status",  # ok, or '+'-joined notes: padded, clamped, short_file, step_fallback
     "path",  # relative to the store root
 )
 

@@ -17,15 +17,14 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from utils.core.files import atomic_save_npy, atomic_write_text
 from wlasl.clip_store import MANIFEST_COLUMNS, StoreError
-from wlasl.geometry import resolve_range, sample_indices, square_crop
+from wlasl.geometry import FrameRange, resolve_range, square_crop, step_indices
 from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
 from wlasl.video import DecodeError, decode_frames
 
@@ -45,9 +44,16 @@ class PrepareConfig:
         subset: WLASL-N (first N glosses); None = all, or what ``nslt`` lists.
         nslt: optional ``nslt_N.json``: its videos, splits and classes.
         frames: T, frames per clip.
+        frame_step: 1 = ``frames`` spread uniformly over the range; S > 1 =
+            ``frames`` frames S apart, centred in the range (uniform when the
+            range is shorter than ``1 + (frames - 1) * S``, noted
+            ``step_fallback``).
         size: output side in pixels (172 MoViNet, 224 the others).
         margin: crop context around the bbox, fraction of its side.
         workers: processes.
+        decode_threads: FFmpeg threads per video. 1 (the default) is the
+            least CPU per clip; more only shortens the wall time of a run
+            with fewer videos than cores (``benchmarks/preprocess.py``).
         shard: ``(i, n)``: this job handles instances i, i+n, i+2n, ...
         strict: any skip makes the run fail (non-zero exit).
         ext: video file extension.
@@ -59,9 +65,11 @@ class PrepareConfig:
     subset: int | None = None
     nslt: Path | None = None
     frames: int = 20
+    frame_step: int = 1
     size: int = 224
     margin: float = 0.1
     workers: int = 1
+    decode_threads: int = 1
     shard: tuple[int, int] = (0, 1)
     strict: bool = False
     ext: str = ".mp4"
@@ -69,12 +77,16 @@ class PrepareConfig:
     def __post_init__(self):
         if self.frames < 1:
             raise ValueError(f"--frames expected >= 1, received {self.frames}")
+        if self.frame_step < 1:
+            raise ValueError(f"--frame-step expected >= 1, received {self.frame_step}")
         if self.size < 8:
             raise ValueError(f"--size expected >= 8 pixels, received {self.size}")
         if not 0 <= self.margin <= 1:
             raise ValueError(f"--margin expected 0..1 (fraction of the bbox side), received {self.margin}")
         if self.workers < 1:
             raise ValueError(f"--workers expected >= 1, received {self.workers}")
+        if self.decode_threads < 1:
+            raise ValueError(f"--decode-threads expected >= 1, received {self.decode_threads}")
         i, n = self.shard
         if not (n >= 1 and 0 <= i < n):
             raise ValueError(f"--shard expected i/n with 0 <= i < n, received {i}/{n}")
@@ -88,7 +100,8 @@ class Outcome:
     state: str
     reason: str = ""  # for skips: one of SKIP_REASONS
     detail: str = ""
-    notes: tuple[str, ...] = ()  # for written clips: padded, clamped, short_file
+    notes: tuple[str, ...] = ()  # for written clips: padded, clamped, short_file, step_fallback
+    cpu_s: dict = field(default_factory=dict)  # for written clips: CPU seconds per step (decode, scale, write)
 
 
 def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
@@ -111,6 +124,24 @@ def _clip_paths(out: Path, video_id: str) -> tuple[Path, Path]:
     return out / "clips" / f"{video_id}.npy", out / "rows" / f"{video_id}.json"
 
 
+class _Skip(Exception):
+    """Raised inside the decode plan to turn a refusal into a recorded skip."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _plan(inst: Instance, cfg: PrepareConfig, count: int) -> tuple[FrameRange, np.ndarray, bool]:
+    """Resolved range, the frame indices to take, and whether --frame-step fell back to uniform."""
+    try:
+        rng = resolve_range(inst.frame_start, inst.frame_end, count)
+    except ValueError as e:  # the range starts past the end
+        raise _Skip("frame_range", str(e)) from None
+    idx, fell_back = step_indices(rng.first, rng.last, cfg.frames, cfg.frame_step)
+    return rng, idx, fell_back
+
+
 def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     """Make one clip (or say why not). Safe to call again: finished clips are kept."""
     clip_path, row_path = _clip_paths(cfg.out, inst.video_id)
@@ -119,51 +150,50 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     video = cfg.videos / f"{inst.video_id}{cfg.ext}"
     if not video.is_file():
         return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
-    xmin, ymin, xmax, ymax = inst.bbox
-    if xmax <= xmin or ymax <= ymin:
-        return Outcome(inst.video_id, "skipped", "bbox", f"zero-area bbox {list(inst.bbox)}")
 
-    def plan(count: int) -> np.ndarray:
-        r = resolve_range(inst.frame_start, inst.frame_end, count)
-        return sample_indices(r.first, r.last, cfg.frames)
+    def crop(width: int, height: int):
+        try:
+            return square_crop(inst.bbox, width, height, cfg.margin)
+        except ValueError as e:
+            raise _Skip("bbox", str(e)) from None
 
     notes: list[str] = []
     try:
-        decoded = decode_frames(video, plan)
-        rng = resolve_range(inst.frame_start, inst.frame_end, decoded.frame_count)
-        idx = sample_indices(rng.first, rng.last, cfg.frames)
+        # One pass: the plan needs the declared frame count and the crop the
+        # frame size, both known once the file is open.
+        decoded = decode_frames(
+            video, lambda count: _plan(inst, cfg, count)[1], crop=crop, size=cfg.size, threads=cfg.decode_threads
+        )
+        rng, idx, fell_back = _plan(inst, cfg, decoded.frame_count)
         if decoded.decoded_until < idx.max():
             # The container declared more frames than it holds (truncated file
             # or a wrong header): resample over what really decodes.
-            real = decoded.decoded_until + 1
             notes.append("short_file")
-            rng = resolve_range(inst.frame_start, inst.frame_end, real)
-            idx = sample_indices(rng.first, rng.last, cfg.frames)
-            decoded = decode_frames(video, idx)
-            if decoded.decoded_until < idx.max():
+            rng, idx, fell_back = _plan(inst, cfg, decoded.decoded_until + 1)
+            again = decode_frames(video, idx, crop=crop, size=cfg.size, threads=cfg.decode_threads)
+            if again.decoded_until < idx.max():
                 raise DecodeError(f"{video}: frames {idx.min()}..{idx.max()} do not decode twice alike")
+            decoded = replace(
+                again, decode_s=decoded.decode_s + again.decode_s, scale_s=decoded.scale_s + again.scale_s
+            )
+    except _Skip as e:
+        return Outcome(inst.video_id, "skipped", e.reason, e.detail)
     except FileNotFoundError as e:
         return Outcome(inst.video_id, "skipped", "missing", str(e))
     except DecodeError as e:
         return Outcome(inst.video_id, "skipped", "corrupt", str(e))
-    except ValueError as e:  # from resolve_range: the range starts past the end
-        return Outcome(inst.video_id, "skipped", "frame_range", str(e))
-    try:
-        x0, y0, x1, y1 = square_crop(inst.bbox, decoded.width, decoded.height, cfg.margin)
-    except ValueError as e:
-        return Outcome(inst.video_id, "skipped", "bbox", str(e))
+    x0, y0, x1, y1 = square_crop(inst.bbox, decoded.width, decoded.height, cfg.margin)
 
     if rng.clamped:
         notes.append("clamped")
     if rng.length < cfg.frames:
         notes.append("padded")
-    # Crop, then resize, then convert colours: every step on the smallest
-    # image it can be done on, and only for the sampled frames.
-    interp = cv2.INTER_AREA if (x1 - x0) >= cfg.size else cv2.INTER_LINEAR
-    clip = np.empty((cfg.frames, cfg.size, cfg.size, 3), np.uint8)
-    for t, i in enumerate(idx):
-        small = cv2.resize(decoded.frames[int(i)][y0:y1, x0:x1], (cfg.size, cfg.size), interpolation=interp)
-        cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=clip[t])
+    if fell_back:
+        notes.append("step_fallback")
+    t0 = time.process_time()
+    # Repeated indices (padding) repeat the frame; the decoder returned RGB
+    # crops already at size x size.
+    clip = np.stack([decoded.frames[int(i)] for i in idx])
     atomic_save_npy(clip_path, clip)
     row = {
         "video_id": inst.video_id,
@@ -180,6 +210,7 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
         "bbox": " ".join(map(str, inst.bbox)),
         "crop": f"{x0} {y0} {x1} {y1}",
         "frames": cfg.frames,
+        "frame_step": cfg.frame_step,
         "size": cfg.size,
         "decoder": decoded.decoder,
         "status": "+".join(notes) or "ok",
@@ -187,7 +218,8 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     }
     # The row lands after the clip: a row on disk means a whole clip on disk.
     atomic_write_text(row_path, json.dumps(row))
-    return Outcome(inst.video_id, "written", notes=tuple(notes))
+    cpu_s = {"decode": decoded.decode_s, "scale": decoded.scale_s, "write": time.process_time() - t0}
+    return Outcome(inst.video_id, "written", notes=tuple(notes), cpu_s={k: round(v, 5) for k, v in cpu_s.items()})
 
 
 def _select(cfg: PrepareConfig) -> tuple[list[str], list[Instance]]:
@@ -208,6 +240,7 @@ def _store_meta(cfg: PrepareConfig, glosses: list[str]) -> dict:
     return {
         "schema_version": 1,
         "frames": cfg.frames,
+        "frame_step": cfg.frame_step,
         "size": cfg.size,
         "margin": cfg.margin,
         "num_classes": len(glosses),
@@ -241,7 +274,8 @@ def _open_store(cfg: PrepareConfig, glosses: list[str]) -> None:
     meta = _store_meta(cfg, glosses)
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        keys = ("frames", "size", "margin", "num_classes")
+        keys = ("frames", "size", "frame_step", "margin", "num_classes")
+        old.setdefault("frame_step", 1)  # stores made before --frame-step existed
         if any(old.get(k) != meta[k] for k in keys):
             have = ", ".join(f"{k}={old.get(k)}" for k in keys)
             want = ", ".join(f"{k}={meta[k]}" for k in keys)
@@ -346,6 +380,7 @@ def assemble(out: Path, video_ids: list[str], shards: int) -> dict:
         "padded": sorted(r["video_id"] for r in rows if "padded" in r["status"]),
         "clamped": sorted(r["video_id"] for r in rows if "clamped" in r["status"]),
         "short_file": sorted(r["video_id"] for r in rows if "short_file" in r["status"]),
+        "step_fallback": sorted(r["video_id"] for r in rows if "step_fallback" in r["status"]),
         "shards_done": done_shards,
         "shards": shards,
         "complete": len(done_shards) == shards,
@@ -369,6 +404,11 @@ def summary(report: dict) -> str:
         f"written {report['written']} / {report['requested']} clips"
         f" ({report['skipped']} skipped, {len(report['padded'])} padded, {len(report['clamped'])} clamped)",
     ]
+    if report.get("step_fallback"):
+        lines.append(
+            f"  {len(report['step_fallback'])} ranges too short for --frame-step: sampled uniformly "
+            f"(step_fallback, e.g. {report['step_fallback'][0]})"
+        )
     for reason, count in report["skipped_by_reason"].items():
         if count:
             example = next(s for s in report["skips"] if s["reason"] == reason)
