@@ -11,6 +11,11 @@ Examples:
     python main/preprocess.py ... --frames 20 --frame-step 2 --size 172 --out data/wlasl100_172_s2
     # shard 2 of 8 by hand (inside a SLURM job array it is automatic)
     python main/preprocess.py ... --shard 2/8
+
+Exit status: 0 done (skips are listed in prepare_report.json); 1 --strict
+and some instance was skipped; 2 bad arguments, metadata or --out; 3 a
+worker process died (e.g. the OOM killer) and its instance is named: rerun
+the same command to retry it, finished clips are kept.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
 from wlasl.prepare import PrepareConfig, parse_shard, run_prepare, summary  # noqa: E402
+from wlasl.stage import lost_error  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +102,9 @@ def main(argv=None) -> int:
         return 2
     print(summary(report))
     print(f"clip store: {cfg.out} (report: {cfg.out / 'prepare_report.json'})")
+    if lost_error(report):
+        print(lost_error(report), file=sys.stderr)
+        return 3
     if cfg.strict and report["skipped"]:
         print(f"error: --strict and {report['skipped']} instances were skipped", file=sys.stderr)
         return 1

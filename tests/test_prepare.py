@@ -159,7 +159,7 @@ def test_shards_union_equals_one_run(synthetic, tiny_store, tmp_path):
     reports = [run_prepare(prepare_cfg(synthetic, out, shard=(i, 3)), progress=False) for i in (2, 0, 1)]
     assert [r["complete"] for r in reports] == [False, False, True]
     assert (out / "manifest.csv").read_text() == (tiny_store / "manifest.csv").read_text()
-    assert reports[-1]["skipped_by_reason"] == {"missing": 1, "corrupt": 1, "bbox": 0, "frame_range": 0}
+    assert reports[-1]["skipped_by_reason"] == {"missing": 1, "corrupt": 1, "bbox": 0, "frame_range": 0, "video_id": 0}
 
 
 def test_workers_give_the_same_store(synthetic, tiny_store, tmp_path):
