@@ -23,8 +23,8 @@ import numpy as np
 from utils.core.files import atomic_save_npy, atomic_write_text
 from wlasl.clip_store import MANIFEST_COLUMNS, StoreError
 from wlasl.geometry import FrameRange, resolve_range, square_crop, step_indices
-from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
-from wlasl.stage import Outcome, Stage, item_path, open_out, parse_shard, run_stage, summary
+from wlasl.metadata import Instance
+from wlasl.stage import Outcome, Stage, item_path, open_out, parse_shard, run_stage, select_instances, summary
 from wlasl.video import DecodeError, decode_frames
 
 __all__ = ["STAGE", "Outcome", "PrepareConfig", "parse_shard", "process_instance", "run_prepare", "summary"]
@@ -205,20 +205,6 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     return Outcome(inst.video_id, "written", notes=tuple(notes), cpu_s={k: round(v, 5) for k, v in cpu_s.items()})
 
 
-def _select(cfg: PrepareConfig) -> tuple[list[str], list[Instance]]:
-    glosses, instances = load_wlasl(cfg.metadata)
-    if cfg.nslt is not None:
-        chosen = select_nslt(instances, load_nslt(cfg.nslt), cfg.nslt)
-        n_classes = max((i.label for i in chosen), default=-1) + 1
-        if cfg.subset is not None and cfg.subset != n_classes:
-            raise ValueError(
-                f"--subset {cfg.subset} disagrees with {cfg.nslt}, which holds {n_classes} classes; drop one of them"
-            )
-        return glosses[:n_classes], chosen
-    chosen = select_subset(glosses, instances, cfg.subset)
-    return glosses[: cfg.subset or len(glosses)], chosen
-
-
 def _store_meta(cfg: PrepareConfig, glosses: list[str]) -> dict:
     return {
         "schema_version": 1,
@@ -261,7 +247,7 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
         The assembled report (also written to ``prepare_report.json``); its
         ``run`` entry lists the instances this run lost to a killed worker.
     """
-    glosses, chosen = _select(cfg)
+    glosses, chosen = select_instances(cfg.metadata, cfg.subset, cfg.nslt)
     _open_store(cfg, glosses)
     work = functools.partial(process_instance, cfg=cfg)
     return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers, progress=progress)

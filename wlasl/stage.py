@@ -32,10 +32,21 @@ from pathlib import Path
 
 from utils.core.files import atomic_write_text, check_under, remove_stale_temps, safe_name_problem
 from wlasl.clip_store import StoreError
-from wlasl.metadata import Instance
+from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
 from wlasl.workers import Lost, run_pool
 
-__all__ = ["Outcome", "Stage", "assemble", "item_path", "lost_error", "open_out", "parse_shard", "run_stage", "summary"]
+__all__ = [
+    "Outcome",
+    "Stage",
+    "assemble",
+    "item_path",
+    "lost_error",
+    "open_out",
+    "parse_shard",
+    "run_stage",
+    "select_instances",
+    "summary",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,24 @@ def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
     return 0, 1
 
 
+def select_instances(metadata: Path, subset: int | None, nslt: Path | None) -> tuple[list[str], list[Instance]]:
+    """The class list and the instances a stage works on: WLASL-N, or what an nslt file lists.
+
+    Raises:
+        FileNotFoundError, MetadataError: unreadable or malformed files.
+        ValueError: ``subset`` disagrees with the nslt file's classes.
+    """
+    glosses, instances = load_wlasl(metadata)
+    if nslt is not None:
+        chosen = select_nslt(instances, load_nslt(nslt), nslt)
+        n_classes = max((i.label for i in chosen), default=-1) + 1
+        if subset is not None and subset != n_classes:
+            raise ValueError(f"--subset {subset} disagrees with {nslt}, which holds {n_classes} classes; drop one of them")
+        return glosses[:n_classes], chosen
+    chosen = select_subset(glosses, instances, subset)
+    return glosses[: subset or len(glosses)], chosen
+
+
 def item_path(out: Path, folder: str, video_id: str, suffix: str) -> Path:
     """``out/folder/<video_id><suffix>``, refused unless the id is a safe name that stays under ``out``."""
     problem = safe_name_problem(video_id, "video_id")
@@ -117,7 +146,7 @@ def open_out(out: Path, stage: Stage) -> None:
         if isinstance(e, (NotADirectoryError, FileExistsError)):
             why = "it or a folder above it is a regular file"
         raise StoreError(
-            f"--out {out}: cannot write the {stage.name} store there ({why}); "
+            f"--out {out}: cannot write the store there ({why}); "
             "pass a directory you can write to (it is created if missing)"
         ) from None
     for sub in ("rows", *stage.data_dirs):
@@ -205,7 +234,8 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict
         if row_path.is_file():
             rows.append(json.loads(row_path.read_text()))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=stage.columns, lineterminator="\n")
+    # extrasaction: rows may carry more than the manifest shows (the keypoint stage's frame lists).
+    writer = csv.DictWriter(buf, fieldnames=stage.columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "manifest.csv", buf.getvalue())

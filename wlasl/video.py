@@ -34,6 +34,7 @@ from pathlib import Path
 # reads this when its FFmpeg backend first opens a file. The value is
 # FFmpeg's AV_LOG_FATAL; QUIET (-8) is not accepted by OpenCV's parser.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import numpy as np  # noqa: E402
 

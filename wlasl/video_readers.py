@@ -216,7 +216,11 @@ class _OpenCVReader(Reader):
 
         # A corrupt file is a recorded skip, not console noise: OpenCV's
         # warnings go quiet; errors still print.
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        # (OpenCV 4.x in the pose environment has no cv2.utils.logging: there
+        # OPENCV_LOG_LEVEL, set by wlasl.video before cv2 loads, does it.)
+        cv_logging = getattr(cv2.utils, "logging", None)
+        if cv_logging is not None:
+            cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
         cv2.setNumThreads(1)
         self._cv2, self._path = cv2, path
         # Its FFmpeg decoder otherwise starts one thread per core.

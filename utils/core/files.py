@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "SAFE_NAME",
     "atomic_save_npy",
+    "atomic_save_npz",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_under",
@@ -108,6 +109,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
     with _atomic_file(path) as f:
         np.save(f, array, allow_pickle=False)
+
+
+def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Several arrays in one uncompressed ``.npz``, written atomically."""
+    with _atomic_file(path) as f:
+        np.savez(f, **arrays)
 
 
 def _pid_alive(pid: int) -> bool:
