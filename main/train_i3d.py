@@ -15,8 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-import models.i3d  # noqa: E402, F401  (registers i3d)
-from models.train import main  # noqa: E402
+from utils.train_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("i3d", doc=__doc__))

@@ -17,8 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-import models.movinet  # noqa: E402, F401  (registers movinet_a0..a5)
-from models.train import main  # noqa: E402
+from utils.train_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("movinet", doc=__doc__))

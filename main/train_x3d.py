@@ -17,8 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-import models.x3d  # noqa: E402,F401  (registers the family even before models/__init__ lists it)
-from models.train import main  # noqa: E402
+from utils.train_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("x3d", doc=__doc__))

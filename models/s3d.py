@@ -23,10 +23,16 @@ S3D_MIN_SIZE = 32
     "s3d",
     family="s3d",
     framework="torch",
+    display="S3D",
+    order=30,
     frames=20,
     size=224,
+    # torchvision trained its S3D weights with its Kinetics statistics.
     mean=KINETICS_MEAN,
     std=KINETICS_STD,
+    # Separable Inception, same block layout as I3D.
+    space={"freeze": {"kind": "int", "min": 0, "max": 4}, "batch_size": {"kind": "choice", "values": [4, 8]}},
+    tune_default=True,
     description="S3D (torchvision), Kinetics-400 weights loadable from a local file",
 )
 def build_s3d(
@@ -35,10 +41,14 @@ def build_s3d(
     # Input clip.
     frames: int = 20,
     size: int = 224,
+    mean=KINETICS_MEAN,
+    std=KINETICS_STD,
     # Training.
     dropout: float = 0.5,
     freeze: int = 0,
+    unfreeze_last: int | None = None,
     pretrained: str | None = None,
+    pretrained_partial: bool = False,
 ):
     """S3D for ``num_classes`` on uint8 clips ``(B, frames, size, size, 3)``.
 
@@ -46,21 +56,31 @@ def build_s3d(
         num_classes: output columns.
         frames: clip length (>= 8, the temporal stride).
         size: input side in pixels (>= 32, the spatial stride).
+        mean: per-channel mean on [0, 1] pixels (torchvision's Kinetics statistics).
+        std: per-channel std on [0, 1] pixels.
         dropout: dropout before the 1x1x1 classifier conv.
         freeze: freeze the first K of the 16 layers of ``features``
             (stem convs, pools, Inception blocks; 0 = train all).
+        unfreeze_last: train only the last K layers with weights of the
+            backbone (convs and norms, in order); the classifier always trains.
         pretrained: local torchvision S3D state dict (``s3d-d76dad2f.pth``,
             Kinetics-400); loaded into the backbone, the classifier stays fresh.
+        pretrained_partial: allow a ``pretrained`` file that holds only part
+            of the backbone (recorded in the report); refused otherwise.
 
     Returns:
-        A :class:`models._torch_video.ClipClassifier` producing logits.
+        A :class:`models._torch_video.ClipClassifier` producing logits, with
+        ``pretrained_report`` (the :func:`models._torch_video.load_backbone`
+        dict, or None without ``pretrained``).
     """
     from torch import nn
 
-    from models._torch_video import ClipClassifier, check_input_size, load_backbone
+    from models._pretrained import check_partial
+    from models._torch_video import ClipClassifier, check_input_size, load_backbone, unfreeze_last_layers
     from models._torchvision_compat import import_torchvision
 
     check_input_size("s3d", frames=frames, size=size, min_frames=S3D_MIN_FRAMES, min_size=S3D_MIN_SIZE)
+    check_partial(pretrained, pretrained_partial)
     if num_classes < 2:
         raise ValueError(f"s3d expected num_classes >= 2, received {num_classes}")
     video = import_torchvision().models.video
@@ -73,8 +93,12 @@ def build_s3d(
     # Kinetics weights still load; at 224² it is the same spatial pool, and
     # it lets any frames/size >= the strides through (tests use 32 px).
     net.avgpool = nn.AdaptiveAvgPool3d(1)
-    if pretrained:
-        load_backbone(net, pretrained, head=S3D_HEAD, name="s3d")
-    return ClipClassifier(
-        net, mean=KINETICS_MEAN, std=KINETICS_STD, num_classes=num_classes, frozen=list(net.features[:freeze])
+    report = (
+        load_backbone(net, pretrained, head=S3D_HEAD, name="s3d", partial=pretrained_partial) if pretrained else None
     )
+    frozen = list(net.features[:freeze])
+    if unfreeze_last is not None:
+        frozen += unfreeze_last_layers(net, unfreeze_last, head=S3D_HEAD, name="s3d")
+    model = ClipClassifier(net, mean=mean, std=std, num_classes=num_classes, frozen=frozen)
+    model.pretrained_report = report
+    return model

@@ -208,8 +208,8 @@ def test_trailing_arguments_override_the_built_in_ones(job, override, attr, expe
     """What slurm/README.md documents: `sbatch slurm/<job> --data X` trains on X (argparse keeps the last)."""
     import models  # noqa: F401
     from main.preprocess import build_parser as preprocess_parser
-    from models.train import train_parser
     from utils.report import build_parser as report_parser
+    from utils.train_cli import train_parser
     from utils.tuning.cli import tune_parser
 
     words = _command_words((ROOT / "slurm" / job).read_text())

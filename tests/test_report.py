@@ -1,7 +1,7 @@
 """utils/report.py: run records with known values -> the tables and plots.
 
 Records are written here with utils.core.records (RunRecord, write_record,
-append_history) and utils.core.metrics.write_predictions, as the engines do; the
+append_history) and models.evaluation.write_split, as the engines do; the
 expected numbers are computed from the values written, with the statistics
 module, not copied from the report's output.
 """
@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.evaluation import write_split
 from utils import report
-from utils.reporting import plots
 from utils.core.config import DataConfig, ModelConfig, RunConfig
-from utils.core.metrics import write_predictions
 from utils.core.records import SCHEMA_VERSION, RunRecord, append_history, write_json, write_record
-from utils.reporting.runs import MODEL_ORDER, collect_runs, display_name, model_sort_key, subset_of
+from utils.reporting import plots
+from utils.reporting.runs import collect_runs, display_name, model_sort_key, subset_of
 from utils.reporting.tables import parse_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def seeded(tmp_path) -> tuple[Path, dict[str, list[RunRecord]]]:
 def expected_md_rows(
     runs: dict[str, list[RunRecord]], metrics=("top1", "top2", "loss"), subset=100, split="test"
 ) -> list[str]:
-    order = sorted(runs, key=MODEL_ORDER.index)
+    order = sorted(runs, key=model_sort_key)
     lines = []
     for model in order:
         recs = runs[model]
@@ -236,9 +236,7 @@ def test_plots_are_pngs_of_the_expected_size(seeded):
     glosses = ["book", "drink", "computer"]
     labels = np.array([0, 1, 2, 2, 1, 0])
     logits = np.eye(3)[[0, 1, 1, 2, 1, 2]] * 4.0
-    write_predictions(
-        results / "runs" / target.run_id / "predictions.csv", [f"v{i}" for i in range(6)], labels, logits, glosses
-    )
+    write_split(results / "runs" / target.run_id, "test", [f"v{i}" for i in range(6)], labels, logits, glosses)
     report.write_outputs(rep, results / "tables", results / "plots", confusion=[target.run_id])
     px = lambda size: (round(size[0] * plots.DPI), round(size[1] * plots.DPI))  # noqa: E731
     curves = sorted((results / "plots" / "curves").glob("*.png"))
@@ -320,14 +318,16 @@ def test_tuning_study_shows_its_best_trial(seeded):
 
 
 def published_rows() -> list[dict]:
-    lines = [ln for ln in (REPO / "results" / "published.csv").read_text().splitlines() if not ln.startswith("#")]
+    lines = [
+        ln for ln in (REPO / "results" / "published.csv").read_text("utf-8").splitlines() if not ln.startswith("#")
+    ]
     return list(csv.DictReader(io.StringIO("\n".join(lines))))
 
 
 def test_published_csv_holds_the_reference_figures():
     rows = published_rows()
     assert all(r["citation"] for r in rows)
-    thesis = {r["model"]: (float(r["top1"]), float(r["top2"])) for r in rows if r["source"] == "seed_thesis"}
+    thesis = {r["model"]: (float(r["top1"]), float(r["top5"])) for r in rows if r["source"] == "seed_thesis"}
     assert thesis["i3d"] == (48.45, 76.35) and thesis["movinet_a3"] == (63.18, 86.43) and len(thesis) == 7
     li = {
         int(r["subset"]): (float(r["top1"]), float(r["top5"]), float(r["top10"]))
@@ -341,7 +341,7 @@ def test_published_columns_beside_ours(seeded):
     results, runs = seeded
     rep = report.build_report(results, metrics=("top1", "top2", "top5"), published=True)
     lines = rep.table("md").splitlines()
-    assert lines[0] == "| Model | Subset | n | Top 1 | Top 2 | Top 5 | Top 1 [1] | Top 2 [1] | Top 1 [2] | Top 5 [2] |"
+    assert lines[0] == "| Model | Subset | n | Top 1 | Top 2 | Top 5 | Top 1 [1] | Top 5 [1] | Top 1 [2] | Top 5 [2] |"
     pub = published_rows()
     by = {(r["source"], r["model"], int(r["subset"])): r for r in pub}
     row = {r.model: r for r in rep.rows}
@@ -351,14 +351,14 @@ def test_published_columns_beside_ours(seeded):
     assert row["movinet_a5"].n == 0 and {r.subset for r in rep.rows} == {100}
     i3d_line = next(ln for ln in lines if ln.startswith("| I3D |"))
     assert i3d_line.endswith(
-        f"| {by['seed_thesis', 'i3d', 100]['top1']} | {by['seed_thesis', 'i3d', 100]['top2']} "
+        f"| {by['seed_thesis', 'i3d', 100]['top1']} | {by['seed_thesis', 'i3d', 100]['top5']} "
         f"| {by['li2020', 'i3d', 100]['top1']} | {by['li2020', 'i3d', 100]['top5']} |"
     )
     assert any(ln.startswith("[2] D. Li") for ln in lines)
     df = pd.read_csv(io.StringIO(rep.table("csv")))
-    assert {"top1_pub_seed_thesis", "top2_pub_seed_thesis", "top1_pub_li2020", "top5_pub_li2020"} <= set(df.columns)
+    assert {"top1_pub_seed_thesis", "top5_pub_seed_thesis", "top1_pub_li2020", "top5_pub_li2020"} <= set(df.columns)
     tex = rep.table("tex").splitlines()
-    assert tex[2].count(" & ") == 9 and any(r"\footnotesize [1] Seed thesis" in ln for ln in tex)
+    assert tex[2].count(" & ") == 9 and any(r"\footnotesize [1] I. M. Wølneberg and H. Amlie" in ln for ln in tex)
 
 
 def test_cli_formats_and_errors(seeded, capsys):
@@ -418,7 +418,7 @@ def test_copied_run_counts_once_and_mixed_settings_are_flagged(seeded):
     write_json(results / "runs" / other["run_id"] / "metrics.json", other)
     rep = report.build_report(results)
     assert [len(r.run_ids) for r in rep.rows if r.model == "s3d"] == [2]
-    assert any("duplicate of run" in why for _, why in rep.runs.skipped)
+    assert any("duplicate of run" in skip.reason and skip.status == "duplicate" for skip in rep.runs.skipped)
     assert "S3D (100) averages runs with different settings: train.lr: 0.001, 0.01" in rep.remarks()
     assert "MoViNet-A2" not in rep.remarks().split("Not in the table")[0]
 
@@ -440,3 +440,174 @@ def test_published_figures_stay_when_only_a_tuned_run_exists(tmp_path):
     bad.write_text("model,subset,top1,source,citation\ni3d,WLASL100,50,x,y\n")
     with pytest.raises(ValueError, match="line 2: subset"):
         report.build_report(results, published=bad)
+
+
+# --------------------------------------------------------------------------- issue 11.1: dry runs
+
+
+def test_tuned_dry_run_is_listed_apart_never_a_result(tiny_store, tmp_path, monkeypatch, capsys):
+    # The issue's case, with the tuning tests' stand-in engine instead of X3D:
+    # tune --dry-run, then the report. The study's best trial must not become a row.
+    from tests._tuning_fake import FAMILY, fake_run
+    from utils.tuning.cli import main as tune
+
+    results = tmp_path / "results"
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "fake.log"))
+    argv = ["--tuner", "hyperband", "--data", str(tiny_store), "--results", str(results), "--dry-run"]
+    assert tune(FAMILY, argv, train_fn=fake_run) == 0
+    capsys.readouterr()
+    trials = collect_runs(results, include_dry_runs=True).trials
+    assert trials and all(t.dry_run and t.record.tags.get("dry_run") is True for t in trials)
+    # the flag is recorded, the trial is not shrunk again: Hyperband's epoch budget (2 in a dry run) stays
+    assert max(t.record.config["train"]["epochs"] for t in trials) == 2
+    make_run(results, "i3d", 0)  # one real run, so the table is not empty
+    rep = report.build_report(results)
+    assert [(r.model, r.study) for r in rep.rows] == [("i3d", None)]
+    study = trials[0].record.tags["study"]
+    assert f": dry run study {study} trial " in rep.remarks() and "best trial of a --dry-run study" in rep.remarks()
+    others = pd.read_csv(io.StringIO(report.format_others(rep.runs, "csv")), dtype=str)
+    assert list(others[others.status == "dry run"].study) == [study]
+    # the demo's explicit opt-in still shows it
+    opted = report.build_report(results, include_dry_runs=True)
+    assert [r.study for r in opted.rows if r.model == FAMILY] == [study]
+
+
+def test_dry_run_trials_of_old_records_are_recognised_by_the_study_name(tmp_path):
+    # Records written before trials carried the flag: the study name made by --dry-run ends in -dryrun.
+    results = tmp_path / "results"
+    tags = {"study": "x3d_xs-hyperband-store-dryrun", "trial": "1"}
+    make_run(results, "x3d_xs", 0, tags=tags, where="tuning/x3d_xs-hyperband-store-dryrun/runs")
+    make_run(results, "x3d_s", 0)
+    rep = report.build_report(results)
+    assert [r.label for r in rep.rows] == ["X3D-S"]
+    assert ": dry run study x3d_xs-hyperband-store-dryrun trial 1: best trial of a --dry-run study" in rep.remarks()
+
+
+# --------------------------------------------------------------------------- issue 11.2: thesis figures
+
+
+def test_thesis_figures_are_top5_cited_by_authors_year_and_repository():
+    thesis = [r for r in published_rows() if r["source"] == "seed_thesis"]
+    assert len(thesis) == 7
+    for row in thesis:
+        # the thesis's table says "Top 2", its code computes calculate_accuracy(top_predictions, k=5)
+        assert row["top2"] == "" and float(row["top5"]) > float(row["top1"])
+        assert all(name in row["citation"] for name in ("Wølneberg", "Amlie", "2024", "wolneberg/master"))
+        assert "top-5" in row["note"] and "k=5" in row["note"]
+    for row in published_rows():
+        assert "DESIGN.md" not in row["note"] + row["citation"] and "shared" not in row["note"]
+
+
+@pytest.mark.parametrize("metrics", [("top1", "top2", "loss"), ("top1", "top2", "top5", "loss")])
+def test_published_top5_never_shows_under_top2(seeded, metrics):
+    results, runs = seeded
+    rep = report.build_report(results, metrics=metrics, published=True)
+    thesis = {r["model"]: r for r in published_rows() if r["source"] == "seed_thesis"}
+    lines = rep.table("md").splitlines()
+    titles = [t.strip() for t in lines[0].strip("|").split("|")]
+    # --published adds the column of every metric the published figures report (here top5)
+    assert titles == ["Model", "Subset", "n", "Top 1", "Top 2", "Top 5", "Loss",
+                      "Top 1 [1]", "Top 5 [1]", "Top 1 [2]", "Top 5 [2]"]  # fmt: skip
+    assert rep.metrics == ("top1", "top2", "top5", "loss")
+    a3 = [t.strip() for t in next(ln for ln in lines if ln.startswith("| MoViNet-A3 |")).strip("|").split("|")]
+    assert a3[titles.index("Top 5 [1]")] == thesis["movinet_a3"]["top5"]
+    assert thesis["movinet_a3"]["top5"] not in a3[: titles.index("Top 1 [1]")]
+    i3d = [t.strip() for t in next(ln for ln in lines if ln.startswith("| I3D |")).strip("|").split("|")]
+    assert i3d[titles.index("Top 2")] == pm([r.metrics["test"]["top2"] for r in runs["i3d"]])
+    if "top5" not in metrics:
+        assert "--published added Top 5" in rep.remarks()
+    else:
+        assert "--published added" not in rep.remarks()
+    df = pd.read_csv(io.StringIO(rep.table("csv")))
+    assert "top2_pub_seed_thesis" not in df.columns and "top5_pub_seed_thesis" in df.columns
+
+
+# --------------------------------------------------------------------------- issue 12.4 / 12.6: hostile records
+
+
+def test_run_id_that_escapes_the_plots_folder_is_listed_apart(seeded, capsys):
+    results, runs = seeded
+    outside = results.parent / "abs-escaped"
+    for i, run_id in enumerate(("../../escaped", str(outside), "a/b", ".hidden", "x" * 300)):
+        rec = make_run(results, "i3d", 40 + i).to_dict() | {"run_id": run_id}
+        write_json(results / "runs" / f"hostile{i}" / "metrics.json", rec)
+        (results / "runs" / f"i3d-wlasl100_224-s{40 + i}" / "metrics.json").unlink()
+        append_history(results / "runs" / f"hostile{i}", {"epoch": 0, "train_loss": 1.0})
+    plots_dir = results / "p" / "plots"
+    rc = report.main(["--results", str(results), "--plots", str(plots_dir)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.split("\n\n")[0].splitlines()[2:] == expected_md_rows(runs)
+    for i in range(5):
+        assert f"runs/hostile{i}/metrics.json: unsafe run_id" in out
+    assert not (results / "escaped.png").exists() and not (results / "p" / "escaped.png").exists()
+    assert not outside.with_suffix(".png").exists()
+    written = {p.relative_to(plots_dir).as_posix() for p in plots_dir.rglob("*.png")}
+    assert {f"curves/{r.run_id}.png" for rs in runs.values() for r in rs} <= written
+    assert all(p.startswith("curves/") or "/" not in p for p in written) and len(written) == 9 + 2
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("tags", None, "field 'tags'"),
+        ("tags", [], "field 'tags'"),
+        ("config.data", "oops", "config['data']"),
+        ("config.train", [1], "config['train']"),
+        ("metrics.val", [0.5], "metrics['val']"),
+        ("metrics.test.top1", "0.5", "metrics['test']['top1']"),
+        ("best", [], "field 'best'"),
+        ("best.val_top1", "high", "best['val_top1']"),
+        ("error", 5, "field 'error'"),
+        ("env.num_classes", "100", "env['num_classes']"),
+        ("tags.study", {"a": 1}, "tags['study']"),
+    ],
+)
+def test_records_of_the_wrong_type_are_listed_apart_and_the_table_is_written(seeded, capsys, field, value, expected):
+    results, runs = seeded
+    data = make_run(results, "s3d", 50).to_dict()
+    target, *path = field.split(".")
+    holder = data
+    for key in [target, *path][:-1]:
+        holder = holder[key]
+    holder[[target, *path][-1]] = value
+    write_json(results / "runs" / "s3d-wlasl100_224-s50" / "metrics.json", data)
+    rc = report.main(["--results", str(results), "--no-plots"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.split("\n\n")[0].splitlines()[2:] == expected_md_rows(runs)
+    line = next(ln for ln in out.splitlines() if "s3d-wlasl100_224-s50" in ln)
+    assert ": unreadable" in line and expected in line
+    assert (results / "tables" / "summary.md").is_file()
+
+
+def test_pipe_in_a_model_name_does_not_break_the_markdown_table(tmp_path):
+    results = tmp_path / "results"
+    piped = make_run(results, "x3d_m", 0).to_dict() | {"model": "my|net"}  # the run id stays a safe file name
+    write_json(results / "runs" / piped["run_id"] / "metrics.json", piped)
+    make_run(results, "x3d_s", 0, tags={"study": "a|b", "trial": "1"}, where="tuning/ab")
+    md = report.build_report(results).table("md").splitlines()
+    assert len(md) == 4
+    columns = md[0].count(" | ")
+    assert all(ln.replace("\\|", "").count(" | ") == columns for ln in (md[0], md[2], md[3]))
+    assert any(ln.startswith("| my\\|net |") for ln in md)
+    assert any("(study a\\|b, best trial 1)" in ln for ln in md)
+    # LaTeX: braces and backslashes in a name are escaped in one pass, the row keeps its columns
+    braced = make_run(results, "x3d_l", 0).to_dict() | {"model": "net{x}\\y"}
+    write_json(results / "runs" / braced["run_id"] / "metrics.json", braced)
+    tex = report.build_report(results).table("tex").splitlines()
+    row = next(ln for ln in tex if ln.startswith("net"))
+    assert row.startswith(r"net\{x\}\textbackslash{}y & 100 & 1 & ") and row.count(" & ") == tex[2].count(" & ")
+
+
+def test_a_damaged_history_costs_its_curve_not_the_report(seeded, capsys):
+    results, runs = seeded
+    damaged = runs["s3d"][0]
+    (results / "runs" / damaged.run_id / "history.csv").write_bytes(b"epoch,train_loss\n\xff\xfe\x00garbage\n")
+    assert report.main(["--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n\n")[0].splitlines()[2:] == expected_md_rows(runs)
+    assert f"{damaged.run_id}/history.csv: no curves drawn" in out
+    assert "no curves drawn" in (results / "tables" / "summary.md").read_text()
+    curves = {p.stem for p in (results / "plots" / "curves").glob("*.png")}
+    assert curves == {r.run_id for rs in runs.values() for r in rs} - {damaged.run_id}

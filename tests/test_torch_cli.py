@@ -17,10 +17,10 @@ torch = pytest.importorskip("torch")
 
 import models.s3d  # noqa: E402,F401
 import models.x3d  # noqa: E402,F401
-from models.train import main  # noqa: E402
 from tests.torch_helpers import make_store  # noqa: E402
 from utils.core.preempt import REQUEUE_EXIT_CODE  # noqa: E402
 from utils.core.records import read_history, read_record  # noqa: E402
+from utils.train_cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 X3D = [sys.executable, str(ROOT / "main" / "train_x3d.py"), "--variant", "xs"]

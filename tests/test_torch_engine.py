@@ -25,6 +25,11 @@ def store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("torch_store"))
 
 
+def _best_file(run_dir):
+    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    return run_dir / "checkpoints" / state["checkpoints"][0]["best"]["files"][0]
+
+
 def _history(run_dir):
     return [{k: v for k, v in row.items() if k != "wall_s"} for row in read_history(run_dir)]
 
@@ -39,10 +44,10 @@ def test_a_run_writes_a_valid_record_and_its_files(store, tmp_path):
     for split, ids in (("val", 6), ("test", 6)):
         assert set(SPLIT_METRIC_KEYS) <= set(record.metrics[split]) and record.metrics[split]["n"] == ids
     assert [int(r["epoch"]) for r in read_history(cfg.run_dir)] == [1, 2]
-    with open(cfg.run_dir / "predictions.csv") as f:
+    with open(cfg.run_dir / "predictions_test.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and {r["video_id"] for r in rows} == {e.video_id for e in ClipStore(store).split("test")}
-    cm = np.loadtxt(cfg.run_dir / "confusion_test.csv", delimiter=",", skiprows=1)[:, 1:]
+    cm = np.loadtxt(cfg.run_dir / "confusion_test.csv", delimiter=",", skiprows=1, usecols=(2, 3, 4))
     assert cm.shape == (3, 3) and cm.sum() == 6
     assert json.loads((cfg.run_dir / "config.json").read_text())["model"]["name"] == "x3d_xs"
 
@@ -85,15 +90,14 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(store, tmp_path, refere
         train(cfg, flag=StopAfter(polls))
     stopped = read_record(cfg.run_dir / "metrics.json")
     assert stopped.status == "stopped" and stopped.epochs == 2
-    ckpt = torch.load(cfg.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert (ckpt["epoch"], ckpt["step"]) == (2, polls - 4)
+    newest = json.loads((cfg.run_dir / "checkpoints" / "state.json").read_text())["checkpoints"][0]
+    assert (newest["epoch"], newest["step"]) == (2, polls - 4)
     resumed = train(cfg)
     assert resumed.status == "completed" and resumed.epochs == 3
     assert _history(cfg.run_dir) == _history(ref_cfg.run_dir)
     for split in ("val", "test"):
         assert resumed.metrics[split]["loss"] == pytest.approx(ref.metrics[split]["loss"], abs=1e-6)
-    a = torch.load(cfg.run_dir / "checkpoints" / "best.pt", weights_only=True)
-    b = torch.load(ref_cfg.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    a, b = (torch.load(_best_file(c.run_dir), weights_only=True)["model"] for c in (cfg, ref_cfg))
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
@@ -128,7 +132,7 @@ def test_a_non_finite_loss_stops_with_step_and_lr(store, tmp_path):
 
     from models.engine_torch import fit
 
-    with pytest.raises(ValueError, match=r"non-finite training loss .* step 1 with lr 0.5"):
+    with pytest.raises(ValueError, match=r"non-finite training loss .* epoch 1, step 1 with learning rate 0.5"):
         fit(NaNModel(), loaders, cfg, cfg.run_dir)
     assert read_record(cfg.run_dir / "metrics.json").status == "failed"
 

@@ -6,6 +6,7 @@ Imported by tests/test_torch_*.py.
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 from utils.core.config import config_from_dict
@@ -59,3 +60,41 @@ class StopAfter:
     def requested(self):
         self.polls -= 1
         return signal.SIGUSR1 if self.polls < 0 else None
+
+
+def build_toy(*, num_classes, frames=8, size=32, mean=(0.5,) * 3, std=(0.25,) * 3, dropout=0.0, freeze=0,
+              unfreeze_last=None, pretrained=None, pretrained_partial=False, width=4):  # fmt: skip
+    """A tiny conv net in the suite's ClipClassifier: the builder of the tests' throwaway family."""
+    import torch
+
+    from models._torch_video import ClipClassifier
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(3, width, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(),
+        torch.nn.Dropout(dropout), torch.nn.Linear(width, num_classes),
+    )  # fmt: skip
+    return ClipClassifier(net, mean=mean, std=std, num_classes=num_classes)
+
+
+@contextmanager
+def toy_family():
+    """Register ``toy_small`` and ``toy_big`` (family ``toy``, PyTorch) for the duration; yields their names.
+
+    The engine and policy rules do not depend on the network, and this one
+    trains in milliseconds where X3D takes seconds per step on CPU.
+    """
+    from models.registry import Option, register_model, unregister_model
+
+    option = (Option("width", int, 4, "channels of the one conv"),)
+    names = []
+    try:
+        for order, variant in ((5, "small"), (6, "big")):
+            name = f"toy_{variant}"
+            register_model(name, family="toy", framework="torch", display=f"Toy-{variant.title()}", order=order,
+                           frames=8, size=48, mean=(0.5,) * 3, std=(0.25,) * 3, tune_default=variant == "big",
+                           space={"batch_size": {"kind": "choice", "values": [2]}}, options=option)(build_toy)  # fmt: skip
+            names.append(name)
+        yield names
+    finally:
+        for name in names:
+            unregister_model(name)

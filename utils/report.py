@@ -17,6 +17,7 @@ and confusion_<run_id>.png.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,19 +28,20 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install
 
-from utils.reporting import plots  # noqa: E402
+import models  # noqa: E402,F401  (registers every family: names and row order come from the registry)
 from utils.core.files import atomic_write_text  # noqa: E402
-from utils.reporting.runs import RunSet, collect_runs, is_trial  # noqa: E402
+from utils.reporting import plots  # noqa: E402
+from utils.reporting.formats import format_notes, format_others, format_table, one_line  # noqa: E402
+from utils.reporting.runs import RunSet, collect_runs, is_trial, safe_file_path  # noqa: E402
 from utils.reporting.tables import (  # noqa: E402
     DEFAULT_METRICS,
+    METRICS,
     Published,
     Row,
     add_published,
-    format_notes,
-    format_others,
-    format_table,
     load_published,
     parse_metrics,
+    published_metrics,
     summarise,
 )
 
@@ -59,14 +61,27 @@ class Report:
     rows: list[Row]
     metrics: tuple[str, ...]
     published: list[Published] = field(default_factory=list)
+    added_metrics: tuple[str, ...] = ()
+    plot_notes: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
 
     def table(self, fmt: str = "md") -> str:
         return format_table(self.rows, metrics=self.metrics, fmt=fmt, published=self.published)
 
     def remarks(self) -> str:
-        """Rows averaging different settings, runs left out, unreadable records (plain text)."""
-        return "\n".join(part for part in (format_notes(self.rows), format_others(self.runs)) if part)
+        """Columns --published added, rows averaging different settings, runs left out (plain text)."""
+        added = ""
+        if self.added_metrics:
+            names = ", ".join(METRICS[k] for k in self.added_metrics)
+            added = (
+                f"Note: --published added {names}: the published figures report "
+                f"{'it' if len(self.added_metrics) == 1 else 'them'}, and a published figure is shown "
+                "only under its own metric.\n"
+            )
+        plotting = "".join(f"- {one_line(note)}\n" for note in self.plot_notes)
+        plotting = f"Plots not drawn:\n{plotting}" if plotting else ""
+        parts = (added, format_notes(self.rows), format_others(self.runs), plotting)
+        return "\n".join(part for part in parts if part)
 
 
 def build_report(
@@ -86,8 +101,11 @@ def build_report(
         metrics: METRICS keys for the columns.
         split: ``test`` or ``val``.
         published: False, True (``<results>/published.csv`` or the suite's),
-            or the path of a published.csv.
-        include_dry_runs: average ``--dry-run`` runs in too.
+            or the path of a published.csv. A published figure shows only
+            under its own metric: metrics the figures report and ``metrics``
+            lacks are added as columns (``Report.added_metrics``).
+        include_dry_runs: average ``--dry-run`` runs in and show dry studies'
+            best trials (the demo's explicit opt-in).
     """
     results = Path(results)
     if not results.is_dir():
@@ -95,15 +113,34 @@ def build_report(
             f"no results directory at {results}; train a model first (main/train_<family>.py) or pass --results DIR"
         )
     runs = collect_runs(results, include_dry_runs=include_dry_runs)
+    metrics = tuple(metrics)
     rows = summarise(runs, split=split, metrics=metrics, subset=subset)
     pubs: list[Published] = []
+    added: tuple[str, ...] = ()
     if published:
         path = Path(published) if not isinstance(published, bool) else results / "published.csv"
         if isinstance(published, bool) and not path.is_file():
             path = PUBLISHED_CSV
         pubs = load_published(path)
         rows = add_published(rows, pubs, subset=subset)
-    return Report(runs=runs, rows=rows, metrics=tuple(metrics), published=pubs)
+        # A published figure appears only under its own metric (the seed thesis's
+        # "Top 2" is top-5). When that metric is not among the columns, add it,
+        # with ours beside it, rather than hide the figure or show it elsewhere.
+        added = tuple(k for k in published_metrics(rows, pubs) if k not in metrics)
+        if added:
+            order = list(METRICS)
+            metrics = tuple(sorted(metrics + added, key=lambda k: (_anchor(k, metrics, order), k in added)))
+            rows = add_published(summarise(runs, split=split, metrics=metrics, subset=subset), pubs, subset=subset)
+    return Report(runs=runs, rows=rows, metrics=metrics, published=pubs, added_metrics=added)
+
+
+def _anchor(key: str, requested: tuple[str, ...], order: list[str]) -> int:
+    """Column position: a requested metric keeps its place; an added one goes after the
+    last requested metric that precedes it in METRICS order (top5 after top2, before loss)."""
+    if key in requested:
+        return requested.index(key)
+    before = [requested.index(k) for k in requested if order.index(k) < order.index(key)]
+    return max(before, default=-1)
 
 
 def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None, confusion=()) -> list[Path]:
@@ -127,6 +164,28 @@ def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None,
         known = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "") if ids else "none"
         raise KeyError(f"--confusion {', '.join(missing)}: no run record with that id; known run ids: {known}")
     written = []
+    if plots_dir is not None:
+        plots_dir = Path(plots_dir)
+        # Curves for the table's runs and the unfinished plain runs (to watch them);
+        # not for every tuning trial, a study can hold hundreds.
+        runs = report.runs
+        for run in runs.completed + runs.best_trials + [r for r in runs.others if not is_trial(r.record)]:
+            # collect_runs set apart every unsafe run id; the check stays beside the write.
+            png = safe_file_path(plots_dir / "curves", run.record.run_id, suffix=".png")
+            try:
+                written.append(plots.plot_history(run.run_dir, png, run.record.run_id))
+            except (ValueError, csv.Error) as e:  # a damaged history.csv costs its curve, not the report
+                report.plot_notes.append(f"{run.run_dir / 'history.csv'}: no curves drawn ({e})")
+        accuracies = [k for k in ("top1", "top2") if k in report.metrics]
+        if accuracies:
+            written.append(plots.plot_accuracy_bars(report.rows, plots_dir / "accuracy_bars.png", accuracies))
+            written.append(
+                plots.plot_accuracy_vs_params(report.rows, plots_dir / "accuracy_vs_params.png", accuracies[0])
+            )
+        for run_id, run in targets.items():
+            png = safe_file_path(plots_dir, run_id, prefix="confusion_", suffix=".png")
+            written.append(plots.plot_confusion(run.run_dir, png, run.subset, run_id))
+    # Tables last, so summary.md carries the notes of the plotting pass too.
     for fmt in FORMATS:
         text = report.table(fmt)
         if fmt == "md":
@@ -136,23 +195,6 @@ def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None,
         written.append(out / f"summary.{fmt}")
     atomic_write_text(out / "other_runs.csv", format_others(report.runs, "csv"))
     written.append(out / "other_runs.csv")
-    if plots_dir is not None:
-        plots_dir = Path(plots_dir)
-        # Curves for the table's runs and the unfinished plain runs (to watch them);
-        # not for every tuning trial, a study can hold hundreds.
-        runs = report.runs
-        for run in runs.completed + runs.best_trials + [r for r in runs.others if not is_trial(r.record)]:
-            written.append(
-                plots.plot_history(run.run_dir, plots_dir / "curves" / f"{run.record.run_id}.png", run.record.run_id)
-            )
-        accuracies = [k for k in ("top1", "top2") if k in report.metrics]
-        if accuracies:
-            written.append(plots.plot_accuracy_bars(report.rows, plots_dir / "accuracy_bars.png", accuracies))
-            written.append(
-                plots.plot_accuracy_vs_params(report.rows, plots_dir / "accuracy_vs_params.png", accuracies[0])
-            )
-        for run_id, run in targets.items():
-            written.append(plots.plot_confusion(run.run_dir, plots_dir / f"confusion_{run_id}.png", run.subset, run_id))
     written = [w for w in written if w is not None]
     report.written += written
     return written
@@ -163,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="utils/report.py",
         description="Aggregate the run records (metrics.json) under a results root into the result table "
         "(one row per model and subset, mean ± std over seeds, n; accuracies in percent; each tuning "
-        "study's best trial by val top-1), print it, and save it with the plots. Failed, running and "
-        "stopped runs are listed apart; unreadable or old-schema records are reported and skipped.",
+        "study's best trial by val top-1), print it, and save it with the plots. Failed, running, "
+        "interrupted, stopped and dry runs are listed apart; unreadable, invalid or old-schema records "
+        "are reported and skipped. How to read it: docs/results.md.",
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -185,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=FORMATS, default="md", help="what to print; all three are written (default md)")
     p.add_argument(
-        "--published", action="store_true", help="add published figures (seed thesis, WLASL paper) beside ours"
+        "--published",
+        action="store_true",
+        help="add published figures (seed thesis, WLASL paper) beside ours; each shows only under its own "
+        "metric, whose column is added when --metrics lacks it (the seed thesis's 'Top 2' is top-5)",
     )
     p.add_argument(
         "--published-csv", type=Path, help="published figures file (default <results>/published.csv, else the suite's)"
@@ -198,10 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="RUN_ID",
-        help="draw the confusion matrix of this run from its predictions.csv (repeatable; not with --no-plots)",
+        help="draw the confusion matrix of this run from its predictions_test.csv (repeatable; not with --no-plots)",
     )
     p.add_argument(
-        "--include-dry-runs", action="store_true", help="average --dry-run runs in (listed apart by default)"
+        "--include-dry-runs",
+        action="store_true",
+        help="average --dry-run runs and dry tuning studies in (listed apart by default: their numbers mean nothing)",
     )
     return p
 

@@ -116,10 +116,10 @@ def make_loaders(store: ClipStore, cfg) -> Loaders:
         train=TrainStream(
             store, train, seed=cfg.train.seed, crop_scale=cfg.data.crop_scale, flip=cfg.data.flip, **common
         ),
+        train_eval=eval_dataset(store, train, **common),
         val=eval_dataset(store, val, **common),
         test=eval_dataset(store, test, **common),
-        val_ids=[e.video_id for e in val],
-        test_ids=[e.video_id for e in test],
+        ids={"train": [e.video_id for e in train], "val": [e.video_id for e in val], "test": [e.video_id for e in test]},
         num_classes=store.num_classes,
         glosses=list(store.labels),
         train_size=len(train),

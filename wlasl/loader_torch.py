@@ -163,10 +163,10 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
 
     return Loaders(
         train=train,
+        train_eval=evaluation("train"),
         val=evaluation("val"),
         test=evaluation("test"),
-        val_ids=[e.video_id for e in splits["val"]],
-        test_ids=[e.video_id for e in splits["test"]],
+        ids={split: [e.video_id for e in entries] for split, entries in splits.items()},
         num_classes=store.num_classes,
         glosses=list(store.labels),
         train_size=len(train_set),

@@ -22,20 +22,22 @@ class Loaders:
 
     Attributes:
         train: training batches (shuffled, augmented).
+        train_eval: the training clips again, fixed order, centre view (the
+            run's train-split scores, which distillation reads).
         val: validation batches (fixed order, centre view).
         test: test batches (fixed order, centre view).
-        val_ids: video ids in val order (for predictions.csv).
-        test_ids: video ids in test order.
+        ids: ``{"train", "val", "test"}`` -> video ids in the order of
+            ``train_eval``, ``val`` and ``test``.
         num_classes: classes in the store.
         glosses: class names, index = label.
         train_size: number of training clips.
     """
 
     train: object
+    train_eval: object
     val: object
     test: object
-    val_ids: list
-    test_ids: list
+    ids: dict
     num_classes: int
     glosses: list
     train_size: int

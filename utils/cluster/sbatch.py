@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 
 from utils.cluster.body import BODY_ENV, BODY_LAUNCH, BODY_ROOT
-from utils.cluster.profile import SlurmConfig
+from utils.cluster.profile import JOB_KINDS, SlurmConfig, load_profile, profile_from_dict, valid_keys
 from utils.cluster.shell import check_directive, check_one_line, export_line, quote
 from utils.core.preempt import REQUEUE_EXIT_CODE
 
-__all__ = ["directive_lines", "render_sbatch", "sanitize_job_name"]
+# The profile names are defined in utils.cluster.profile; re-exported here, the renderer's inputs.
+__all__ = ["JOB_KINDS", "SlurmConfig", "directive_lines", "load_profile", "profile_from_dict", "render_sbatch",
+           "sanitize_job_name", "valid_keys"]  # fmt: skip
 
 
 def sanitize_job_name(name: str) -> str:

@@ -8,11 +8,14 @@ and wrong types are errors that list what is valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from utils.core.ids import check_id
 
 __all__ = [
     "DataConfig",
@@ -23,7 +26,7 @@ __all__ = [
     "load_preset",
 ]
 
-Optimizer = Literal["adam", "adamw", "sgd"]
+Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
 Schedule = Literal["none", "cosine", "plateau"]
 
 
@@ -54,8 +57,16 @@ class ModelConfig:
         size: input side in pixels; None = the registry default (172 / 224).
         dropout: dropout before the classifier.
         freeze: freeze the first K blocks of the backbone (0 = train all).
+        unfreeze_last: train only the last K parameterised layers, freeze
+            the rest (the seed thesis unfroze the last 45 of MoViNet-a4);
+            None = train all (after ``freeze``).
         pretrained: local checkpoint for the backbone; the head stays fresh.
+        pretrained_partial: accept a checkpoint that leaves backbone layers
+            unloaded (recorded in the run record); off = such a file is refused.
         stream: MoViNet only: the causal (streaming) variant.
+        options: builder options the model's registry entry declares
+            (``ModelSpec.options``, e.g. MoViNet ``stochastic_depth``); checked
+            against the spec when the run starts.
     """
 
     name: str
@@ -63,14 +74,21 @@ class ModelConfig:
     size: int | None = None
     dropout: float = 0.5
     freeze: int = 0
+    unfreeze_last: int | None = None
     pretrained: str | None = None
+    pretrained_partial: bool = False
     stream: bool = False
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check_range(self, "frames", 1)
         _check_range(self, "size", 8)
         _check_range(self, "dropout", 0.0, 0.99)
         _check_range(self, "freeze", 0)
+        _check_range(self, "unfreeze_last", 1)
+        for key, value in self.options.items():
+            if not isinstance(key, str) or isinstance(value, (dict, list, tuple)):
+                raise TypeError(f"ModelConfig.options expected name: scalar pairs, received {key!r}: {value!r}")
 
 
 @dataclass(frozen=True)
@@ -110,10 +128,17 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training split.
         lr: peak learning rate.
-        optimizer: adam, adamw or sgd (momentum 0.9).
-        weight_decay: L2 / decoupled decay, by optimizer.
-        schedule: none, cosine (to 0 over ``epochs``) or plateau (halve on a
-            val-accuracy plateau of 3 epochs).
+        optimizer: adam, adamw, sgd or rmsprop; their constants and the
+            exact update rules are in ``models/policy.py`` (one rule for both
+            engines). ``adamw`` is ``adam``: the suite's weight decay is
+            always decoupled.
+        momentum: momentum of sgd and rmsprop.
+        weight_decay: decoupled weight decay (w -= lr * wd * w) on kernels
+            only (tensors of >= 2 dims), for every optimizer.
+        clipnorm: clip each gradient tensor's L2 norm to this (Keras'
+            ``clipnorm``); None = no clipping.
+        schedule: none, cosine (to 0 over ``epochs``) or plateau (halve after
+            3 epochs without a new best on val).
         early_stop: stop after this many epochs without val improvement (0 = off).
         mixed_precision: fp16/bf16 compute on GPU.
         seed: seeds data order, augmentation and initialisation.
@@ -126,7 +151,9 @@ class TrainConfig:
     epochs: int = 30
     lr: float = 1e-3
     optimizer: Optimizer = "adam"
+    momentum: float = 0.9
     weight_decay: float = 0.0
+    clipnorm: float | None = None
     schedule: Schedule = "cosine"
     early_stop: int = 0
     mixed_precision: bool = False
@@ -139,7 +166,10 @@ class TrainConfig:
     def __post_init__(self):
         _check_range(self, "epochs", 1)
         _check_range(self, "lr", 0.0)
+        _check_range(self, "momentum", 0.0, 0.999)
         _check_range(self, "weight_decay", 0.0)
+        if self.clipnorm is not None and not self.clipnorm > 0:
+            raise ValueError(f"TrainConfig.clipnorm expected > 0 (or unset), received {self.clipnorm!r}")
         _check_range(self, "early_stop", 0)
         _check_range(self, "steps_per_epoch", 1)
         _check_choice(self, "optimizer")
@@ -169,6 +199,12 @@ class RunConfig:
     dry_run: bool = False
     tags: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.run_id is not None:
+            check_id(self.run_id, "run_id")
+        if not isinstance(self.tags, dict) or not all(isinstance(k, str) for k in self.tags):
+            raise TypeError(f"RunConfig.tags expected a mapping of names to values, received {self.tags!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -192,40 +228,92 @@ class RunConfig:
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
+def _type_name(t) -> str:
+    if typing.get_origin(t) is tuple:
+        return f"a list of {len(typing.get_args(t))} numbers"
+    if typing.get_origin(t) is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(t)))
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text", dict: "a mapping"}.get(
+        t, getattr(t, "__name__", str(t))
+    )
+
+
+def _coerce_value(hint, value, where: str, key: str):
+    """``value`` as ``hint`` demands, or TypeError naming the key, what was expected and what was received."""
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = [t for t in typing.get_args(hint) if t is not type(None)] if is_union else [hint]
+    if value is None and (not is_union or len(args) < len(typing.get_args(hint))):
+        return None
+    target = args[0]
+    ok, out = True, value
+    # bool is an int subclass: `epochs: true` must not become 1 epoch.
+    if target is bool:
+        ok = isinstance(value, bool)
+    elif target is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif target is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        out = float(value) if ok else value
+    elif target is str or typing.get_origin(target) is Literal:
+        ok = isinstance(value, str)
+    elif typing.get_origin(target) is tuple:
+        n = len(typing.get_args(target))
+        ok = isinstance(value, (list, tuple)) and len(value) == n
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        out = tuple(float(v) for v in value) if ok else value
+    elif target is dict:
+        ok = isinstance(value, dict)
+    if not ok:
+        raise TypeError(f"{where}: '{key}' expected {_type_name(target)}, received {type(value).__name__} {value!r}")
+    return out
+
+
 def _coerce(cls, key: str, value, where: str):
     hints = typing.get_type_hints(cls)
     if key not in hints:
-        valid = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING)
+        valid = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(cls))
         raise KeyError(f"{where}: unknown key '{key}'. Valid keys with defaults: {valid}")
-    hint = hints[key]
-    # Unwrap Optional/Union only: tuple[float, float] must stay a tuple.
-    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    base = [t for t in typing.get_args(hint) if t is not type(None)] if is_union else [hint]
-    target = base[0]
-    if value is None or typing.get_origin(target) is Literal:
-        return value
-    if target is tuple or typing.get_origin(target) is tuple:
-        return tuple(value)
-    if target is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(target, type) and not isinstance(value, target):
-        raise TypeError(f"{where}: '{key}' expected {target.__name__}, received {type(value).__name__} {value!r}")
-    return value
+    return _coerce_value(hints[key], value, where, key)
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return "(required)"
 
 
 def config_from_dict(data: dict, where: str = "config") -> RunConfig:
-    """Build a RunConfig from nested dicts (``{"model": {...}, "train": {...}}``)."""
-    top = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = set(data) - top
+    """Build a RunConfig from nested dicts (``{"model": {...}, "train": {...}}``).
+
+    Raises:
+        KeyError: an unknown section or key (lists the valid ones).
+        TypeError: a value of the wrong type (``train: 5``, ``crop_scale: 0.5``, ``epochs: true``).
+        ValueError: a value out of range or an unsafe run id.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a mapping of sections (model, data, train), received {type(data).__name__}")
+    top = {f.name: f for f in dataclasses.fields(RunConfig)}
+    unknown = set(data) - set(top)
     if unknown:
         raise KeyError(f"{where}: unknown section(s) {sorted(unknown)}; valid: {sorted(top)}")
+    hints = typing.get_type_hints(RunConfig)
     kwargs = {}
     for key, value in data.items():
         if key in _SECTIONS:
             cls = _SECTIONS[key]
+            if not isinstance(value, dict):
+                raise TypeError(
+                    f"{where}: section '{key}' expected a mapping of {cls.__name__} keys, received "
+                    f"{type(value).__name__} {value!r}"
+                )
             kwargs[key] = cls(**{k: _coerce(cls, k, v, f"{where}.{key}") for k, v in value.items()})
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce_value(hints[key], value, where, key)
+    missing = [k for k in ("model", "data") if k not in kwargs]
+    if missing:
+        raise KeyError(f"{where}: missing section(s) {missing}")
     return RunConfig(**kwargs)
 
 

@@ -7,13 +7,7 @@ printed "top-2" while computing top-5).
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
-
 import numpy as np
-
-from utils.core.files import atomic_write_text
 
 __all__ = [
     "confusion_matrix",
@@ -21,7 +15,6 @@ __all__ = [
     "per_class_accuracy",
     "softmax",
     "topk_accuracy",
-    "write_predictions",
 ]
 
 
@@ -96,18 +89,3 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict:
         "per_class_top1": float(np.nanmean(per_class_accuracy(logits, labels))),
         "n": n,
     }
-
-
-def write_predictions(
-    path: str | Path, video_ids: list[str], labels: np.ndarray, logits: np.ndarray, glosses: list[str]
-) -> None:
-    """predictions.csv: video_id, label, gloss, pred, pred_gloss, correct, top5 (space-separated), prob."""
-    probs = softmax(np.asarray(logits, np.float64))
-    top5 = np.argsort(-probs, axis=1, kind="stable")[:, :5]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["video_id", "label", "gloss", "pred", "pred_gloss", "correct", "top5", "prob"])
-    for vid, y, row, p in zip(video_ids, labels, top5, probs):
-        pred = int(row[0])
-        w.writerow([vid, int(y), glosses[int(y)], pred, glosses[pred], int(pred == int(y)), " ".join(map(str, row)), f"{p[pred]:.6f}"])
-    atomic_write_text(path, buf.getvalue())

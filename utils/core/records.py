@@ -5,9 +5,11 @@ A run lives in ``results/runs/<run_id>/``::
     config.json        the resolved RunConfig
     history.csv        one row per epoch (HISTORY_COLUMNS)
     metrics.json       the RunRecord (written at start, every epoch, and at the end)
-    predictions.csv    per test clip: video_id, label, pred, top-5 and probabilities
-    checkpoints/       engine-specific
-    plots/             optional
+    checkpoints/       state.json (models/lifecycle.py) and the engine's files
+    scores_<split>.npz, predictions_<split>.csv, per_class_<split>.csv,
+    confusion_<split>.csv, plots/confusion_test.png   (models/evaluation.py)
+
+Both engines write this same set through ``models.lifecycle.Run``.
 
 ``utils/report.py`` reads only ``metrics.json`` files and validates them with
 :func:`validate_record`; an old or broken record is reported, not fatal.
@@ -187,6 +189,39 @@ def validate_record(data: dict, source: str | Path = "record") -> RunRecord:
             missing = [k for k in SPLIT_METRIC_KEYS if k not in got]
             if missing:
                 raise RecordError(f"{source}: metrics['{split}'] lacks {missing}")
+    # The structure inside the fields: readers (the report, tuning) index into
+    # these without further checks, so a wrong type must stop here, by name.
+    def bad(where: str, expected: str, value) -> RecordError:
+        return RecordError(f"{source}: {where} expected {expected}, received {type(value).__name__} {value!r:.60}")
+
+    def number(value) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+    if not isinstance(data.get("tags", {}), dict):
+        raise bad("field 'tags'", "an object of labels (e.g. {})", data["tags"])
+    if not isinstance(data.get("error"), (str, type(None))):
+        raise bad("field 'error'", "a message or null", data["error"])
+    for key in ("study", "trial"):
+        if key in data.get("tags", {}) and not isinstance(data["tags"][key], (str, int)):
+            raise bad(f"tags['{key}']", "a string or integer", data["tags"][key])
+    for key in ("model", "data", "train", "tags"):
+        if key in data["config"] and not isinstance(data["config"][key], dict):
+            raise bad(f"config['{key}']", "an object", data["config"][key])
+    if not isinstance(data["config"].get("dry_run", False), bool):
+        raise bad("config['dry_run']", "true or false", data["config"]["dry_run"])
+    for split, values in data["metrics"].items():
+        if not isinstance(values, dict):
+            raise bad(f"metrics['{split}']", "an object of metric values", values)
+        for key in SPLIT_METRIC_KEYS:
+            if key in values and not number(values[key]):
+                raise bad(f"metrics['{split}']['{key}']", "a number", values[key])
+    for key, value in data["best"].items():
+        if (key == "epoch" or key.startswith("val_")) and not number(value):
+            raise bad(f"best['{key}']", "a number", value)
+    for key in ("num_classes", "params"):
+        value = data["env"].get(key)
+        if not number(value) or (key == "num_classes" and isinstance(value, float)):
+            raise bad(f"env['{key}']", "an integer" if key == "num_classes" else "a number", value)
     known = {f for f in RunRecord.__dataclass_fields__}
     return RunRecord(**{k: v for k, v in data.items() if k in known})
 

@@ -25,10 +25,19 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         stacklevel=2,
     )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide the CUDA/oneDNN banner noise
+# Hide TensorFlow's start-up noise: INFO/WARNING always (oneDNN, TF-TRT banners);
+# on a machine without an NVIDIA device also the ERROR-level CUDA probe lines
+# ("failed call to cuInit", "Unable to register cuDNN factory"), which are
+# expected there. A GPU node keeps its errors.
+_NO_GPU = not os.path.exists("/dev/nvidiactl") or os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if _NO_GPU else "2")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
+
+# Retracing warnings ("5 out of the last 5 calls triggered tf.function
+# retracing") are about performance, not correctness: keep them out of run logs.
+tf.get_logger().setLevel("ERROR")
 
 
 def set_precision(mixed: bool) -> str:

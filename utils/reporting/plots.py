@@ -160,15 +160,15 @@ def plot_accuracy_vs_params(rows, out: str | Path, metric: str = "top1") -> Path
 
 
 def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Labels, top-1 predictions and class -> gloss from a run's ``predictions.csv``.
+    """Labels, top-1 predictions and class -> gloss from a run's ``predictions_test.csv``.
 
     Raises:
         FileNotFoundError: the run wrote no predictions (it did not finish its test evaluation).
         ValueError: a row lacks the label or pred column.
     """
-    path = Path(run_dir) / "predictions.csv"
+    path = Path(run_dir) / "predictions_test.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"no predictions.csv in {run_dir}; the run must complete its test evaluation first")
+        raise FileNotFoundError(f"no predictions_test.csv in {run_dir}; the run must complete its test evaluation first")
     labels, preds, glosses = [], [], {}
     with path.open(newline="") as f:
         for i, row in enumerate(csv.DictReader(f), start=2):
@@ -187,7 +187,7 @@ def plot_confusion(run_dir: str | Path, out: str | Path, num_classes: int | None
     """Row-normalised confusion matrix (true class down, predicted across) of a run's test predictions.
 
     Args:
-        run_dir: the run directory holding predictions.csv.
+        run_dir: the run directory holding predictions_test.csv.
         out: PNG path.
         num_classes: matrix side; default the largest class index seen + 1.
         title: figure title (default the run directory name).

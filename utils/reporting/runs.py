@@ -4,63 +4,58 @@ Everything the report knows about a run comes from its ``metrics.json``
 (read with :func:`utils.core.records.read_record`), found recursively, so plain
 runs (``results/runs/<run_id>/``) and tuning trials (wherever the tuner keeps
 them under the results root) are read the same way. A record that is
-unreadable or of another schema version is kept as a *skipped* entry with its
+unreadable, of another schema version, of the wrong types, a copy of another,
+or whose run id is not a safe file name is kept as a *skipped* entry with its
 reason: one broken file never stops the report.
+
+What is not a result is listed apart, never averaged in: failed and stopped
+runs, ``running`` ones (shown as *interrupted* when no process holds their
+lock, see :mod:`utils.core.runlock`), and dry runs, tuned or not, unless the
+caller opts in (the demo does).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from models.registry import get_model
+from utils.core.ids import MAX_ID_LEN, is_safe_id
 from utils.core.records import RecordError, RunRecord, read_record
+from utils.core.runlock import lock_holder, run_is_alive
 
 __all__ = [
-    "MODEL_ORDER",
     "LoadedRun",
     "RunSet",
+    "Skipped",
     "collect_runs",
     "display_name",
+    "is_dry_run",
     "is_trial",
+    "safe_file_path",
     "metric_value",
     "model_sort_key",
     "subset_of",
 ]
 
-# The one place that fixes the row order of every table and plot: family by
-# family, variants from small to large (the seed thesis lists I3D, then a0..a5).
-MODEL_ORDER = (
-    "i3d",
-    "movinet_a0",
-    "movinet_a1",
-    "movinet_a2",
-    "movinet_a3",
-    "movinet_a4",
-    "movinet_a5",
-    "s3d",
-    "x3d_xs",
-    "x3d_s",
-    "x3d_m",
-    "x3d_l",
-)
-_FAMILY_NAMES = {"i3d": "I3D", "movinet": "MoViNet", "s3d": "S3D", "x3d": "X3D"}
-
-
 def model_sort_key(model: str) -> tuple[int, str]:
-    """Position in MODEL_ORDER; models not listed there come after, by name."""
+    """Table order from the model's registry entry (``ModelSpec.order``); unknown models come after, by name."""
     try:
-        return (MODEL_ORDER.index(model), model)
-    except ValueError:
-        return (len(MODEL_ORDER), model)
+        return (get_model(model).order, model)
+    except KeyError:
+        return (10**9, model)
 
 
 def display_name(model: str) -> str:
-    """``movinet_a3`` -> ``MoViNet-A3``, ``x3d_xs`` -> ``X3D-XS``, ``i3d`` -> ``I3D``."""
-    family, _, variant = model.partition("_")
-    name = _FAMILY_NAMES.get(family, family)
-    return f"{name}-{variant.upper()}" if variant else name
+    """The registry's display name (``movinet_a3`` -> ``MoViNet-A3``); an unknown model keeps its name."""
+    try:
+        return get_model(model).display
+    except KeyError:
+        return model
 
 
 # A store directory named like ``wlasl100_224``, ``WLASL2000`` or ``mini3_64``:
@@ -101,6 +96,43 @@ def is_trial(record: RunRecord) -> bool:
     return "study" in record.tags and "trial" in record.tags
 
 
+# The suffix utils.tuning.study.study_name gives a --dry-run study.
+_DRY_STUDY_SUFFIX = "-dryrun"
+
+
+def is_dry_run(record: RunRecord) -> bool:
+    """A ``--dry-run`` run or trial: a few clips and steps, its numbers mean nothing.
+
+    Plain runs carry ``config["dry_run"]``; tuning trials run with the dry
+    run's limits already applied and carry ``tags["dry_run"]``. Trials
+    recorded before that tag existed are recognised by their study name,
+    which ``--dry-run`` ends with ``-dryrun``.
+    """
+    if record.config.get("dry_run") is True or record.tags.get("dry_run") is True:
+        return True
+    return is_trial(record) and str(record.tags["study"]).endswith(_DRY_STUDY_SUFFIX)
+
+
+def safe_file_path(root: str | Path, name: str, *, prefix: str = "", suffix: str = "") -> Path:
+    """``root/<prefix><name><suffix>``, refusing a name that is not a plain file name under ``root``.
+
+    Raises:
+        ValueError: ``name`` is not a safe id (``utils.core.ids``), or the path would leave ``root``.
+    """
+    # Run ids become file names (curves/<run_id>.png, confusion_<run_id>.png).
+    if not is_safe_id(name):
+        raise ValueError(
+            f"run_id {str(name)[:80]!r} is not a safe file name: expected 1-{MAX_ID_LEN} letters, digits, '.', '_' "
+            "or '-', not starting with '.' or '-'; rename the run directory's run_id in its metrics.json"
+        )
+    root = Path(root)
+    path = root / f"{prefix}{name}{suffix}"
+    # Lexical check (no symlinks followed): the name cannot climb out with SAFE_ID, this keeps it so.
+    if Path(os.path.normpath(path)).parent != Path(os.path.normpath(root)):
+        raise ValueError(f"{path} would be written outside {root}")
+    return path
+
+
 def metric_value(record: RunRecord, split: str, key: str) -> float:
     """``record.metrics[split][key]`` as a float; NaN when absent or not a number."""
     value = (record.metrics.get(split) or {}).get(key)
@@ -115,7 +147,7 @@ class LoadedRun:
 
     Attributes:
         record: the validated run record.
-        run_dir: the directory holding its metrics.json (and history.csv, predictions.csv).
+        run_dir: the directory holding its metrics.json (and history.csv, predictions_test.csv).
         subset: :func:`subset_of` the record.
     """
 
@@ -125,7 +157,15 @@ class LoadedRun:
 
     @property
     def dry_run(self) -> bool:
-        return bool(self.record.config.get("dry_run")) if isinstance(self.record.config, dict) else False
+        return is_dry_run(self.record)
+
+
+class Skipped(NamedTuple):
+    """A record the report could not use: where, why, and a one-word status for the list."""
+
+    path: Path
+    reason: str
+    status: str = "unreadable"
 
 
 @dataclass
@@ -135,9 +175,10 @@ class RunSet:
     Attributes:
         completed: completed plain runs (averaged over seeds).
         best_trials: the best completed trial of each tuning study (by val top-1).
-        others: runs not averaged in: failed, running, stopped, dry runs; with
-            the reason in ``reasons[run_dir]``.
-        skipped: ``(path, reason)`` of records that could not be read or validated.
+        others: runs not averaged in: failed, running, interrupted, stopped,
+            dry runs (a dry study is represented by its best trial); with the
+            status in ``reasons[run_dir]`` and an explanation in ``details[run_dir]``.
+        skipped: records that could not be used (unreadable, invalid, duplicate, unsafe run id).
         trials: every readable trial record (completed or not).
     """
 
@@ -145,7 +186,8 @@ class RunSet:
     best_trials: list[LoadedRun] = field(default_factory=list)
     others: list[LoadedRun] = field(default_factory=list)
     reasons: dict[Path, str] = field(default_factory=dict)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    details: dict[Path, str] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
     trials: list[LoadedRun] = field(default_factory=list)
 
     def all_loaded(self) -> list[LoadedRun]:
@@ -164,6 +206,12 @@ class RunSet:
                 return r
         return None
 
+    def set_apart(self, run: LoadedRun, status: str, detail: str = "") -> None:
+        self.others.append(run)
+        self.reasons[run.run_dir] = status
+        if detail:
+            self.details[run.run_dir] = detail
+
 
 def _trial_key(t: LoadedRun) -> tuple:
     # keras-tuner trial ids are strings such as "07"; order numeric ids as numbers.
@@ -172,7 +220,7 @@ def _trial_key(t: LoadedRun) -> tuple:
 
 
 def _best_of_study(trials: list[LoadedRun]) -> LoadedRun | None:
-    # Model selection uses val, never test (DESIGN.md). NaN never wins; max()
+    # Model selection uses val, never test (docs/design.md). NaN never wins; max()
     # keeps the first of equal scores, so a tie goes to the earliest trial.
     done = [
         t for t in trials if t.record.status == "completed" and not math.isnan(metric_value(t.record, "val", "top1"))
@@ -182,13 +230,33 @@ def _best_of_study(trials: list[LoadedRun]) -> LoadedRun | None:
     return max(sorted(done, key=_trial_key), key=lambda t: metric_value(t.record, "val", "top1"))
 
 
+def _liveness(run_dir: Path, status: str) -> tuple[str, str]:
+    """(status, detail) of an unfinished run, asking its lock whether a process still holds it.
+
+    Only ``running`` can turn into ``interrupted``: a ``stopped`` run was
+    preempted on purpose and waits for its requeue, holding no lock.
+    """
+    if status != "running":
+        return status, ("preempted; it resumes when its job is requeued or the command is rerun"
+                        if status == "stopped" else "")  # fmt: skip
+    alive = run_is_alive(run_dir)
+    holder = lock_holder(run_dir)
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
+    if alive is False:
+        return "interrupted", f"no process holds it any more (last: {who}); rerun the same command to resume it"
+    if alive is True:
+        return "running", f"held by {who}"
+    return "running", "no lock file (a run from before run locks): cannot tell whether it is still alive"
+
+
 def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunSet:
     """Read every ``metrics.json`` under ``results`` (recursively).
 
     Args:
         results: the results root (``results/``).
-        include_dry_runs: average ``--dry-run`` runs in as well (the demo does);
-            by default they are listed apart, their numbers mean nothing.
+        include_dry_runs: average ``--dry-run`` runs (and show dry studies'
+            best trials) as well (the demo does); by default they are listed
+            apart, their numbers mean nothing.
 
     Returns:
         A RunSet; unreadable or invalid records are in ``skipped``, not raised.
@@ -200,12 +268,19 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
         try:
             record = read_record(path)
         except (RecordError, TypeError, ValueError) as e:
-            runs.skipped.append((path, str(e)))
+            runs.skipped.append(Skipped(path, str(e)))
+            continue
+        try:
+            safe_file_path(path.parent, record.run_id)
+        except ValueError as e:
+            runs.skipped.append(Skipped(path, str(e), "unsafe run_id"))
             continue
         # A copied run directory (a backup, a synced scratch folder) must not count twice.
         key = (record.run_id, str(record.tags.get("study")), str(record.tags.get("trial")))
         if key in seen:
-            runs.skipped.append((path, f"duplicate of run {record.run_id} in {seen[key]}; counted once"))
+            runs.skipped.append(
+                Skipped(path, f"duplicate of run {record.run_id} in {seen[key]}; counted once", "duplicate")
+            )
             continue
         seen[key] = path.parent
         loaded = LoadedRun(record=record, run_dir=path.parent, subset=subset_of(record))
@@ -213,18 +288,20 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
             runs.trials.append(loaded)
             studies.setdefault(str(record.tags["study"]), []).append(loaded)
             if record.status != "completed":
-                runs.others.append(loaded)
-                runs.reasons[loaded.run_dir] = record.status
+                runs.set_apart(loaded, *_liveness(loaded.run_dir, record.status))
         elif record.status != "completed":
-            runs.others.append(loaded)
-            runs.reasons[loaded.run_dir] = record.status
+            runs.set_apart(loaded, *_liveness(loaded.run_dir, record.status))
         elif loaded.dry_run and not include_dry_runs:
-            runs.others.append(loaded)
-            runs.reasons[loaded.run_dir] = "dry run"
+            runs.set_apart(loaded, "dry run", "--dry-run: a few clips and steps; pass --include-dry-runs to show it")
         else:
             runs.completed.append(loaded)
     for study in sorted(studies):
         best = _best_of_study(studies[study])
-        if best is not None:
+        if best is None:
+            continue
+        if best.dry_run and not include_dry_runs:
+            runs.set_apart(best, "dry run", "best trial of a --dry-run study (a few clips and steps); "
+                           "pass --include-dry-runs to show it")  # fmt: skip
+        else:
             runs.best_trials.append(best)
     return runs

@@ -1,15 +1,15 @@
-"""The result tables: seed-averaged rows, published figures, md / csv / tex.
+"""The result table's rows: seed-averaged runs, best trials, published figures.
 
 The default table is the seed thesis's (Model | Top 1 | Top 2 | Loss): one
 row per model and subset, mean ± std over seeds (sample std, ddof=1; blank
 for a single seed) with n, accuracies in percent with two decimals. Each
-tuning study adds one row, its best trial by val top-1.
+tuning study adds one row, its best trial by val top-1. Text output is in
+:mod:`utils.reporting.formats`.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +24,10 @@ __all__ = [
     "Published",
     "Row",
     "add_published",
-    "format_notes",
-    "format_others",
-    "format_table",
     "load_published",
     "parse_metrics",
+    "published_columns",
+    "published_metrics",
     "summarise",
 ]
 
@@ -45,7 +44,6 @@ PERCENT = frozenset({"top1", "top2", "top5", "per_class_top1"})
 DEFAULT_METRICS = ("top1", "top2", "loss")
 # Published tables report top-k only (in percent); top10 exists only there.
 PUBLISHED_METRICS = ("top1", "top2", "top5", "top10")
-_DASH = "–"
 
 
 def parse_metrics(text: str | None) -> tuple[str, ...]:
@@ -201,7 +199,7 @@ def load_published(path: str | Path) -> list[Published]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"published figures not found at {path}; pass --published-csv PATH")
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(row for row in f if not row.startswith("#"))
         need = {"model", "subset", "source", "citation"}
         missing = need - set(reader.fieldnames or ())
@@ -254,7 +252,17 @@ def add_published(rows: list[Row], published: list[Published], *, subset: int | 
     return sorted(rows, key=_sort_key)
 
 
-def _published_columns(rows: list[Row], metrics, published: list[Published]) -> list[tuple[str, str]]:
+def published_metrics(rows: list[Row], published: list[Published]) -> tuple[str, ...]:
+    """The table metrics (METRICS order) that some shown row has a published figure for.
+
+    Published metrics the suite does not compute (top10) have no column of
+    ours to stand beside and are not returned.
+    """
+    have = {key for r in rows for pub in published for key in r.published.get(pub.source, {})}
+    return tuple(k for k in METRICS if k in have)
+
+
+def published_columns(rows: list[Row], metrics, published: list[Published]) -> list[tuple[str, str]]:
     """(source, metric) pairs with at least one value in the table, in source then metric order."""
     cols = []
     for pub in published:
@@ -262,134 +270,3 @@ def _published_columns(rows: list[Row], metrics, published: list[Published]) -> 
             if any(key in r.published.get(pub.source, {}) for r in rows):
                 cols.append((pub.source, key))
     return cols
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _cell(mean: float, std: float, plus_minus: str) -> str:
-    if math.isnan(mean):
-        return _DASH
-    digits = 2
-    text = f"{mean:.{digits}f}"
-    return text if math.isnan(std) else f"{text}{plus_minus}{std:.{digits}f}"
-
-
-def _subset_text(subset: int | None) -> str:
-    return "?" if subset is None else str(subset)
-
-
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
-        text = text.replace(a, b)
-    return text.replace("–", "--")
-
-
-def format_table(rows: list[Row], *, metrics=DEFAULT_METRICS, fmt: str = "md", published: list[Published] = ()) -> str:
-    """The table as Markdown, CSV or LaTeX.
-
-    Markdown and LaTeX show ``mean ± std`` cells and cite the published
-    sources as ``[k]`` under the table. CSV holds numbers: ``<metric>_mean``,
-    ``<metric>_std`` and ``<metric>_pub_<source>`` columns, accuracies in percent.
-    """
-    pub_cols = _published_columns(rows, metrics, list(published))
-    ref = {pub.source: i for i, pub in enumerate(published, start=1)}
-    used = [pub for pub in published if any(src == pub.source for src, _ in pub_cols)]
-    if fmt == "csv":
-        head = ["model", "label", "subset", "study", "n"]
-        head += [f"{k}_{s}" for k in metrics for s in ("mean", "std")]
-        head += [f"{k}_pub_{src}" for src, k in pub_cols] + ["params", "run_ids"]
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(head)
-        for r in rows:
-            line = [r.model, r.label, "" if r.subset is None else r.subset, r.study or "", r.n]
-            for k in metrics:
-                line += [_num(r.mean.get(k)), _num(r.std.get(k))]
-            line += [_num(r.published.get(src, {}).get(k)) for src, k in pub_cols]
-            line += [_num(r.params), " ".join(r.run_ids)]
-            w.writerow(line)
-        return buf.getvalue()
-    titles = (
-        ["Model", "Subset", "n"] + [METRICS[k] for k in metrics] + [f"{METRICS[k]} [{ref[s]}]" for s, k in pub_cols]
-    )
-
-    def cells(r: Row, pm: str, escape=str) -> list[str]:
-        out = [escape(r.label), _subset_text(r.subset), str(r.n)]
-        out += [_cell(r.mean.get(k, math.nan), r.std.get(k, math.nan), pm) for k in metrics]
-        out += [_cell(r.published.get(s, {}).get(k, math.nan), math.nan, pm) for s, k in pub_cols]
-        return out
-
-    notes = [f"[{ref[p.source]}] {p.citation}" + (f" Note: {p.note}" if p.note else "") for p in used]
-    if fmt == "md":
-        lines = ["| " + " | ".join(titles) + " |", "|" + "|".join(["---"] + ["---:"] * (len(titles) - 1)) + "|"]
-        lines += ["| " + " | ".join(cells(r, " ± ")) + " |" for r in rows]
-        return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
-    if fmt == "tex":
-        spec = "l" + "r" * (len(titles) - 1)
-        lines = [
-            f"\\begin{{tabular}}{{{spec}}}",
-            r"\toprule",
-            " & ".join(_latex_escape(t) for t in titles) + r" \\",
-            r"\midrule",
-        ]
-        # Escape the labels only: the cells are numbers and our own $\pm$.
-        lines += [" & ".join(cells(r, r" $\pm$ ", _latex_escape)).replace(_DASH, "--") + r" \\" for r in rows]
-        lines.append(r"\bottomrule")
-        lines += [f"\\multicolumn{{{len(titles)}}}{{l}}{{\\footnotesize {_latex_escape(n)}}} \\\\" for n in notes]
-        lines.append(r"\end{tabular}")
-        return "\n".join(lines) + "\n"
-    raise ValueError(f"format expected md, csv or tex, received {fmt!r}")
-
-
-def _num(value) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
-
-
-def format_notes(rows: list[Row]) -> str:
-    """Warnings about rows that average runs with different settings (empty when none)."""
-    lines = [
-        f"- {r.label} ({_subset_text(r.subset)}) averages runs with different settings: {'; '.join(r.differs)}"
-        for r in rows
-        if r.differs
-    ]
-    return "Notes:\n" + "\n".join(lines) + "\n" if lines else ""
-
-
-def format_others(runs: RunSet, fmt: str = "md") -> str:
-    """Runs not averaged in (failed, running, stopped, dry runs) and skipped records.
-
-    ``fmt="csv"`` gives one row per entry (run_id, model, status, study, trial,
-    path, reason); anything else a plain-text list for the terminal and Markdown.
-    """
-    entries = []
-    for r in runs.others:
-        rec = r.record
-        reason = (rec.error or "").strip().splitlines()
-        entries.append(
-            [
-                rec.run_id,
-                rec.model,
-                runs.reasons.get(r.run_dir, rec.status),
-                str(rec.tags.get("study", "")),
-                str(rec.tags.get("trial", "")),
-                str(r.run_dir),
-                reason[-1] if reason else "",
-            ]
-        )
-    for path, why in runs.skipped:
-        entries.append(["", "", "unreadable", "", "", str(path), why])
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["run_id", "model", "status", "study", "trial", "path", "reason"])
-        w.writerows(entries)
-        return buf.getvalue()
-    if not entries:
-        return ""
-    lines = ["Not in the table (not averaged in):"]
-    for run_id, model, status, study, trial, path, reason in entries:
-        what = f"{run_id} ({model})" if run_id else path
-        extra = f" study {study} trial {trial}" if study else ""
-        lines.append(f"- {what}: {status}{extra}" + (f": {reason}" if reason else ""))
-    return "\n".join(lines) + "\n"

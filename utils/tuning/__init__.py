@@ -8,7 +8,7 @@ Only the framework-free names are imported here, so ``import
 utils.tuning`` stays cheap; ``utils.tuning.tuner`` loads keras-tuner.
 """
 
-from utils.tuning.space import FAMILY_SPACES, SpaceError, family_space, load_space_file, trial_config
+from utils.tuning.space import COMMON_SPACE, SpaceError, family_space, load_space_file, trial_config
 from utils.tuning.study import Study, study_name
 
-__all__ = ["FAMILY_SPACES", "SpaceError", "Study", "family_space", "load_space_file", "study_name", "trial_config"]
+__all__ = ["COMMON_SPACE", "SpaceError", "Study", "family_space", "load_space_file", "study_name", "trial_config"]

@@ -1,7 +1,7 @@
 """The shared CLI behind every ``main/tune_<family>.py``.
 
 ``main(family)`` parses the tuning options plus the training options of
-``models.train.add_train_args``, checks the store and the search space,
+``utils.train_cli.add_train_args``, checks the store and the search space,
 resumes (or starts) the study, runs the search, prints and saves the best
 hyperparameters and, with ``--final``, trains and tests a full run with them.
 TensorFlow (which keras-tuner imports) loads only after the options parsed.
@@ -16,10 +16,10 @@ import textwrap
 import time
 from pathlib import Path
 
-from models.registry import get_model
-from models.train import _variant_names, add_train_args, config_from_args
+from models.registry import family_models, get_model
 from utils.core.config import RunConfig
 from utils.core.preempt import REQUEUE_EXIT_CODE
+from utils.train_cli import add_model_options, add_train_args, config_from_args, variant_names
 from utils.tuning.space import SpaceError, family_space, load_space_file
 from utils.tuning.study import (
     Study,
@@ -41,7 +41,7 @@ DRY_RUN = {"max_epochs": 2, "max_trials": 3, "factor": 2, "steps_per_epoch": 2, 
 
 
 def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
-    variants = _variant_names(family)
+    variants = variant_names(family)
     p = argparse.ArgumentParser(
         prog=f"main/tune_{family}.py",
         description=textwrap.fill(
@@ -70,15 +70,16 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
                    help="keras-tuner chief/worker mode (KERASTUNER_TUNER_ID/ORACLE_IP/ORACLE_PORT, or a SLURM array)")
     g.add_argument("--chief-timeout-s", type=float, default=600.0, help="worker: how long to wait for the chief (default 600)")
     g.add_argument("--final", action="store_true", help="then train a full run with the best values and test it")
-    if family == "movinet":
-        p.add_argument("--stream", action="store_true", help="the causal (streaming) MoViNet")
+    if any(s.streaming for s in family_models(family)):
+        p.add_argument("--stream", action="store_true", help="the causal (streaming) variant")
     add_train_args(p)
+    add_model_options(p, family)
     return p
 
 
 def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
     """The base RunConfig, the variants to tune (or None) and the model/family label."""
-    variants = _variant_names(family)
+    variants = variant_names(family)
     tune_variant = getattr(args, "tune_variant", False)
     if variants and not tune_variant and not args.variant:
         raise ValueError(f"--variant is required for {family} (one of {sorted(variants)}), or pass --tune-variant")

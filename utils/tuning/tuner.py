@@ -226,7 +226,11 @@ class StudyTuner(keras_tuner.Tuner):
     def trial_config(self, trial_id: str, values: dict) -> RunConfig:
         """The RunConfig of one trial: base + values, its own run dir, tags."""
         epochs = int(values.get("tuner/epochs") or self.max_epochs)
+        # dry_run=False below keeps models.train.resolve from shrinking the trial a second time
+        # (it would override Hyperband's epochs); the tag keeps the dry run visible in the record.
         tags = {**self.base.tags, "study": self.study.name, "trial": trial_id}
+        if self.base.dry_run:
+            tags["dry_run"] = True
         if values.get("tuner/trial_id"):
             tags["parent_trial"] = values["tuner/trial_id"]
         cfg = trial_config(self.base, values, self.family)

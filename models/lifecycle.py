@@ -1,0 +1,366 @@
+"""The life of one run directory, the same for both engines.
+
+:class:`Run` owns everything an engine must not decide on its own: what a
+run writes (``config.json``, ``metrics.json`` through running / stopped /
+failed / completed, ``history.csv``, the evaluation outputs), when it may
+resume, which epoch is best, the learning rate of each epoch and when to
+stop (through :mod:`models.policy`), the checkpoint bookkeeping and every
+log line. The engine supplies framework code only: a :class:`Checkpointer`
+that saves and loads its files, and the epochs and predictions themselves.
+
+Checkpoints (``checkpoints/``): the engine writes its files under names the
+run gives it (``last-e3s0``, ``best-e2``); ``state.json`` then records them,
+relative to ``checkpoints/`` so a copied or moved run resumes. The state
+keeps the two newest "last" checkpoints: a damaged newest one (a node died
+while writing it) falls back to the one before with a warning that names
+the file. Files no entry refers to (older checkpoints, temporaries of a
+killed write) are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from models import policy
+from utils.core.config import RunConfig
+from utils.core.files import atomic_write_text
+from utils.core.preempt import Preempted
+from utils.core.records import RunRecord, append_history, read_history, read_record, write_json, write_record
+from utils.core.runlock import RunLock
+
+__all__ = ["HEARTBEAT_S", "Checkpointer", "NonFiniteLoss", "Run", "Sums"]
+
+STATE_FILE = "state.json"
+STATE_SCHEMA = 2
+KEEP_LAST = 2  # "last" checkpoints kept: the newest and a fallback
+HEARTBEAT_S = 60.0  # a progress line inside epochs that run longer than this
+LOCK_WAIT_S = 30.0  # a requeued job may start while its previous process is still exiting
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or inf; the message gives the epoch, step and learning rate."""
+
+
+class Checkpointer(Protocol):
+    """The engine's checkpoint I/O, called by :class:`Run`.
+
+    ``save(kind, tag)`` writes ``kind`` (``last``: everything a resume needs;
+    ``best``: the weights) under ``checkpoints/<kind>-<tag>...`` and returns
+    the file names (or name prefixes) it wrote, relative to ``checkpoints/``;
+    on a non-writing rank it writes nothing and returns the same names.
+    ``load(kind, files)`` restores them and raises on a damaged file.
+    """
+
+    def save(self, kind: str, tag: str) -> list[str]: ...
+
+    def load(self, kind: str, files: list[str]) -> None: ...
+
+
+@dataclass
+class Sums:
+    """Running sums of a training epoch (checkpointed with a mid-epoch stop)."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    count: int = 0
+    step: int = 0
+
+    def add(self, loss_sum: float, correct: float, count: int) -> None:
+        self.loss += float(loss_sum)
+        self.correct += float(correct)
+        self.count += int(count)
+        self.step += 1
+
+    def means(self) -> tuple[float, float]:
+        n = max(self.count, 1)
+        return self.loss / n, self.correct / n
+
+
+class Run:
+    """One run directory's lifecycle; see the module docstring.
+
+    Args:
+        run_dir: ``<results>/runs/<run_id>``.
+        cfg: the resolved run configuration.
+        framework: ``keras`` or ``torch``.
+        num_classes: the store's class count (a checkpoint for another count is refused).
+        env: what to record about the environment (``utils.core.records.environment``).
+        main: whether this process writes (rank 0 of a distributed run).
+
+    Raises:
+        ValueError: the directory holds a checkpoint and resume is off, or the
+            checkpoint belongs to another model, class count or settings.
+    """
+
+    def __init__(self, run_dir: str | Path, cfg: RunConfig, *, framework: str, num_classes: int, env: dict, main: bool = True):
+        self.dir = Path(run_dir)
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.cfg, self.main, self.num_classes = cfg, main, num_classes
+        self.fingerprint = policy.fingerprint(cfg)
+        self.state = self._read_state()
+        self.entry: dict | None = None  # the checkpoint resumed from
+        self.record = RunRecord(
+            run_id=cfg.run_id or self.dir.name, model=cfg.model.name, framework=framework, config=cfg.to_dict(),
+            env={**env, "num_classes": num_classes}, tags=dict(cfg.tags),
+        )  # fmt: skip
+        self.history: list[policy.EpochResult] = []
+        self.epoch = 0
+        self.stopped_early = False
+        self._best: dict | None = None
+        self._wall0 = 0.0
+        self._t0 = time.monotonic()
+        self._tick = self._t0
+
+    # ------------------------------------------------------------------ state
+
+    def _read_state(self) -> dict | None:
+        path = self.ckpt_dir / STATE_FILE
+        if not path.is_file():
+            return None
+        if not self.cfg.train.resume:
+            raise ValueError(
+                f"{self.dir} already holds a checkpoint and resume is off (--no-resume); "
+                f"delete {self.dir} or pick another --run-id"
+            )
+        try:
+            state = json.loads(path.read_text())
+            entries = state["checkpoints"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{path} is damaged ({type(e).__name__}: {e}); its run cannot resume. Delete {self.dir} to start "
+                f"over, or restore the folder from a backup"
+            ) from None
+        if state.get("schema") != STATE_SCHEMA or not entries:
+            raise ValueError(
+                f"{path} was written by another version of the suite (schema {state.get('schema')!r}, "
+                f"expected {STATE_SCHEMA}); train into a new --run-id"
+            )
+        if state["num_classes"] != self.num_classes:
+            raise ValueError(
+                f"the checkpoint in {self.ckpt_dir} was trained for {state['num_classes']} classes but the store has "
+                f"{self.num_classes}; pick another --run-id, or start a new run from it with --pretrained"
+            )
+        if state["model"] != self.cfg.model.name:
+            raise ValueError(
+                f"{self.dir} holds a {state['model']} run, this command trains {self.cfg.model.name}; "
+                f"pick another --run-id"
+            )
+        diff = policy.fingerprint_diff(state["fingerprint"], self.fingerprint)
+        if diff:
+            raise ValueError(
+                f"{self.dir} was trained with other settings, so it cannot resume with these ({'; '.join(diff)}). "
+                f"Rerun with the original settings (more --epochs is fine), or pick another --run-id"
+            )
+        return state
+
+    def _write_state(self, entry: dict) -> None:
+        entries = [entry] + (self.state or {}).get("checkpoints", [])[: KEEP_LAST - 1]
+        self.state = {"schema": STATE_SCHEMA, "model": self.cfg.model.name, "num_classes": self.num_classes,
+                      "fingerprint": self.fingerprint, "checkpoints": entries}  # fmt: skip
+        if not self.main:
+            return
+        atomic_write_text(self.ckpt_dir / STATE_FILE, json.dumps(self.state, indent=1), fsync=True)
+        self._collect_garbage()
+
+    def _collect_garbage(self) -> None:
+        """Delete checkpoint files no entry refers to (old checkpoints, temporaries of a killed write)."""
+        keep = {STATE_FILE}
+        for e in self.state["checkpoints"]:
+            keep.update(e["files"])
+            keep.update((e.get("best") or {}).get("files", []))
+        for path in self.ckpt_dir.iterdir():
+            if not any(path.name == k or path.name.startswith(k + ".") for k in keep):
+                path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def done(self) -> bool:
+        """The run already completed these epochs (a rerun of a finished job): nothing to do."""
+        path = self.dir / "metrics.json"
+        if self.state is None or not path.is_file():
+            return False
+        try:
+            record = read_record(path)
+        except ValueError:
+            return False
+        newest = self.state["checkpoints"][0]
+        finished = newest["epoch"] >= self.cfg.train.epochs or newest.get("stopped_early")
+        if record.status == "completed" and finished:
+            self.record = record
+            return True
+        return False
+
+    @contextmanager
+    def active(self):
+        """Hold the run while it trains: the run lock, config and record first, failures recorded on the way out.
+
+        The lock (``utils.core.runlock``) tells the report a live "running"
+        record from one whose process was killed; a second process on the
+        same run is refused instead of corrupting it.
+        """
+        if self.main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.dir, wait_s=LOCK_WAIT_S) if self.main else nullcontext():
+            if self.main:
+                write_json(self.dir / "config.json", self.cfg.to_dict())
+            self.save_record("running")
+            try:
+                yield self
+            except Preempted:
+                raise
+            except BaseException as e:
+                error = str(e) if isinstance(e, NonFiniteLoss) else f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+                self.save_record("failed", error)
+                raise
+
+    def resume(self, ckpt: Checkpointer) -> Sums:
+        """Restore the newest loadable checkpoint (if any); returns the partial epoch's sums to continue from."""
+        if self.state is None:
+            return Sums()
+        for i, entry in enumerate(self.state["checkpoints"]):
+            try:
+                ckpt.load("last", entry["files"])
+            except Exception as e:  # noqa: BLE001 - any damage (truncated, empty, unreadable) falls back
+                names = ", ".join(str(self.ckpt_dir / f) for f in entry["files"])
+                rest = self.state["checkpoints"][i + 1 :]
+                if not rest:
+                    raise ValueError(
+                        f"checkpoint {names} is damaged ({type(e).__name__}: {str(e)[:200]}) and no earlier one is "
+                        f"kept; delete {self.dir} to train from scratch, or restore it from a backup"
+                    ) from None
+                self.log(f"warning: checkpoint {names} is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                         f"falling back to the one before it (epoch {rest[0]['epoch'] + 1})")  # fmt: skip
+                continue
+            self.entry = entry
+            # Newer (damaged) entries are dropped: they must not become the fallback.
+            self.state["checkpoints"] = self.state["checkpoints"][i:]
+            break
+        e = self.entry
+        self.epoch, self.stopped_early, self._best, self._wall0 = e["epoch"], bool(e.get("stopped_early")), e.get("best"), e["wall_s"]
+        rows = [r for r in read_history(self.dir) if int(r["epoch"]) <= self.epoch]
+        self.history = [policy.EpochResult.from_row(r) for r in rows]
+        self.record.epochs, self.record.best = self.epoch, self._best_public()
+        self.record.env["resumed_from"] = {"epoch": self.epoch + 1, "step": e["step"], "checkpoint": e["files"][0]}
+        self.log(f"resuming {self.record.run_id} from epoch {self.epoch + 1}, step {e['step']} "
+                 f"(checkpoint {self.ckpt_dir / e['files'][0]})")  # fmt: skip
+        return Sums(**e["sums"]) if e.get("sums") else Sums()
+
+    def epochs(self) -> Iterator[int]:
+        """The 0-based epochs left to run."""
+        if self.stopped_early:
+            return
+        for epoch in range(self.epoch, self.cfg.train.epochs):
+            self._tick = time.monotonic()
+            self._epoch_t0 = self._tick
+            yield epoch
+
+    def lr(self, epoch: int) -> float:
+        return policy.epoch_lr(self.cfg.train, epoch, self.history)
+
+    def step(self, epoch: int, sums: Sums, steps: int, lr: float) -> None:
+        """After each training step: check the loss, and print a heartbeat in long epochs."""
+        if not math.isfinite(sums.loss):
+            raise NonFiniteLoss(
+                f"non-finite training loss ({sums.loss}) at epoch {epoch + 1}, step {sums.step} with learning rate "
+                f"{lr:.3g}; lower --lr, check the data, or turn off --mixed-precision"
+            )
+        now = time.monotonic()
+        if now - self._tick >= HEARTBEAT_S:
+            self._tick = now
+            loss, top1 = sums.means()
+            self.log(f"epoch {epoch + 1}/{self.cfg.train.epochs}  step {sums.step}/{steps}  train loss {loss:.4f} "
+                     f"top1 {top1:.3f}  ({now - self._epoch_t0:.0f} s into the epoch)")  # fmt: skip
+
+    def preempt(self, ckpt: Checkpointer, epoch: int, sums: Sums, signum) -> None:
+        """Checkpoint mid-epoch, record "stopped", raise Preempted."""
+        self._checkpoint(ckpt, epoch, sums)
+        where = f"epoch {epoch + 1}, step {sums.step}"
+        self.save_record("stopped", f"preempted by signal {signum} at {where}")
+        raise Preempted(f"signal {signum} at {where}; resume by rerunning the same command")
+
+    def end_epoch(self, ckpt: Checkpointer, epoch: int, sums: Sums, val: dict, lr: float) -> bool:
+        """Record the epoch, keep the best weights, checkpoint; returns True when training should stop early."""
+        wall = time.monotonic() - self._epoch_t0
+        train_loss, train_top1 = sums.means()
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1,
+               **{f"val_{k}": val[k] for k in ("loss", "top1", "top2", "top5")}, "lr": lr, "wall_s": wall}  # fmt: skip
+        if self.main:
+            append_history(self.dir, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+        result = policy.EpochResult(epoch + 1, val["top1"], val["loss"])
+        best = policy.EpochResult(self._best["epoch"], self._best["val_top1"], self._best["val_loss"]) if self._best else None
+        if policy.is_better(result, best):
+            self._best = {"epoch": epoch + 1, "val_top1": val["top1"], "val_loss": val["loss"],
+                          "files": ckpt.save("best", f"e{epoch + 1}")}  # fmt: skip
+        self.history = self.history[:epoch] + [result]
+        self.stopped_early = policy.should_stop(self.cfg.train, self.history)
+        self._checkpoint(ckpt, epoch + 1, Sums())
+        self.record.epochs, self.record.best = epoch + 1, self._best_public()
+        self.save_record("running")
+        self.log(f"epoch {epoch + 1}/{self.cfg.train.epochs}  train loss {train_loss:.4f} top1 {train_top1:.3f}  "
+                 f"val loss {val['loss']:.4f} top1 {val['top1']:.3f} top5 {val['top5']:.3f}  lr {lr:.3g}  {wall:.1f} s")  # fmt: skip
+        if self.stopped_early:
+            self.log(f"early stop: no gain on val for {self.cfg.train.early_stop} epochs")
+        return self.stopped_early
+
+    def finish(self, ckpt: Checkpointer, predict: Callable[[str], tuple], ids: dict, glosses: list[str]) -> RunRecord:
+        """Evaluate the best-on-val weights on every split, write the outputs, record "completed".
+
+        Args:
+            ckpt: to load the best weights.
+            predict: ``split -> (logits, labels)`` with the current weights.
+            ids: ``split -> video ids`` in the order ``predict`` returns them.
+            glosses: class names.
+        """
+        from models.evaluation import SCORE_SPLITS, write_split
+
+        if self._best:
+            ckpt.load("best", self._best["files"])
+        metrics = {}
+        for split in SCORE_SPLITS:
+            logits, labels = predict(split)
+            if self.main:
+                metrics[split] = write_split(self.dir, split, ids[split], labels, logits, glosses)
+            else:
+                from utils.core.metrics import evaluate_logits
+
+                metrics[split] = evaluate_logits(logits, labels)
+        if math.isnan(metrics["val"]["top1"]):
+            self.log("warning: the val split is empty; the best epoch is arbitrary")
+        self.record.metrics = metrics
+        self.save_record("completed")
+        return self.record
+
+    # ------------------------------------------------------------------ helpers
+
+    def _checkpoint(self, ckpt: Checkpointer, epoch: int, sums: Sums) -> None:
+        files = ckpt.save("last", f"e{epoch}s{sums.step}")
+        entry = {"epoch": epoch, "step": sums.step, "sums": asdict(sums) if sums.step else None, "files": files,
+                 "best": self._best, "wall_s": self.wall_s, "stopped_early": self.stopped_early}  # fmt: skip
+        self._write_state(entry)
+
+    def _best_public(self) -> dict:
+        return {k: v for k, v in (self._best or {}).items() if k != "files"}
+
+    @property
+    def wall_s(self) -> float:
+        """Wall time of the run, summed over resumes."""
+        return round(self._wall0 + time.monotonic() - self._t0, 3)
+
+    def save_record(self, status: str, error: str | None = None) -> None:
+        self.record.status, self.record.error, self.record.wall_s = status, error, self.wall_s
+        if self.main:
+            write_record(self.dir, self.record)
+
+    def log(self, message: str) -> None:
+        if self.main:
+            print(message, file=sys.stdout, flush=True)

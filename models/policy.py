@@ -1,0 +1,203 @@
+"""The training policy both engines obey: every decision that shapes a table's numbers, decided once.
+
+Framework-free on purpose. The Keras and the PyTorch engine only turn these
+numbers into framework calls; neither decides anything here on its own, so a
+MoViNet row and an X3D row of one table were trained and evaluated by the
+same rules. Each rule is pinned by tests over made-up histories
+(``tests/test_policy.py``).
+
+Rules:
+
+- **Best epoch**: the highest val top-1; a tie goes to the lower val loss,
+  then to the earlier epoch. NaN never wins. Selection uses val, never test.
+- **Learning rate** of each epoch, in closed form from the config and the
+  history so far (so a resumed run, also one resumed with more epochs, gets
+  exactly the rate an uninterrupted one would):
+  ``none`` = ``lr``; ``cosine`` = ``lr * (1 + cos(pi * e / epochs)) / 2`` for
+  the 0-based epoch ``e``; ``plateau`` = ``lr`` halved once for every
+  :data:`PLATEAU_PATIENCE` consecutive epochs without a new best: after the
+  3rd such epoch, the next one runs at half.
+- **Early stop**: after ``early_stop`` consecutive epochs without a new best.
+- **Weight decay**: decoupled, ``w -= lr * weight_decay * w`` each step, on
+  kernels only (tensors with >= 2 dimensions; never biases or normalisation
+  parameters), for every optimizer. ``adamw`` is therefore ``adam``.
+- **Optimizers**: the constants below; RMSprop as TensorFlow defines it
+  (epsilon inside the square root), which the PyTorch engine implements
+  (``models/_torch_optim.py``).
+- **Gradient clipping**: ``clipnorm`` clips each gradient tensor's L2 norm
+  (Keras' ``clipnorm``), before weight decay and the update.
+- **Resuming** a run is refused when a setting that shapes the result differs
+  from the checkpoint's (:func:`fingerprint`); more epochs stay allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from utils.core.config import RunConfig, TrainConfig
+
+__all__ = [
+    "FINGERPRINT_EXEMPT",
+    "OPTIMIZERS",
+    "PLATEAU_FACTOR",
+    "PLATEAU_PATIENCE",
+    "EpochResult",
+    "best_epoch",
+    "decays",
+    "epoch_lr",
+    "epochs_without_gain",
+    "fingerprint",
+    "fingerprint_diff",
+    "is_better",
+    "optimizer_settings",
+    "should_stop",
+]
+
+PLATEAU_PATIENCE = 3  # epochs without a new best before the plateau schedule halves the LR
+PLATEAU_FACTOR = 0.5
+
+# The constants of each optimizer, the same for both engines. Adam's epsilon
+# is the paper's; RMSprop's are the MoViNet paper's (and the seed thesis's).
+OPTIMIZERS = {
+    "adam": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8},
+    "adamw": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8},
+    "sgd": {},
+    "rmsprop": {"rho": 0.9, "epsilon": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What the policy needs to know about one finished epoch (1-based ``epoch``)."""
+
+    epoch: int
+    val_top1: float
+    val_loss: float
+
+    @classmethod
+    def from_row(cls, row: dict) -> EpochResult:
+        """From a history.csv row (strings) or an engine's dict."""
+
+        def num(key):
+            try:
+                return float(row.get(key, "nan"))
+            except (TypeError, ValueError):
+                return math.nan
+
+        return cls(int(row["epoch"]), num("val_top1"), num("val_loss"))
+
+
+def _key(r: EpochResult) -> tuple:
+    top1 = r.val_top1 if math.isfinite(r.val_top1) else -math.inf
+    loss = r.val_loss if math.isfinite(r.val_loss) else math.inf
+    return (top1, -loss, -r.epoch)
+
+
+def is_better(candidate: EpochResult, best: EpochResult | None) -> bool:
+    """Whether ``candidate`` replaces ``best``: higher val top-1, then lower val loss; NaN never wins."""
+    if not math.isfinite(candidate.val_top1):
+        return False
+    return best is None or _key(candidate) > _key(best)
+
+
+def best_epoch(history: Sequence[EpochResult]) -> EpochResult | None:
+    """The best epoch of ``history`` (None when no epoch has a finite val top-1)."""
+    best = None
+    for r in history:
+        if is_better(r, best):
+            best = r
+    return best
+
+
+def epochs_without_gain(history: Sequence[EpochResult]) -> int:
+    """Consecutive epochs at the end of ``history`` without a new best."""
+    best, bad = None, 0
+    for r in history:
+        if is_better(r, best):
+            best, bad = r, 0
+        else:
+            bad += 1
+    return bad
+
+
+def epoch_lr(train: TrainConfig, epoch: int, history: Sequence[EpochResult]) -> float:
+    """The learning rate of the 0-based ``epoch``, given the epochs before it.
+
+    Args:
+        train: the run's training settings (``lr``, ``schedule``, ``epochs``).
+        epoch: 0-based epoch about to run.
+        history: the finished epochs before it, in order.
+    """
+    if train.schedule == "cosine":
+        progress = min(epoch, train.epochs) / train.epochs
+        return 0.5 * train.lr * (1.0 + math.cos(math.pi * progress))
+    if train.schedule == "plateau":
+        best, bad, halvings = None, 0, 0
+        for r in history[:epoch]:
+            if is_better(r, best):
+                best, bad = r, 0
+            else:
+                bad += 1
+                if bad % PLATEAU_PATIENCE == 0:
+                    halvings += 1
+        return train.lr * PLATEAU_FACTOR**halvings
+    return train.lr
+
+
+def should_stop(train: TrainConfig, history: Sequence[EpochResult]) -> bool:
+    """Early stop: ``early_stop`` (> 0) consecutive epochs without a new best."""
+    return bool(train.early_stop) and epochs_without_gain(history) >= train.early_stop
+
+
+def decays(shape: Sequence[int]) -> bool:
+    """Whether weight decay applies to a parameter of this shape: kernels (>= 2 dims) only."""
+    return len(tuple(shape)) >= 2
+
+
+def optimizer_settings(train: TrainConfig) -> dict:
+    """The numbers an engine builds its optimizer from: kind, lr, its constants, momentum, decay, clipnorm."""
+    settings = {"kind": "adam" if train.optimizer == "adamw" else train.optimizer, "lr": train.lr,
+                **OPTIMIZERS[train.optimizer], "weight_decay": train.weight_decay, "clipnorm": train.clipnorm}  # fmt: skip
+    if train.optimizer in ("sgd", "rmsprop"):
+        settings["momentum"] = train.momentum
+    return settings
+
+
+# Settings that may differ between a run and its resume without changing
+# what it computes: how long it runs, where it writes, how fast it goes.
+FINGERPRINT_EXEMPT = frozenset(
+    {"run_id", "results", "tags", "dry_run", "train.epochs", "train.resume", "train.compile",
+     "train.channels_last", "data.workers"}
+)  # fmt: skip
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name != "model.options":
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def fingerprint(cfg: RunConfig | dict) -> dict:
+    """The settings that shape a run's result, as flat ``section.key -> value`` (JSON-ready).
+
+    The store is identified by its directory name, so a run moved with its
+    store to another filesystem still resumes.
+    """
+    flat = _flatten(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg)
+    flat = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items() if k not in FINGERPRINT_EXEMPT}
+    if isinstance(flat.get("data.root"), str):
+        flat["data.root"] = flat["data.root"].rstrip("/").rsplit("/", 1)[-1]
+    return flat
+
+
+def fingerprint_diff(saved: dict, current: dict) -> list[str]:
+    """``key: saved -> current`` for every setting that differs (empty when the run may resume)."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}" for k in keys if saved.get(k) != current.get(k)]

@@ -1,0 +1,186 @@
+"""The command line shared by every ``main/train_<family>.py`` (and the training options of tuning).
+
+Options are defined once for both frameworks; a family's builder options
+(``ModelSpec.options``, e.g. MoViNet's ``--stochastic-depth``) become flags
+of its script, read from the registry when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from models.registry import family_models, get_model
+from models.train import run
+from utils.core.config import RunConfig, config_from_dict, load_preset
+from utils.core.preempt import REQUEUE_EXIT_CODE, Preempted
+from utils.core.runlock import RunLockedError
+from wlasl.clip_store import StoreError
+
+__all__ = ["add_model_options", "add_train_args", "config_from_args", "main", "model_name", "train_parser", "variant_names"]
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The training options shared by every family and framework (defaults None = keep config)."""
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="clip store directory (from main/preprocess.py)")
+    g.add_argument("--batch-size", type=int, help="clips per step (default 8)")
+    g.add_argument("--workers", type=int, help="loader workers (default 2)")
+    g.add_argument("--flip", action="store_true", default=None, help="random horizontal flip (off: handedness matters)")
+    g = p.add_argument_group("model")
+    g.add_argument("--frames", type=int, help="frames per clip fed to the model (default: the model's, 20)")
+    g.add_argument("--size", type=int, help="input side in pixels (default: 172 MoViNet, 224 others)")
+    g.add_argument("--dropout", type=float, help="dropout before the classifier (default 0.5)")
+    g.add_argument("--freeze", type=int, help="freeze the first K backbone blocks (default 0)")
+    g.add_argument("--unfreeze-last", type=int, help="train only the last K layers of the backbone (the head always trains)")
+    g.add_argument("--pretrained", help="local backbone checkpoint; the head is new (see README: weights)")
+    g.add_argument("--pretrained-partial", action="store_true", default=None,
+                   help="accept a checkpoint that leaves backbone layers unloaded (recorded in the run record)")  # fmt: skip
+    g = p.add_argument_group("training (one policy for both engines: models/policy.py)")
+    g.add_argument("--epochs", type=int, help="epochs (default 30)")
+    g.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="optimizer (default adam)")
+    g.add_argument("--momentum", type=float, help="momentum of sgd and rmsprop (default 0.9)")
+    g.add_argument("--weight-decay", type=float, help="decoupled weight decay on kernels (default 0)")
+    g.add_argument("--clipnorm", type=float, help="clip each gradient tensor's norm to this (default: off)")
+    g.add_argument("--schedule", choices=["none", "cosine", "plateau"], help="LR schedule (default cosine)")
+    g.add_argument("--early-stop", type=int, help="patience in epochs without val gain (default 0 = off)")
+    g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed precision on GPU")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile (PyTorch) / XLA (Keras)")
+    g.add_argument("--channels-last", action="store_true", default=None, help="PyTorch: channels_last_3d")
+    g.add_argument("--seed", type=int, help="random seed (default 0); part of the run id")
+    g.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="refuse to resume an existing run")
+    g = p.add_argument_group("run")
+    g.add_argument("--config", help="YAML preset (sections model/data/train); options given here override it")
+    g.add_argument("--run-id", help="run directory name (default <model>-<store>-s<seed>, stable across requeues)")
+    g.add_argument("--results", help="results root (default results/)")
+    g.add_argument("--dry-run", action="store_true", default=None, help="a few clips, 2 steps, 1 epoch: check before queueing")
+
+
+_ARG_TO_CONFIG = {
+    "data": ("data", "root"),
+    "batch_size": ("data", "batch_size"),
+    "workers": ("data", "workers"),
+    "flip": ("data", "flip"),
+    "frames": ("model", "frames"),
+    "size": ("model", "size"),
+    "dropout": ("model", "dropout"),
+    "freeze": ("model", "freeze"),
+    "unfreeze_last": ("model", "unfreeze_last"),
+    "pretrained": ("model", "pretrained"),
+    "pretrained_partial": ("model", "pretrained_partial"),
+    "epochs": ("train", "epochs"),
+    "lr": ("train", "lr"),
+    "optimizer": ("train", "optimizer"),
+    "momentum": ("train", "momentum"),
+    "weight_decay": ("train", "weight_decay"),
+    "clipnorm": ("train", "clipnorm"),
+    "schedule": ("train", "schedule"),
+    "early_stop": ("train", "early_stop"),
+    "mixed_precision": ("train", "mixed_precision"),
+    "compile": ("train", "compile"),
+    "channels_last": ("train", "channels_last"),
+    "seed": ("train", "seed"),
+    "resume": ("train", "resume"),
+    "run_id": (None, "run_id"),
+    "results": (None, "results"),
+    "dry_run": (None, "dry_run"),
+}
+
+_OPTION_DEST = "model_option__"  # argparse dest prefix of the family's builder options
+
+
+def add_model_options(p: argparse.ArgumentParser, family: str) -> None:
+    """The family's builder options (``ModelSpec.options``) as flags, e.g. ``--stochastic-depth``."""
+    seen: dict[str, object] = {}
+    for spec in family_models(family):
+        for opt in spec.options:
+            seen.setdefault(opt.name, opt)
+    if not seen:
+        return
+    g = p.add_argument_group(f"{family} builder options (registry: ModelSpec.options)")
+    for name, opt in seen.items():
+        kind = (lambda v: v.lower() in ("1", "true", "yes")) if opt.type is bool else opt.type
+        g.add_argument(f"--{name.replace('_', '-')}", dest=_OPTION_DEST + name, type=kind, choices=opt.choices,
+                       help=f"{opt.help} (default {opt.default})")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace, model_name: str) -> RunConfig:
+    """Code defaults <- YAML preset (--config) <- command-line options."""
+    layered: dict = load_preset(args.config) if getattr(args, "config", None) else {}
+    layered = {k: dict(v) if isinstance(v, dict) else v for k, v in layered.items()}
+    model = layered.setdefault("model", {})
+    if not isinstance(model, dict):
+        raise TypeError(f"{args.config}: section 'model' expected a mapping, received {type(model).__name__}")
+    model["name"] = model_name
+    if getattr(args, "stream", False):
+        model["stream"] = True
+    for arg, (section, key) in _ARG_TO_CONFIG.items():
+        value = getattr(args, arg, None)
+        if value is None:
+            continue
+        if section is None:
+            layered[key] = value
+        else:
+            if not isinstance(layered.setdefault(section, {}), dict):
+                raise TypeError(f"{args.config}: section '{section}' expected a mapping, received {layered[section]!r}")
+            layered[section][key] = value
+    options = {k[len(_OPTION_DEST) :]: v for k, v in vars(args).items() if k.startswith(_OPTION_DEST) and v is not None}
+    if options:
+        model["options"] = {**(model.get("options") or {}), **options}
+    if "root" not in layered.get("data", {}):
+        raise ValueError("--data is required: the clip store made by main/preprocess.py (e.g. data/wlasl100_224)")
+    return config_from_dict(layered, where=getattr(args, "config", None) or "options")
+
+
+def variant_names(family: str) -> dict[str, str]:
+    """``{"a3": "movinet_a3", ...}`` for a family; ``{}`` when it has one model."""
+    return {s.variant: s.name for s in family_models(family) if s.variant}
+
+
+def train_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
+    variants = variant_names(family)
+    p = argparse.ArgumentParser(
+        prog=f"main/train_{family}.py",
+        description=f"Train and evaluate {family} on a clip store; writes results/runs/<run_id>/.",
+        epilog=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if variants:
+        p.add_argument("--variant", choices=list(variants), required=True, help="model variant")
+    if any(s.streaming for s in family_models(family)):
+        p.add_argument("--stream", action="store_true", help="the causal (streaming) variant")
+    add_train_args(p)
+    add_model_options(p, family)
+    return p
+
+
+def model_name(family: str, args: argparse.Namespace) -> str:
+    variants = variant_names(family)
+    return variants[args.variant] if variants else family
+
+
+def main(family: str, argv=None, doc: str = "") -> int:
+    """Parse, build the RunConfig, train, print where the record is."""
+    import models  # noqa: F401  (registers every family)
+
+    args = train_parser(family, doc).parse_args(argv)
+    try:
+        cfg = config_from_args(args, model_name(family, args))
+        get_model(cfg.model.name)
+        record = run(cfg)
+    except Preempted as e:
+        # Checkpoint saved; the SLURM job script requeues on this exit code.
+        print(f"preempted: {e}; checkpoint saved, exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
+    except (StoreError, FileNotFoundError, KeyError, ValueError, TypeError, RunLockedError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+    test = record.metrics.get("test", {})
+    print(
+        f"{record.status}: {record.run_id}  val top1 {record.best.get('val_top1', float('nan')):.4f}  "
+        f"test top1 {test.get('top1', float('nan')):.4f} top2 {test.get('top2', float('nan')):.4f}  "
+        f"({record.wall_s:.1f} s) -> {Path(record.config.get('results', 'results')) / 'runs' / record.run_id}"
+    )
+    return 0 if record.status == "completed" else 1
