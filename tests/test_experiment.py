@@ -243,3 +243,21 @@ def test_demo_lives_where_it_is_told(tmp_path):
     assert plan.exp.results == f"{tmp_path}/d/results" and plan.stores[0].out == f"{tmp_path}/d/data/mini3_64"
     assert plan.stores[0].metadata == f"{tmp_path}/d/raw/WLASL_v0.3.json" and plan.stores[0].synthetic
     assert all(f"--results {tmp_path}/d/results" in " ".join(r.argv) for r in plan.runs)
+
+
+@pytest.mark.parametrize("path", [THESIS, DEMO], ids=lambda p: p.name)
+def test_shipped_experiments_speak_the_real_command_lines(path):
+    """Every command of the shipped files parses with the scripts' own parsers (no unknown option)."""
+    import models  # noqa: F401
+    from main.preprocess import build_parser
+    from utils.train_cli import train_parser
+
+    plan = plan_of(path)
+    for store in plan.stores:
+        args = build_parser().parse_args([*store.argv[2:], "--workers", "1", "--no-progress"])
+        assert str(args.out) == store.out
+    for run in plan.runs:
+        family = run.argv[1].removeprefix("main/train_").removesuffix(".py")
+        args = train_parser(family).parse_args(list(run.argv[2:]))
+        assert (args.run_id, args.seed) == (run.run_id, run.seed)
+        assert args.data == next(s.out for s in plan.stores if s.name == run.store)
