@@ -29,7 +29,7 @@ from wlasl.geometry import resolve_range, sample_indices, square_crop
 from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
 from wlasl.video import DecodeError, decode_frames
 
-__all__ = ["PrepareConfig", "Outcome", "parse_shard", "process_instance", "run_prepare", "assemble"]
+__all__ = ["ClipSkip", "MadeClip", "PrepareConfig", "Outcome", "make_clip", "parse_shard", "process_instance", "run_prepare", "assemble"]
 
 SKIP_REASONS = ("missing", "corrupt", "bbox", "frame_range")
 
@@ -111,17 +111,54 @@ def _clip_paths(out: Path, video_id: str) -> tuple[Path, Path]:
     return out / "clips" / f"{video_id}.npy", out / "rows" / f"{video_id}.json"
 
 
-def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
-    """Make one clip (or say why not). Safe to call again: finished clips are kept."""
-    clip_path, row_path = _clip_paths(cfg.out, inst.video_id)
-    if row_path.is_file() and clip_path.is_file():
-        return Outcome(inst.video_id, "cached")
-    video = cfg.videos / f"{inst.video_id}{cfg.ext}"
-    if not video.is_file():
-        return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
+class ClipSkip(ValueError):
+    """Why an instance gives no clip: ``reason`` is one of SKIP_REASONS, ``detail`` the message."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class MadeClip:
+    """One clip made from a video, and the facts its manifest row records.
+
+    Attributes:
+        clip: uint8 ``(frames, size, size, 3)`` RGB, exactly what the store holds.
+        first: resolved first frame (0-based) of the range.
+        last: resolved last frame (0-based, inclusive).
+        frame_count: frames the file really holds (as far as it decodes).
+        fps: the file's real frame rate.
+        crop: the square ``(x0, y0, x1, y1)`` cut from each frame.
+        decoder: ``opencv`` or ``pyav``.
+        notes: ``short_file``, ``clamped``, ``padded``.
+    """
+
+    clip: np.ndarray
+    first: int
+    last: int
+    frame_count: int
+    fps: float
+    crop: tuple[int, int, int, int]
+    decoder: str
+    notes: tuple[str, ...]
+
+
+def make_clip(video: Path, inst: Instance, cfg: PrepareConfig) -> MadeClip:
+    """Decode, crop, sample and resize one instance's clip (no file written).
+
+    Preprocessing (:func:`process_instance`) and ``main/predict.py`` both call
+    this, so a video given to a trained model is cut exactly like its
+    training clips. Only ``inst.bbox``, ``inst.frame_start``/``frame_end`` and
+    ``cfg.frames``/``size``/``margin`` are read.
+
+    Raises:
+        ClipSkip: the video is missing or undecodable, the bbox lies outside
+            the frame, or the range starts past the end (``reason`` says which).
+    """
     xmin, ymin, xmax, ymax = inst.bbox
     if xmax <= xmin or ymax <= ymin:
-        return Outcome(inst.video_id, "skipped", "bbox", f"zero-area bbox {list(inst.bbox)}")
+        raise ClipSkip("bbox", f"zero-area bbox {list(inst.bbox)}")
 
     def plan(count: int) -> np.ndarray:
         r = resolve_range(inst.frame_start, inst.frame_end, count)
@@ -143,15 +180,15 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
             if decoded.decoded_until < idx.max():
                 raise DecodeError(f"{video}: frames {idx.min()}..{idx.max()} do not decode twice alike")
     except FileNotFoundError as e:
-        return Outcome(inst.video_id, "skipped", "missing", str(e))
+        raise ClipSkip("missing", str(e)) from None
     except DecodeError as e:
-        return Outcome(inst.video_id, "skipped", "corrupt", str(e))
+        raise ClipSkip("corrupt", str(e)) from None
     except ValueError as e:  # from resolve_range: the range starts past the end
-        return Outcome(inst.video_id, "skipped", "frame_range", str(e))
+        raise ClipSkip("frame_range", str(e)) from None
     try:
         x0, y0, x1, y1 = square_crop(inst.bbox, decoded.width, decoded.height, cfg.margin)
     except ValueError as e:
-        return Outcome(inst.video_id, "skipped", "bbox", str(e))
+        raise ClipSkip("bbox", str(e)) from None
 
     if rng.clamped:
         notes.append("clamped")
@@ -164,7 +201,23 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     for t, i in enumerate(idx):
         small = cv2.resize(decoded.frames[int(i)][y0:y1, x0:x1], (cfg.size, cfg.size), interpolation=interp)
         cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=clip[t])
-    atomic_save_npy(clip_path, clip)
+    count = decoded.frame_count if "short_file" not in notes else rng.last + 1
+    return MadeClip(clip, rng.first, rng.last, count, decoded.fps, (x0, y0, x1, y1), decoded.decoder, tuple(notes))
+
+
+def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
+    """Make one clip (or say why not). Safe to call again: finished clips are kept."""
+    clip_path, row_path = _clip_paths(cfg.out, inst.video_id)
+    if row_path.is_file() and clip_path.is_file():
+        return Outcome(inst.video_id, "cached")
+    video = cfg.videos / f"{inst.video_id}{cfg.ext}"
+    if not video.is_file():
+        return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
+    try:
+        made = make_clip(video, inst, cfg)
+    except ClipSkip as e:
+        return Outcome(inst.video_id, "skipped", e.reason, e.detail)
+    atomic_save_npy(clip_path, made.clip)
     row = {
         "video_id": inst.video_id,
         "gloss": inst.gloss,
@@ -172,22 +225,22 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
         "split": inst.split,
         "signer_id": inst.signer_id,
         "source": inst.source,
-        "frame_start": rng.first + 1,
-        "frame_end": rng.last + 1,
-        "frame_count": decoded.frame_count if "short_file" not in notes else rng.last + 1,
+        "frame_start": made.first + 1,
+        "frame_end": made.last + 1,
+        "frame_count": made.frame_count,
         "fps_nominal": inst.fps_nominal,
-        "fps_real": round(decoded.fps, 3),
+        "fps_real": round(made.fps, 3),
         "bbox": " ".join(map(str, inst.bbox)),
-        "crop": f"{x0} {y0} {x1} {y1}",
+        "crop": " ".join(map(str, made.crop)),
         "frames": cfg.frames,
         "size": cfg.size,
-        "decoder": decoded.decoder,
-        "status": "+".join(notes) or "ok",
+        "decoder": made.decoder,
+        "status": "+".join(made.notes) or "ok",
         "path": f"clips/{inst.video_id}.npy",
     }
     # The row lands after the clip: a row on disk means a whole clip on disk.
     atomic_write_text(row_path, json.dumps(row))
-    return Outcome(inst.video_id, "written", notes=tuple(notes))
+    return Outcome(inst.video_id, "written", notes=made.notes)
 
 
 def _select(cfg: PrepareConfig) -> tuple[list[str], list[Instance]]:
