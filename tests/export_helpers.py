@@ -23,15 +23,19 @@ def make_store(root: Path, *, size: int = SIZE, per_gloss: int = 8) -> Path:
 
 
 def train_run(store: Path, results: Path, run_id: str, *, model: str, size: int = SIZE, stream: bool = False,
-              options: dict | None = None, epochs: int = 1, steps: int | None = 2, lr: float = 1e-3) -> Path:  # fmt: skip
-    """Train ``model`` on ``store`` briefly through the real training entry; returns the run directory."""
+              options: dict | None = None, epochs: int = 1, steps: int | None = 2, lr: float = 1e-3,
+              dry_run: bool = False) -> Path:  # fmt: skip
+    """Train ``model`` on ``store`` briefly through the real training entry; returns the run directory.
+
+    ``dry_run`` takes the engines' dry-run path (eager Keras steps: faster than tracing a big graph).
+    """
     from models.train import run
 
     cfg = config_from_dict({
         "model": {"name": model, "frames": FRAMES, "size": size, "dropout": 0.0, "stream": stream, "options": options or {}},
         "data": {"root": str(store), "batch_size": 4, "workers": 0},
         "train": {"epochs": epochs, "steps_per_epoch": steps, "lr": lr, "seed": 0},
-        "results": str(results), "run_id": run_id,
+        "results": str(results), "run_id": run_id, "dry_run": dry_run,
     })  # fmt: skip
     record = run(cfg)
     assert record.status == "completed", record.error

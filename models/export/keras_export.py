@@ -21,9 +21,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from models.export.contract import ExportError
 
-__all__ = ["convert_tflite", "save_savedmodel", "serving_function", "tflite_friendly", "translate_converter_error"]
+__all__ = ["convert_tflite", "float_ops", "save_savedmodel", "serving_function", "tflite_friendly", "translate_converter_error"]
 
 
 def serving_function(model, frames: int, size: int):
@@ -126,9 +128,38 @@ def convert_tflite(concrete, trackable, *, what: str, representative=None) -> by
         conv.inference_input_type = tf.uint8  # the pixels themselves
         conv.inference_output_type = tf.float32  # logits, as the float model gives them
     try:
-        return conv.convert()
+        data = conv.convert()
     except Exception as e:  # ConverterError and friends: the converter's own types vary between TF versions
         raise translate_converter_error(e, what=what, int8=representative is not None) from None
+    if representative is not None:
+        # TFLITE_BUILTINS_INT8 does not make the converter fail on an op without an int8 kernel:
+        # it keeps that op in float32 between QUANTIZE/DEQUANTIZE (I3D's CONV_3D: a "int8" file
+        # as large as the float one). Refuse such a file, naming the ops.
+        left = float_ops(data)
+        if left:
+            named = ", ".join(f"{op} (x{n})" for op, n in sorted(left.items()))
+            raise ExportError(
+                f"{what}: cannot quantise to full-integer int8 TFLite: op(s) {named} have no int8 kernel and "
+                "would stay float32; what works instead: the float32 TFLite export (drop --int8) or --format savedmodel"
+            )
+    return data
+
+
+def float_ops(data: bytes) -> dict[str, int]:
+    """Ops of a TFLite flatbuffer that compute in float32 (not counting the (de)quantise and cast at its edges)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # Without the default XNNPACK delegate, which would fold ops into opaque DELEGATE nodes.
+    interp = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    out: dict[str, int] = {}
+    for op in interp._get_ops_details():  # the public API has no op listing; this one is stable across LiteRT 1.x/2.x
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "CAST"):
+            continue
+        inputs = [tensors[i] for i in op["inputs"] if i >= 0 and i in tensors]
+        if any(t["dtype"] == np.float32 for t in inputs):
+            out[op["op_name"]] = out.get(op["op_name"], 0) + 1
+    return out
 
 
 def save_savedmodel(model, concrete, path: Path) -> None:
