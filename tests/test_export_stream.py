@@ -1,5 +1,7 @@
 """A stream MoViNet run -> clip TFLite + streaming TFLite (one frame + states), checked frame by frame."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from export_helpers import FRAMES, SIZE, make_store, read_export, train_run
@@ -48,3 +50,24 @@ def test_streaming_states_carry_the_past(exported):
     other[:, 0] = 255 - other[:, 0]  # change only the first frame
     assert not np.allclose(list(runner.frames(other))[-1], running[-1])
     np.testing.assert_allclose(runner.logits(clip), open_export(exported).logits(clip), atol=1e-4)
+
+
+def test_predict_stream_prints_the_running_prediction(stream_run, exported, capsys):
+    import csv
+    import json
+
+    from main.predict import main
+    from models.export import predict_video
+
+    store = Path(json.loads((stream_run / "config.json").read_text())["data"]["root"])
+    with (store / "manifest.csv").open(newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["split"] == "test")
+    video = store.parent / "raw" / "videos" / f"{row['video_id']}.mp4"
+    bbox = ",".join(row["bbox"].split())
+    assert main([str(video), "--run", str(stream_run), "--export", "tflite_float32", "--stream", "--bbox", bbox]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:FRAMES]] == [f"frame {t:>3}" for t in range(1, FRAMES + 1)]
+    streamed = predict_video(video, stream_run, export="tflite_float32", stream=True, bbox=[int(v) for v in row["bbox"].split()])
+    whole = predict_video(video, stream_run, export="tflite_float32", bbox=[int(v) for v in row["bbox"].split()])
+    np.testing.assert_allclose(streamed.logits, whole.logits, atol=1e-4)
+    assert streamed.stream[-1]["gloss"] == whole.top[0]["gloss"] and len(streamed.stream) == FRAMES
