@@ -131,3 +131,11 @@ def test_predict_on_a_real_wlasl_clip_matches_evaluating_its_stored_clip(toy, tm
         np.testing.assert_allclose(got["logits"], want, atol=1e-5)
         assert got["top"][0]["label"] == int(np.argmax(want))
         assert got["crop"] == [int(v) for v in row["crop"].split()]
+
+
+def test_exporting_again_replaces_the_export_whole(toy):
+    exports = toy["run"] / "exports"
+    before = (exports / "onnx_float32" / "metrics.json").stat().st_mtime_ns
+    export_run(toy["run"], "onnx", log=lambda _: None)
+    assert (exports / "onnx_float32" / "metrics.json").stat().st_mtime_ns > before
+    assert sorted(p.name for p in exports.iterdir()) == ["onnx_float32"]  # no temp or old folder left
