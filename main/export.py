@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     try:
         out = export_run(args.run_dir, args.format, int8=args.int8, calibration=args.calibration, name=args.name,
                          threads=args.threads, log=lambda line: print(line, file=sys.stderr))  # fmt: skip
-    except (ExportError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ExportError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     m = json.loads((out / "metrics.json").read_text())
     run = m["run"].get("top1")

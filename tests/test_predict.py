@@ -138,4 +138,16 @@ def test_exporting_again_replaces_the_export_whole(toy):
     before = (exports / "onnx_float32" / "metrics.json").stat().st_mtime_ns
     export_run(toy["run"], "onnx", log=lambda _: None)
     assert (exports / "onnx_float32" / "metrics.json").stat().st_mtime_ns > before
-    assert sorted(p.name for p in exports.iterdir()) == ["onnx_float32"]  # no temp or old folder left
+    assert not [p.name for p in exports.iterdir() if p.name.startswith(".")]  # no temp or old folder left
+
+
+def test_export_cli_prints_the_figures_or_one_error_line(toy, capsys):
+    from main.export import main as export_main
+
+    assert export_main([str(toy["run"]), "--format", "onnx", "--name", "cli", "--int8", "--calibration", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(str(toy["run"] / "exports" / "cli")) and "onnx int8" in out and "test top-1" in out
+    assert export_main([str(toy["run"]), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "what works instead: --format onnx" in err[-1]
+    assert not (toy["run"] / "exports" / "tflite_float32").exists()

@@ -28,6 +28,7 @@ __all__ = [
     "CONTRACT_FILE",
     "FORMATS",
     "METRICS_FILE",
+    "StoreClips",
     "ExportError",
     "build_contract",
     "model_input",
@@ -56,8 +57,24 @@ def model_input(clip: np.ndarray, frames: int, size: int) -> np.ndarray:
     return clip_transform(np.asarray(clip), frames, size, rng=None)[None]
 
 
+class StoreClips:
+    """Model inputs of a list of store entries, read when indexed (a WLASL100 test split at 20x224² is ~0.8 GB)."""
+
+    def __init__(self, store: ClipStore, entries, frames: int, size: int):
+        self.store, self.entries, self.frames, self.size = store, list(entries), frames, size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return model_input(self.store.load(self.entries[i]), self.frames, self.size)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 def store_clips(root: str | Path, split: str, *, frames: int, size: int, limit: int | None = None):
-    """``(video_ids, labels, clips)`` of one split of a clip store, each clip a model input ``(1, T, S, S, 3)``.
+    """``(video_ids, labels, clips)`` of one split of a clip store; ``clips[i]`` is a model input ``(1, T, S, S, 3)``.
 
     Raises:
         ExportError: no store at ``root`` (the run's ``data.root``), or the split is empty.
@@ -69,8 +86,7 @@ def store_clips(root: str | Path, split: str, *, frames: int, size: int, limit: 
     entries = store.split(split)[:limit]
     if not entries:
         raise ExportError(f"{store.root} holds no {split} clips; preprocess the run's store again (see its prepare_report.json)")
-    clips = [model_input(store.load(e), frames, size) for e in entries]
-    return [e.video_id for e in entries], np.asarray([e.label for e in entries], np.int64), clips
+    return [e.video_id for e in entries], np.asarray([e.label for e in entries], np.int64), StoreClips(store, entries, frames, size)
 
 
 def store_geometry(root: str | Path) -> dict | None:

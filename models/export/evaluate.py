@@ -37,10 +37,11 @@ def run_figures(run_dir: Path) -> dict:
     return {k: test[k] for k in ("top1", "top2", "n") if k in test}
 
 
-def compare_runners(exported, original, clips: list[np.ndarray], labels: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+def compare_runners(exported, original, clips, labels: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     """Run every clip through both runners; returns (metrics, exported logits, original logits)."""
-    exported.logits(clips[0])  # warm-up: first calls allocate and trace
-    original.logits(clips[0])
+    first = clips[0]
+    exported.logits(first)  # warm-up: first calls allocate and trace
+    original.logits(first)
     ours, theirs, t_ours, t_theirs = [], [], [], []
     for x in clips:
         t0 = time.perf_counter()
@@ -64,7 +65,7 @@ def compare_runners(exported, original, clips: list[np.ndarray], labels: np.ndar
     return metrics, ours, theirs
 
 
-def compare_stream(stream, graph, clips: list[np.ndarray], labels: np.ndarray, clip_logits: np.ndarray) -> dict:
+def compare_stream(stream, graph, clips, labels: np.ndarray, clip_logits: np.ndarray) -> dict:
     """Check a streaming export frame by frame.
 
     Every test clip is fed one frame at a time; the logits after its last
@@ -82,12 +83,13 @@ def compare_stream(stream, graph, clips: list[np.ndarray], labels: np.ndarray, c
             t_frames.append(time.perf_counter() - t0)
         finals.append(logits[0])
     finals = np.asarray(finals, np.float32)
-    per_frame = max(float(np.abs(a - b).max()) for a, b in zip(stream.frames(clips[0]), graph.frames(clips[0])))
+    first = clips[0]
+    per_frame = max(float(np.abs(a - b).max()) for a, b in zip(stream.frames(first), graph.frames(first)))
     return {
         "exported": _figures(finals, labels),
         "agreement_with_clip_model": float((finals.argmax(1) == clip_logits.argmax(1)).mean()),
         "max_abs_logit_diff_vs_clip_model": float(np.abs(finals - clip_logits).max()),
         "max_abs_logit_diff_per_frame_vs_tf_stream": per_frame,
-        "frames_per_clip": int(clips[0].shape[1]),
+        "frames_per_clip": int(first.shape[1]),
         "latency_ms_per_frame": _median_ms(t_frames[1:]),
     }
