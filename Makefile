@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint slurm slurm-check cluster-start cluster-stop clean-demo
+.PHONY: setup demo test bench lint slurm slurm-check cluster-start cluster-stop clean-demo pose-setup
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +15,21 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# The keypoint stage's own environment: MediaPipe 0.10.21 ships the Holistic
+# models in its wheel but needs numpy<2 and protobuf<5, which TensorFlow in
+# .venv cannot share. main/extract_keypoints.py re-runs itself in it.
+POSE_VENV ?= .venv-pose
+POSE_PY := $(POSE_VENV)/bin/python
+POSE_STAMP := $(POSE_VENV)/.installed
+
+$(POSE_STAMP): requirements-pose.txt
+	@test -x $(POSE_PY) || python3 -m venv $(POSE_VENV)
+	@$(POSE_PY) -m pip install -q --upgrade pip
+	@$(POSE_PY) -m pip install -q -r requirements-pose.txt
+	@touch $(POSE_STAMP)
+
+pose-setup: $(POSE_STAMP)
 
 demo: $(STAMP)
 	$(PY) main/demo.py

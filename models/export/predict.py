@@ -186,7 +186,7 @@ def predict_video(video, run_dir, *, export: str | None = None, bbox=None, start
         top=[{"label": int(i), "gloss": glosses[int(i)], "prob": float(probs[i])} for i in order],
         logits=np.asarray(logits, np.float32)[0],
         crop=tuple(int(v) for v in made.crop),
-        frame_range=(made.first + 1, made.last + 1),
+        frame_range=(made.range.first + 1, made.range.last + 1),
         notes=made.notes,
         stream=per_frame,
     )
