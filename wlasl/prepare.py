@@ -27,7 +27,7 @@ from wlasl.metadata import Instance
 from wlasl.stage import Outcome, Stage, item_path, open_out, parse_shard, run_stage, select_instances, summary
 from wlasl.video import DecodeError, decode_frames
 
-__all__ = ["STAGE", "Outcome", "PrepareConfig", "parse_shard", "process_instance", "run_prepare", "summary"]
+__all__ = ["STAGE", "ClipSkip", "MadeClip", "Outcome", "PrepareConfig", "make_clip", "parse_shard", "process_instance", "run_prepare", "summary"]
 
 SKIP_REASONS = ("missing", "corrupt", "bbox", "frame_range", "video_id")
 
@@ -104,8 +104,8 @@ def _item_paths(out: Path, video_id: str) -> tuple[Path, Path]:
     return item_path(out, "clips", video_id, ".npy"), item_path(out, "rows", video_id, ".json")
 
 
-class _Skip(Exception):
-    """Raised inside the decode plan to turn a refusal into a recorded skip."""
+class ClipSkip(Exception):
+    """Why an instance gives no clip: ``reason`` is one of SKIP_REASONS, ``detail`` the message."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
@@ -117,28 +117,48 @@ def _plan(inst: Instance, cfg: PrepareConfig, count: int) -> tuple[FrameRange, n
     try:
         rng = resolve_range(inst.frame_start, inst.frame_end, count)
     except ValueError as e:  # the range starts past the end
-        raise _Skip("frame_range", str(e)) from None
+        raise ClipSkip("frame_range", str(e)) from None
     idx, fell_back = step_indices(rng.first, rng.last, cfg.frames, cfg.frame_step)
     return rng, idx, fell_back
 
 
-def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
-    """Make one clip (or say why not). Safe to call again: finished clips are kept."""
-    try:
-        clip_path, row_path = _item_paths(cfg.out, inst.video_id)
-    except ValueError as e:  # the metadata check catches these first; this is the last line of defence
-        return Outcome(inst.video_id, "skipped", "video_id", str(e))
-    if row_path.is_file() and clip_path.is_file():
-        return Outcome(inst.video_id, "cached")
-    video = cfg.videos / f"{inst.video_id}{cfg.ext}"
-    if not video.is_file():
-        return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
+@dataclass(frozen=True)
+class MadeClip:
+    """One clip cut from a video (:func:`make_clip`), and the facts its manifest row records.
+
+    Attributes:
+        clip: uint8 ``(frames, size, size, 3)`` RGB, exactly what the store holds.
+        range: the resolved frame range sampled from.
+        crop: the square ``(x0, y0, x1, y1)`` cut from each frame.
+        decoded: the decoder's result (frame count, fps, decoder, timings).
+        notes: ``short_file``, ``clamped``, ``padded``, ``step_fallback``.
+    """
+
+    clip: np.ndarray
+    range: FrameRange
+    crop: tuple[int, int, int, int]
+    decoded: object
+    notes: tuple[str, ...]
+
+
+def make_clip(video: Path, inst: Instance, cfg: PrepareConfig) -> MadeClip:
+    """Decode, crop, sample and resize one instance's clip (no file written).
+
+    Preprocessing (:func:`process_instance`) and ``main/predict.py`` both call
+    this, so a raw video given to a trained model is cut exactly like its
+    training clips. Reads ``inst.bbox``, ``inst.frame_start``/``frame_end``
+    and ``cfg.frames``/``frame_step``/``size``/``margin``/``decode_threads``.
+
+    Raises:
+        ClipSkip: the video is missing or undecodable, the bbox lies outside
+            the frame, or the range starts past the end (``reason`` says which).
+    """
 
     def crop(width: int, height: int):
         try:
             return square_crop(inst.bbox, width, height, cfg.margin)
         except ValueError as e:
-            raise _Skip("bbox", str(e)) from None
+            raise ClipSkip("bbox", str(e)) from None
 
     notes: list[str] = []
     try:
@@ -159,25 +179,41 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
             decoded = replace(
                 again, decode_s=decoded.decode_s + again.decode_s, scale_s=decoded.scale_s + again.scale_s
             )
-    except _Skip as e:
-        return Outcome(inst.video_id, "skipped", e.reason, e.detail)
     except FileNotFoundError as e:
-        return Outcome(inst.video_id, "skipped", "missing", str(e))
+        raise ClipSkip("missing", str(e)) from None
     except DecodeError as e:
-        return Outcome(inst.video_id, "skipped", "corrupt", str(e))
-    x0, y0, x1, y1 = square_crop(inst.bbox, decoded.width, decoded.height, cfg.margin)
-
+        raise ClipSkip("corrupt", str(e)) from None
+    box = square_crop(inst.bbox, decoded.width, decoded.height, cfg.margin)
     if rng.clamped:
         notes.append("clamped")
     if rng.length < cfg.frames:
         notes.append("padded")
     if fell_back:
         notes.append("step_fallback")
-    t0 = time.process_time()
     # Repeated indices (padding) repeat the frame; the decoder returned RGB
     # crops already at size x size.
     clip = np.stack([decoded.frames[int(i)] for i in idx])
-    atomic_save_npy(clip_path, clip)
+    return MadeClip(clip, rng, box, decoded, tuple(notes))
+
+
+def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
+    """Make one clip (or say why not). Safe to call again: finished clips are kept."""
+    try:
+        clip_path, row_path = _item_paths(cfg.out, inst.video_id)
+    except ValueError as e:  # the metadata check catches these first; this is the last line of defence
+        return Outcome(inst.video_id, "skipped", "video_id", str(e))
+    if row_path.is_file() and clip_path.is_file():
+        return Outcome(inst.video_id, "cached")
+    video = cfg.videos / f"{inst.video_id}{cfg.ext}"
+    if not video.is_file():
+        return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
+    try:
+        made = make_clip(video, inst, cfg)
+    except ClipSkip as e:
+        return Outcome(inst.video_id, "skipped", e.reason, e.detail)
+    rng, decoded, notes = made.range, made.decoded, made.notes
+    t0 = time.process_time()
+    atomic_save_npy(clip_path, made.clip)
     row = {
         "video_id": inst.video_id,
         "gloss": inst.gloss,
@@ -191,7 +227,7 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
         "fps_nominal": inst.fps_nominal,
         "fps_real": round(decoded.fps, 3),
         "bbox": " ".join(map(str, inst.bbox)),
-        "crop": f"{x0} {y0} {x1} {y1}",
+        "crop": " ".join(map(str, made.crop)),
         "frames": cfg.frames,
         "frame_step": cfg.frame_step,
         "size": cfg.size,
@@ -202,7 +238,7 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     # The row lands after the clip: a row on disk means a whole clip on disk.
     atomic_write_text(row_path, json.dumps(row))
     cpu_s = {"decode": decoded.decode_s, "scale": decoded.scale_s, "write": time.process_time() - t0}
-    return Outcome(inst.video_id, "written", notes=tuple(notes), cpu_s={k: round(v, 5) for k, v in cpu_s.items()})
+    return Outcome(inst.video_id, "written", notes=notes, cpu_s={k: round(v, 5) for k, v in cpu_s.items()})
 
 
 def _store_meta(cfg: PrepareConfig, glosses: list[str]) -> dict:
