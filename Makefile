@@ -35,7 +35,8 @@ pose-setup: $(POSE_STAMP)
 demo: $(STAMP)
 	$(PY) main/experiment.py run experiments/demo.yaml --local
 
-test: $(STAMP)
+# The whole suite, in random order (pytest-randomly); both environments first.
+test: $(STAMP) $(POSE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

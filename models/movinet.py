@@ -163,11 +163,11 @@ def build_movinet(
     model = _uint8_model(tf_keras)(
         backbone, head, mean=mean, std=std, name=f"movinet_{model_id}{'_stream' if stream else ''}"
     )
-    # The backbone is a functional model, built with its input spec; the head
-    # is built from the backbone's known head shape. A symbolic pass over the
-    # whole model (model.build) would trace the backbone once more, about half
-    # of the build time of every MoViNet.
-    head.build(backbone.output_shape[0]["head"])
+    # The backbone is a functional model, built with its input spec; one
+    # symbolic call of the head on the backbone's known head shape creates the
+    # head's variables. A symbolic pass over the whole model (model.build)
+    # would trace the backbone once more: about half of every MoViNet's build.
+    head(tf_keras.Input(shape=backbone.output_shape[0]["head"][1:]))
     model.built = True
     # Past Keras' attribute tracking: a dict would become a tracked _DictWrapper (a checkpoint dependency, not JSON).
     object.__setattr__(model, "pretrained_report", report)
