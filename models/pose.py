@@ -166,8 +166,10 @@ def build_pose_transformer(
     attends to the encoded frames (without self-attention), then a linear
     classifier. Unlike SPOTER, whose width is its input (54 joints x 2 =
     108), the 301 per-frame features here are first projected to ``dim``;
-    and the normalisation is the shoulders' (SPOTER normalises body and
-    hands separately).
+    the encoder layers are pre-norm (they train without a learning-rate
+    warm-up, which the suite's policy does not have; see
+    :class:`models._torch_pose.PoseTransformer`); and the normalisation is
+    the shoulders' (SPOTER normalises body and hands separately).
 
     Args:
         num_classes: output classes.
