@@ -31,8 +31,9 @@ $(POSE_STAMP): requirements-pose.txt
 
 pose-setup: $(POSE_STAMP)
 
+# experiments/demo.yaml run here in order: synthetic mini-WLASL -> store -> two tiny models -> table.
 demo: $(STAMP)
-	$(PY) main/demo.py
+	$(PY) main/experiment.py run experiments/demo.yaml --local
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -47,7 +48,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) main/make_slurm.py --check
 
-# Regenerate slurm/*.slurm from slurm/cluster.toml (commit the result).
+# Regenerate slurm/*.slurm from slurm/cluster.toml and slurm/local/*.slurm from slurm/local.toml (commit them).
 slurm: $(STAMP)
 	$(PY) main/make_slurm.py
 

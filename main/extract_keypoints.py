@@ -2,8 +2,8 @@
 
 Examples:
     # WLASL100 (the official split), every frame of each sign up to 200
-    python main/extract_keypoints.py --metadata WLASL_v0.3.json --nslt nslt_100.json \\
-        --videos raw/ --out data/wlasl100_pose --workers 4
+    python main/extract_keypoints.py --metadata raw/WLASL_v0.3.json --nslt raw/nslt_100.json \\
+        --videos raw/videos --out data/wlasl100_pose --workers 4
     # shard 2 of 8 by hand (inside a SLURM job array it is automatic)
     python main/extract_keypoints.py ... --shard 2/8
 

@@ -2,11 +2,11 @@
 
 Examples:
     # WLASL100 at 224² for I3D / S3D / X3D
-    python main/preprocess.py --metadata WLASL_v0.3.json --videos raw/ \\
+    python main/preprocess.py --metadata raw/WLASL_v0.3.json --videos raw/videos \\
         --subset 100 --frames 20 --size 224 --out data/wlasl100_224
     # the same split from the official nslt file, at 172² for MoViNet
-    python main/preprocess.py --metadata WLASL_v0.3.json --nslt nslt_100.json \\
-        --videos raw/ --frames 20 --size 172 --out data/wlasl100_172
+    python main/preprocess.py --metadata raw/WLASL_v0.3.json --nslt raw/nslt_100.json \\
+        --videos raw/videos --frames 20 --size 172 --out data/wlasl100_172
     # the seed thesis's sampling: 20 frames, every 2nd frame, centred in the sign
     python main/preprocess.py ... --frames 20 --frame-step 2 --size 172 --out data/wlasl100_172_s2
     # shard 2 of 8 by hand (inside a SLURM job array it is automatic)

@@ -45,7 +45,7 @@ from utils.reporting.tables import (  # noqa: E402
     summarise,
 )
 
-__all__ = ["Report", "build_report", "demo_stage", "main", "write_outputs"]
+__all__ = ["Report", "build_report", "main", "write_outputs"]
 
 FORMATS = ("md", "csv", "tex")
 # Shipped with the suite; a results root of its own (a demo, a cluster scratch
@@ -285,23 +285,6 @@ def main(argv=None) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def demo_stage(root: str | Path, *, plots: bool = True) -> Report:
-    """The last stage of ``make demo``: print the table of the demo's runs (``<root>/results``).
-
-    Dry runs are averaged in (the demo's runs are tiny anyway); tables and
-    plots go to ``<root>/results/tables`` and ``<root>/results/plots``.
-    """
-    results = Path(root) / "results"
-    report = build_report(results, include_dry_runs=True)
-    write_outputs(report, results / "tables", results / "plots" if plots else None)
-    print(report.table("md"), end="")
-    remarks = report.remarks()
-    if remarks:
-        print(f"\n{remarks}", end="")
-    print(f"tables: {results / 'tables'}" + (f", plots: {results / 'plots'}" if plots else ""))
-    return report
 
 
 if __name__ == "__main__":

@@ -71,11 +71,11 @@ def make_store_hint(root: str | Path) -> str:
     if m:
         subset, size = m.groups()
         return (
-            f"Make it with: python main/preprocess.py --metadata WLASL_v0.3.json --videos raw/ "
+            f"Make it with: python main/preprocess.py --metadata raw/WLASL_v0.3.json --videos raw/videos "
             f"--subset {subset} --frames 20 --size {size} --out {root}"
         )
     return (
-        f"Make it with: python main/preprocess.py --metadata WLASL_v0.3.json --videos raw/ --subset N "
+        f"Make it with: python main/preprocess.py --metadata raw/WLASL_v0.3.json --videos raw/videos --subset N "
         f"--frames 20 --size SIZE --out {root} (N: 100, 300, 1000 or 2000; SIZE: the model's input side, "
         "172 for MoViNet, 224 for I3D, S3D and X3D)"
     )

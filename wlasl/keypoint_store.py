@@ -141,7 +141,7 @@ class KeypointStore:
         if missing:
             raise StoreError(
                 f"no keypoint store at {self.root} (missing {', '.join(missing)}). Make it with: "
-                f"python main/extract_keypoints.py --metadata WLASL_v0.3.json --videos raw/ --subset N --out {self.root}"
+                f"python main/extract_keypoints.py --metadata raw/WLASL_v0.3.json --videos raw/videos --subset N --out {self.root}"
             )
         self.meta = json.loads((self.root / "store.json").read_text())
         if self.meta.get("num_keypoints") != NUM_KEYPOINTS:
