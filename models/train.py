@@ -1,7 +1,8 @@
-"""Train one configuration: ``run(cfg)`` wires the registry, the clip store, the loaders and the engine.
+"""Train one configuration: ``run(cfg)`` wires the registry, the store, the loaders and the engine.
 
-``run(cfg)`` opens the clip store, builds the registered model, makes the
-framework's loaders and hands them to the framework's engine, whose
+``run(cfg)`` opens the store the model reads (``ModelSpec.input``: a clip
+store or a keypoint store, see :data:`INPUTS`), builds the registered model,
+makes the loaders and hands them to the framework's engine, whose
 ``fit(model, loaders, cfg, run_dir) -> RunRecord`` does the rest. The
 command-line options live in ``utils/train_cli.py`` (the application layer).
 """
@@ -10,18 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
+from pathlib import Path
 
 from models.registry import ModelSpec, get_model
 from utils.core.config import RunConfig
 from utils.core.records import RunRecord, make_run_id
-from wlasl.clip_store import ClipStore, StoreError
+from wlasl.clip_store import StoreError
 
-__all__ = ["DRY_RUN", "ENGINES", "LOADERS", "build_model", "engine_of", "resolve", "run"]
+__all__ = ["DRY_RUN", "ENGINES", "INPUTS", "LOADERS", "build_model", "engine_of", "loaders_of", "open_store", "resolve", "run"]
 
 # Engines and loaders per framework, imported on demand so a PyTorch run
 # never pays TensorFlow's import (and vice versa).
 ENGINES = {"keras": "models.engine_keras", "torch": "models.engine_torch"}
 LOADERS = {"keras": "wlasl.loader_tf", "torch": "wlasl.loader_torch"}
+
+# What each model input (ModelSpec.input) reads: the store class ("module:Class"),
+# its loaders per framework, and whether the store fixes a clip length the model
+# must not exceed (clip stores do; keypoint clips are resampled to any length).
+INPUTS = {
+    "clip": {"store": "wlasl.clip_store:ClipStore", "loaders": LOADERS, "fixed_frames": True},
+    "keypoints": {"store": "wlasl.keypoint_store:KeypointStore", "loaders": {"torch": "wlasl.loader_pose"},
+                  "fixed_frames": False},
+}  # fmt: skip
 
 # What --dry-run means: enough to exercise every stage, on CPU, in seconds.
 DRY_RUN = {"epochs": 1, "steps_per_epoch": 2, "max_clips": 8}
@@ -62,6 +74,48 @@ def engine_of(spec: ModelSpec):
     return importlib.import_module(ENGINES[spec.framework])
 
 
+def open_store(spec: ModelSpec, root, frames: int | None = None):
+    """The store ``spec`` reads at ``root``, checked (labels vs classes; clip length when the store fixes one).
+
+    Raises:
+        StoreError: no such store, a store of the other kind, labels that disagree,
+            or fewer stored frames than ``frames``; the message says how to make the right one.
+    """
+    found = _store_kind(root)
+    if found is not None and found != spec.input:
+        raise StoreError(
+            f"{root} is a {found} store but {spec.name} reads {spec.input}; pass --data with a {spec.input} store "
+            f"(the suite names it data/{spec.store_name('<N>')} for WLASL<N>)"
+        )
+    table = INPUTS[spec.input]
+    module, _, name = table["store"].partition(":")
+    store = getattr(importlib.import_module(module), name)(root)
+    if table["fixed_frames"] and frames is not None:
+        store.check_frames(frames)
+    return store
+
+
+def _store_kind(root) -> str | None:
+    """``clip`` or ``keypoints`` as the store's store.json says (clip stores carry no kind); None when unreadable."""
+    try:
+        meta = json.loads((Path(root) / "store.json").read_text())
+    except (OSError, ValueError):
+        return None  # the store class names what is missing or broken
+    return str(meta.get("kind", "clip")) if isinstance(meta, dict) else None
+
+
+def loaders_of(spec: ModelSpec):
+    """The loader module for ``spec``'s input and framework (imported on demand).
+
+    Raises:
+        ValueError: no loader feeds this input to this framework.
+    """
+    loaders = INPUTS[spec.input]["loaders"]
+    if spec.framework not in loaders:
+        raise ValueError(f"{spec.name}: no {spec.framework} loader for {spec.input} input; frameworks with one: {sorted(loaders)}")
+    return importlib.import_module(loaders[spec.framework])
+
+
 def build_model(cfg: RunConfig, num_classes: int, spec: ModelSpec | None = None):
     """The registered model of a resolved ``cfg``, built in its engine's scope (seed, precision, strategy)."""
     spec = spec or get_model(cfg.model.name)
@@ -88,20 +142,19 @@ def run(cfg: RunConfig) -> RunRecord:
     """Train and evaluate one model; returns (and writes) its run record.
 
     Raises:
-        StoreError: no clip store, or it stores fewer frames than the model takes.
+        StoreError: no store of the model's input kind, or a clip store with fewer frames than the model takes.
         KeyError: unknown model name.
     """
     spec = get_model(cfg.model.name)
     cfg = resolve(cfg, spec)
-    store = ClipStore(cfg.data.root)
-    store.check_frames(cfg.model.frames)
+    store = open_store(spec, cfg.data.root, cfg.model.frames)
     if not store.split("train"):
-        raise StoreError(f"{store.root} holds no training clips; check prepare_report.json there")
+        raise StoreError(f"{store.root} holds no training clips; check its report (prepare_report.json / keypoints_report.json)")
     engine = engine_of(spec)
     # An engine may need to set the process up before the loaders touch its framework.
     prepare = getattr(engine, "prepare_process", None)
     if prepare:
         prepare(cfg)
-    loaders = importlib.import_module(LOADERS[spec.framework]).make_loaders(store, cfg)
+    loaders = loaders_of(spec).make_loaders(store, cfg)
     model = build_model(cfg, store.num_classes, spec)
     return engine.fit(model, loaders, cfg, cfg.run_dir)

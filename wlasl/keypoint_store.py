@@ -160,7 +160,13 @@ class KeypointStore:
             )
         self.entries = []
         for k, r in enumerate(self.rows, start=2):
-            label = int(r["label"])
+            try:
+                label, signer, width, height = (int(r[c]) for c in ("label", "signer_id", "width", "height"))
+            except (KeyError, TypeError, ValueError):
+                raise StoreError(
+                    f"{self.root / 'manifest.csv'}: line {k} (video_id {r.get('video_id')}): label, signer_id, width "
+                    f"and height expected integers, received {[r.get(c) for c in ('label', 'signer_id', 'width', 'height')]}; {fix}"
+                ) from None
             if not 0 <= label < len(self.labels) or r["gloss"] != self.labels[label]:
                 raise StoreError(
                     f"{self.root / 'manifest.csv'}: line {k} (video_id {r['video_id']}): label {label} / gloss "
@@ -169,8 +175,7 @@ class KeypointStore:
             self.entries.append(
                 KeypointEntry(
                     video_id=r["video_id"], label=label, gloss=r["gloss"], split=r["split"],
-                    path=self.root / r["path"], signer_id=int(r["signer_id"]),
-                    width=int(r["width"]), height=int(r["height"]),
+                    path=self.root / r["path"], signer_id=signer, width=width, height=height,
                 )
             )
 

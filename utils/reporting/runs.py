@@ -51,7 +51,13 @@ def model_sort_key(model: str) -> tuple[int, str]:
 
 
 def display_name(model: str) -> str:
-    """The registry's display name (``movinet_a3`` -> ``MoViNet-A3``); an unknown model keeps its name."""
+    """The registry's display name (``movinet_a3`` -> ``MoViNet-A3``); an unknown model keeps its name.
+
+    An ensemble's model is its members' joined with ``+`` (models/ensemble.py):
+    ``x3d_s+pose_lstm`` -> ``Ensemble: X3D-S + Pose-LSTM``.
+    """
+    if "+" in model:
+        return "Ensemble: " + " + ".join(display_name(m) for m in model.split("+"))
     try:
         return get_model(model).display
     except KeyError:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from models.registry import family_models, get_model
+from models.train import open_store
 from utils.core.config import RunConfig
 from utils.core.preempt import REQUEUE_EXIT_CODE
 from utils.train_cli import add_model_options, add_train_args, config_from_args, variant_names
@@ -30,7 +31,7 @@ from utils.tuning.study import (
     save_best,
     study_name,
 )
-from wlasl.clip_store import ClipStore, StoreError
+from wlasl.clip_store import StoreError
 
 __all__ = ["main", "tune", "tune_parser"]
 
@@ -100,9 +101,8 @@ def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
 
 def _check_store(base: RunConfig, model_names: list[str]) -> None:
     """Fail before the search, not in every trial: the store exists and is long enough."""
-    store = ClipStore(base.data.root)
-    for name in model_names:
-        store.check_frames(base.model.frames or get_model(name).frames)
+    for name in model_names:  # the store kind each model reads (clip or keypoint store), checked as training does
+        store = open_store(get_model(name), base.data.root, base.model.frames or get_model(name).frames)
     if not store.split("train") or not store.split("val"):
         raise StoreError(f"{store.root} needs train and val clips to tune (val picks the trials); see prepare_report.json")
 
