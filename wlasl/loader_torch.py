@@ -1,15 +1,22 @@
-"""PyTorch loaders over the memory-mapped clip store.
+"""PyTorch loaders over the clip store: whole uint8 batches from the host, augmentation on the device.
 
-Each sample is read through a memory map (only the frames of the temporal
-window are touched) and cut by :func:`wlasl.transforms.clip_transform`, the
-augmentation the tf.data loader shares. Batches stay uint8; the model
-converts and normalises on its device.
+A worker builds a whole batch at a time (:class:`wlasl.batches.BatchReader`:
+one read per clip straight into the batch buffer, which in a worker
+process lives in shared memory, so handing it over copies nothing). A
+training batch is ``(inputs, labels)`` with ``inputs`` a dict: uint8
+``clips`` (the stored frames of each clip's window), ``index`` (each clip's
+position in ``Loaders.ids["train"]``) and the sampling ``taps`` / ``weights``
+of its random view. The engine moves it to the model's device and cuts the
+views there with ``Loaders.augment`` (:func:`wlasl.augment.augment_torch`).
+Evaluation batches are plain ``(uint8 clips, labels)``, centre view.
 
-Augmentation is fresh every epoch yet reproducible: a sample's generator is
-seeded from ``(seed, epoch, index)``, and the epoch travels with the index
-(the sampler yields ``(index, epoch)``), so persistent worker processes need
-no epoch broadcast. The sampler also shards for DistributedDataParallel and
-can start mid-epoch, which is how a preempted run resumes exactly.
+Augmentation is fresh every epoch yet reproducible: a clip's view is drawn
+from ``(seed, epoch, index)``, and the epoch travels with the index (the
+sampler yields ``(index, epoch)``), so persistent worker processes need no
+epoch broadcast. The sampler also shards for DistributedDataParallel and
+can start mid-epoch, which is how a preempted run resumes exactly. With
+CUDA, batches are pinned (DataLoader ``pin_memory``) so the engine's
+non-blocking copy overlaps the step.
 """
 
 from __future__ import annotations
@@ -20,58 +27,64 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.core.config import RunConfig
 from utils.core.distenv import dist_env
+from wlasl.augment import augment_torch
+from wlasl.batches import BatchReader
 from wlasl.clip_store import ClipEntry, ClipStore, StoreError
-from wlasl.transforms import Loaders, clip_transform
+from wlasl.transforms import Loaders
 
-__all__ = ["ClipDataset", "EpochSampler", "limit_clips", "make_loaders"]
+__all__ = ["ClipBatches", "EpochSampler", "limit_clips", "make_loaders"]
 
 
-class ClipDataset(Dataset):
-    """Clips of one split as ``(uint8 (frames, size, size, 3), label)``.
+def _as_is(batch):
+    """collate_fn: the dataset already returns whole batches."""
+    return batch
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array)
+
+
+class ClipBatches(Dataset):
+    """One split's clips, served a batch at a time (``__getitems__``).
 
     Args:
-        store: the clip store.
-        entries: the clips (one split, maybe limited).
-        frames: frames the model takes.
-        size: input side.
-        train: random window / crop / flip (seeded per epoch and clip) vs the centre view.
-        seed: run seed.
-        crop_scale: area share range of the random resized crop.
-        flip: random horizontal flip.
+        reader: the split's :class:`wlasl.batches.BatchReader`.
+        train: training batches (random views, taps for the device) vs the centre view.
     """
 
-    def __init__(
-        self,
-        store: ClipStore,
-        entries: list[ClipEntry],
-        *,
-        frames: int,
-        size: int,
-        train: bool,
-        seed: int = 0,
-        crop_scale=(0.7, 1.0),
-        flip: bool = False,
-    ):
-        self.store, self.entries = store, list(entries)
-        self.frames, self.size, self.train = frames, size, train
-        self.seed, self.crop_scale, self.flip = seed, tuple(crop_scale), flip
+    def __init__(self, reader: BatchReader, *, train: bool):
+        self.reader, self.train = reader, train
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.reader)
+
+    def _out(self, n: int) -> np.ndarray | None:
+        """The batch buffer: in shared memory inside a worker process (sent without a copy)."""
+        if torch.utils.data.get_worker_info() is None:
+            return None  # the reader allocates (reused heap memory, no page faults)
+        r = self.reader
+        hw = r.stored[1:] if self.train else (r.size, r.size)
+        shape = (n, r.frames, *hw, 3)
+        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+        return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape).numpy()
+
+    def __getitems__(self, items: list) -> tuple:
+        """Items are ``(index, epoch)`` pairs (training) or indices; returns one batch."""
+        pairs = [item if isinstance(item, tuple) else (item, 0) for item in items]
+        indices = [i for i, _ in pairs]
+        out = self._out(len(pairs))
+        if not self.train:
+            clips, labels = self.reader.eval_batch(indices, out)
+            return _tensor(clips), _tensor(labels)
+        epochs = {e for _, e in pairs}
+        if len(epochs) != 1:
+            raise ValueError(f"a batch mixes epochs {sorted(epochs)}; the sampler yields one epoch per pass")
+        inputs, labels = self.reader.train_batch(indices, epochs.pop(), out)
+        return {k: _tensor(v) for k, v in inputs.items()}, _tensor(labels)
 
     def __getitem__(self, item):
-        index, epoch = item if isinstance(item, tuple) else (item, 0)
-        entry = self.entries[index]
-        clip = self.store.load(entry)  # memory map: pages are read on touch
-        if clip.shape[0] < self.frames:
-            raise StoreError(
-                f"{entry.path} holds {clip.shape[0]} frames, the model takes {self.frames}; preprocess again"
-            )
-        rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
-        out = clip_transform(clip, self.frames, self.size, rng, crop_scale=self.crop_scale, flip=self.flip)
-        if not out.flags.writeable:  # an uncropped centre view is still a view of the memory map
-            out = out.copy()
-        return torch.from_numpy(out), entry.label
+        """One clip as a batch of one (the DataLoader uses ``__getitems__``)."""
+        return self.__getitems__([item])
 
 
 class EpochSampler(Sampler):
@@ -142,24 +155,25 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
     common = {
         "batch_size": d.batch_size,
         "num_workers": d.workers,
+        "collate_fn": _as_is,
         "pin_memory": torch.cuda.is_available(),
         "persistent_workers": d.workers > 0,
         # Its own generator: DataLoader would otherwise draw worker seeds from
         # the global torch RNG, shifting dropout between a run and its resume.
         "generator": torch.Generator().manual_seed(seed),
     }
-    train_set = ClipDataset(
-        store, splits["train"], frames=frames, size=size, train=True, seed=seed, crop_scale=d.crop_scale, flip=d.flip
-    )
+
+    def reader(split, **kw):
+        return BatchReader(store, splits[split], frames=frames, size=size, **kw)
+
+    train_set = ClipBatches(reader("train", seed=seed, crop_scale=d.crop_scale, flip=d.flip), train=True)
     sampler = EpochSampler(
         len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world, max_steps=cfg.train.steps_per_epoch
     )
     train = DataLoader(train_set, sampler=sampler, drop_last=True, **common)
 
     def evaluation(split):
-        return DataLoader(
-            ClipDataset(store, splits[split], frames=frames, size=size, train=False), shuffle=False, **common
-        )
+        return DataLoader(ClipBatches(reader(split), train=False), shuffle=False, **common)
 
     return Loaders(
         train=train,
@@ -170,4 +184,5 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
         num_classes=store.num_classes,
         glosses=list(store.labels),
         train_size=len(train_set),
+        augment=augment_torch,
     )
