@@ -201,12 +201,19 @@ def _augment_rate(framework, store, store_dir, frames, size, batch, seconds, rep
 
 def child(framework: str, store_dir: str, frames: int, size: int, batch: int, seconds: float, repeats: int) -> dict:
     """All figures of one framework (runs in a fresh process)."""
+    import cv2
+
     from wlasl.clip_store import ClipStore
 
+    cv2.setNumThreads(1)  # every CPU figure is per core (the ops' thread pools too, below)
     if framework == "tf":
-        from utils.core.tf_env import tf  # noqa: F401  (import cost outside the timings)
+        from utils.core.tf_env import tf  # import cost outside the timings
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
     else:
-        import torch  # noqa: F401
+        import torch
+
+        torch.set_num_threads(1)
     store = ClipStore(store_dir)
     rate = _torch_rate if framework == "torch" else _tf_rate
     out = {"ceiling": _ceiling(store, frames, batch, seconds, repeats)}

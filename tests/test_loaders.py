@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from utils.core.config import config_from_dict
-from wlasl.augment import augment_tf, augment_torch, clip_rng, draw_view, taps
+from wlasl.augment import augment_tf, augment_torch, boxes, clip_rng, draw_view
 from wlasl.batches import BatchReader
 from wlasl.clip_store import MANIFEST_COLUMNS, ClipStore, StoreError
 from wlasl.transforms import clip_transform
@@ -84,8 +84,11 @@ def _reference(store, index, epoch, size=SIZE):
 
 
 def _assert_close(got, want):
-    diff = np.abs(np.asarray(got, np.int16) - np.asarray(want, np.int16))
-    assert diff.max() <= TOLERANCE and diff.mean() < 0.25, (diff.max(), diff.mean())
+    # Rounding differs pixel by pixel (random noise maximises it) but never by more than 1; OpenCV's
+    # fixed-point rounding sits 0.1-0.15 grey level below exact bilinear on noise, so the mean may lean
+    # that way, never by a whole level (which a box off by one pixel would cost).
+    diff = np.asarray(got, np.int16) - np.asarray(want, np.int16)
+    assert np.abs(diff).max() <= TOLERANCE and abs(diff.mean()) < 0.25, (np.abs(diff).max(), diff.mean())
 
 
 def test_views_are_the_boxes_the_cpu_path_always_drew():
@@ -103,16 +106,14 @@ def test_device_crop_matches_the_cpu_reference(framework):
         clips = rng.integers(0, 256, (4, 9, h, w, 3), dtype=np.uint8)
         views = [draw_view(clip_rng(trial, 0, b), stored=9, frames=6, height=h, width=w, crop_scale=(0.3, 1.0),
                            flip=True) for b in range(4)]  # fmt: skip
-        index, weight = taps(views, size)
-        inputs = {"clips": np.stack([c[v.start : v.start + 6] for c, v in zip(clips, views)]), "taps": index,
-                  "weights": weight}  # fmt: skip
+        inputs = {"clips": np.stack([c[v.start : v.start + 6] for c, v in zip(clips, views)]), "boxes": boxes(views)}
         if framework == "torch":
             torch = pytest.importorskip("torch")
-            out = augment_torch({k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+            out = augment_torch({k: torch.from_numpy(v) for k, v in inputs.items()}, size=size).numpy()
         else:
             from utils.core.tf_env import tf
 
-            out = augment_tf({k: tf.constant(v) for k, v in inputs.items()}).numpy()
+            out = augment_tf({k: tf.constant(v) for k, v in inputs.items()}, size=size).numpy()
         assert out.dtype == np.uint8 and out.shape == (4, 6, size, size, 3)
         for b in range(4):
             want = clip_transform(clips[b], 6, size, clip_rng(trial, 0, b), crop_scale=(0.3, 1.0), flip=True)
@@ -138,9 +139,9 @@ def test_torch_batches_are_the_reference_views_with_or_without_workers(store):
         for clip, i, label in zip(clips, index, labels):
             _assert_close(clip, _reference(store, int(i), 1))
             assert label == entries[i].label
-    _, in_worker = _torch_epoch(store, 1, epoch=1)  # a worker process, shared-memory batches
+    _, threaded = _torch_epoch(store, 1, epoch=1)  # gathered by a worker thread
     _, resumed = _torch_epoch(store, 0, epoch=1, start_step=1)  # a run resumed after step 1
-    for a, b in zip(batches, in_worker):
+    for a, b in zip(batches, threaded):
         assert all(np.array_equal(u, v) for u, v in zip(a, b))
     assert all(np.array_equal(u, v) for u, v in zip(batches[1], resumed[0])) and len(resumed) == 1
 

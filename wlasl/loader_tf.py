@@ -10,8 +10,8 @@ held every clip as float32 in RAM and needed 100 GB jobs, and its
 
 A training batch is ``(inputs, labels)`` with ``inputs`` a dict: uint8
 ``clips`` (the stored frames of each clip's window), ``index`` (each clip's
-position in ``Loaders.ids["train"]``) and the sampling ``taps`` / ``weights``
-of its random view; the Keras engine cuts the views inside its train step
+position in ``Loaders.ids["train"]``) and the ``boxes`` of their random
+views; the Keras engine cuts the views inside its train step
 with ``Loaders.augment`` (:func:`wlasl.augment.augment_tf`), on the GPU when
 there is one. Evaluation batches are plain ``(uint8 clips, labels)``.
 
@@ -23,10 +23,12 @@ uninterrupted one.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from utils.core.tf_env import tf
-from wlasl.augment import CLIPS, INDEX, TAPS, WEIGHTS, augment_tf
+from wlasl.augment import BOXES, CLIPS, INDEX, augment_tf
 from wlasl.batches import BatchReader
 from wlasl.clip_store import ClipEntry, ClipStore
 from wlasl.transforms import Loaders
@@ -82,17 +84,17 @@ class TrainStream:
 
         def gather(b):
             inputs, labels = self.reader.train_batch(batches[int(b)], epoch)
-            return inputs[CLIPS], inputs[INDEX], inputs[TAPS], inputs[WEIGHTS], labels.astype(np.int32)
+            return inputs[CLIPS], inputs[INDEX], inputs[BOXES], labels.astype(np.int32)
 
         def load(b):
-            out = tf.numpy_function(gather, [b], [tf.uint8, tf.int64, tf.int32, tf.float32, tf.int32], stateful=False)
-            clips, index, taps, weights, labels = out
+            clips, index, box, labels = tf.numpy_function(
+                gather, [b], [tf.uint8, tf.int64, tf.int32, tf.int32], stateful=False
+            )
             clips.set_shape((None, self.frames, h, w, 3))
             index.set_shape((None,))
-            taps.set_shape((None, 2, 2, self.size))
-            weights.set_shape((None, 2, self.size))
+            box.set_shape((None, 5))
             labels.set_shape((None,))
-            return {CLIPS: clips, INDEX: index, TAPS: taps, WEIGHTS: weights}, labels
+            return {CLIPS: clips, INDEX: index, BOXES: box}, labels
 
         return _pipeline(len(batches), load, self.workers)
 
@@ -149,5 +151,5 @@ def make_loaders(store: ClipStore, cfg) -> Loaders:
         num_classes=store.num_classes,
         glosses=list(store.labels),
         train_size=len(train),
-        augment=augment_tf,
+        augment=partial(augment_tf, size=size),
     )

@@ -28,8 +28,9 @@ class Loaders:
     Attributes:
         train: training batches ``(inputs, labels)`` (shuffled); ``inputs`` is a
             dict: uint8 ``clips`` (stored frames of each clip's window),
-            ``index`` (int64 position of each clip in ``ids["train"]``), and the
-            ``taps`` / ``weights`` of each clip's random view.
+            ``index`` (int64 position of each clip in ``ids["train"]``) and
+            ``boxes`` (int32 ``(B, 5)``: each clip's random view, see
+            :mod:`wlasl.augment`).
         train_eval: the training clips again, fixed order, centre view
             (the run's train-split scores, which distillation reads).
         val: validation batches ``(uint8 clips, labels)`` (fixed order, centre view).
