@@ -98,8 +98,9 @@ def test_views_are_the_boxes_the_cpu_path_always_drew():
         assert (v.start, v.y0, v.x0, v.height, v.flip) == box and v.width == v.height
 
 
-@pytest.mark.parametrize("framework", ["torch", "tf"])
+@pytest.mark.parametrize("framework", ["torch", "torch-float", "tf"])
 def test_device_crop_matches_the_cpu_reference(framework):
+    # torch-float: the float32 arithmetic a CUDA device runs (its bilinear kernels take no uint8).
     # Random boxes on non-square frames, scaled up and down, half of them flipped.
     rng = np.random.default_rng(1)
     for trial, (h, w, size) in enumerate([(30, 44, 24), (40, 28, 52), (24, 24, 24)]):
@@ -107,9 +108,12 @@ def test_device_crop_matches_the_cpu_reference(framework):
         views = [draw_view(clip_rng(trial, 0, b), stored=9, frames=6, height=h, width=w, crop_scale=(0.3, 1.0),
                            flip=True) for b in range(4)]  # fmt: skip
         inputs = {"clips": np.stack([c[v.start : v.start + 6] for c, v in zip(clips, views)]), "boxes": boxes(views)}
-        if framework == "torch":
+        if framework.startswith("torch"):
             torch = pytest.importorskip("torch")
-            out = augment_torch({k: torch.from_numpy(v) for k, v in inputs.items()}, size=size).numpy()
+            tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
+            if framework == "torch-float":
+                tensors["clips"] = tensors["clips"].float()
+            out = augment_torch(tensors, size=size).numpy()
         else:
             from utils.core.tf_env import tf
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from wlasl.augment import BOXES, CLIPS, INDEX, boxes, centre_view, clip_rng, draw_view
 from wlasl.clip_store import ClipEntry, ClipStore, StoreError
+from wlasl.transforms import clip_transform
 
 __all__ = ["BatchReader"]
 
@@ -60,14 +61,14 @@ class BatchReader:
                 clip = self.store.load(entry)
             except (OSError, ValueError) as e:
                 raise StoreError(f"{entry.path}: cannot read the clip ({e}); preprocess the store again") from e
-            expected = (self.frames, *self.stored[1:], 3)
-            if (clip.dtype != np.uint8 or clip.ndim != 4 or clip.shape[1:] != expected[1:] or clip.shape[0] < self.frames
+            _, h, w = self.stored
+            if (clip.dtype != np.uint8 or clip.shape[1:] != (h, w, 3) or clip.shape[0] < self.frames
                     or not clip.flags.c_contiguous):  # fmt: skip
                 raise StoreError(
-                    f"{entry.path}: expected a C-order uint8 clip of >= {self.frames} frames x "
-                    f"{expected[1]}x{expected[2]}x3 (the store's size), received {clip.dtype} {clip.shape}; "
-                    f"preprocess the store again"
+                    f"{entry.path}: expected a C-order uint8 clip of >= {self.frames} frames x {h}x{w}x3 "
+                    f"(the store's size), received {clip.dtype} {clip.shape}; preprocess the store again"
                 )
+            # Threads may fill this at once; they store the same value, and a dict item is set atomically.
             self._layout[index] = (int(clip.offset), int(clip.shape[0]))
             del clip  # closes the map
         return self._layout[index]
@@ -115,8 +116,6 @@ class BatchReader:
 
     def eval_batch(self, indices, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One evaluation batch: centre window, whole frame at the model's size; ``(clips, labels)``."""
-        from wlasl.transforms import clip_transform
-
         indices = np.asarray(indices, np.int64)
         out = self._buffer(len(indices), (self.size, self.size)) if out is None else out
         resize = self.stored[1:] != (self.size, self.size)
