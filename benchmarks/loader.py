@@ -10,7 +10,9 @@ random uint8 clips (all train; the cost does not depend on the content):
   (the temporal window of each) into a batch; what memory allows;
 - ``workers``: the framework's training loader (``wlasl.loader_torch`` /
   ``wlasl.loader_tf``) at 0, 1 and 2 workers: batches ready on the host,
-  before any device;
+  before any device; ``cores``: the CPU the loader's process got meanwhile
+  (CPU time / wall time, all threads), which bounds what workers can add
+  on a shared machine;
 - ``augment_cpu``: the crop the engines run on the device
   (``Loaders.augment``), timed on this CPU: what a CPU-only run pays;
 - ``cv2_loop``: the old per-clip CPU path (random window, random resized
@@ -62,17 +64,23 @@ def make_store(root: Path, *, clips: int, size: int, frames: int) -> Path:
     return root
 
 
-def _best_rate(fn, *, seconds: float, repeats: int) -> float:
-    """Best clips/s of ``repeats`` passes; ``fn(deadline)`` returns the clips it delivered."""
-    best = 0.0
+def _best_rate(fn, *, seconds: float, repeats: int) -> tuple[float, float]:
+    """Best clips/s of ``repeats`` passes, and the CPU cores the process used in that pass.
+
+    ``fn(deadline)`` returns the clips it delivered. Cores = process CPU time
+    (every thread) / wall time: on a shared machine it shows whether more
+    workers could get more CPU at all.
+    """
+    best = (0.0, 0.0)
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         n = fn(start + seconds)
-        best = max(best, n / (time.perf_counter() - start))
+        wall = time.perf_counter() - start
+        best = max(best, (n / wall, (time.process_time() - cpu) / wall))
     return best
 
 
-def _ceiling(store, frames: int, batch: int, seconds: float, repeats: int) -> float:
+def _ceiling(store, frames: int, batch: int, seconds: float, repeats: int) -> tuple[float, float]:
     entries = store.split("train")
 
     def run(deadline):
@@ -86,7 +94,7 @@ def _ceiling(store, frames: int, batch: int, seconds: float, repeats: int) -> fl
     return _best_rate(run, seconds=seconds, repeats=repeats)
 
 
-def _cv2_loop(store, frames: int, size: int, batch: int, seconds: float, repeats: int) -> float:
+def _cv2_loop(store, frames: int, size: int, batch: int, seconds: float, repeats: int) -> tuple[float, float]:
     from wlasl.transforms import clip_transform
 
     entries = store.split("train")
@@ -115,7 +123,7 @@ def _cfg(store_dir: str, frames: int, size: int, batch: int, workers: int):
     )  # fmt: skip
 
 
-def _torch_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -> float:
+def _torch_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -> tuple[float, float]:
     from wlasl.loader_torch import make_loaders
 
     train = make_loaders(store, _cfg(store_dir, frames, size, batch, workers)).train
@@ -142,7 +150,7 @@ def _torch_rate(store, store_dir, frames, size, batch, workers, seconds, repeats
     return rate
 
 
-def _tf_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -> float:
+def _tf_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -> tuple[float, float]:
     from wlasl.loader_tf import make_loaders
 
     train = make_loaders(store, _cfg(store_dir, frames, size, batch, workers)).train
@@ -166,7 +174,7 @@ def _tf_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -
     return _best_rate(run, seconds=seconds, repeats=repeats)
 
 
-def _augment_rate(framework, store, store_dir, frames, size, batch, seconds, repeats) -> float:
+def _augment_rate(framework, store, store_dir, frames, size, batch, seconds, repeats) -> tuple[float, float]:
     """clips/s of the device-side crop run on this CPU (what a CPU-only run pays per step)."""
     if framework == "torch":
         from wlasl.loader_torch import make_loaders
@@ -216,10 +224,12 @@ def child(framework: str, store_dir: str, frames: int, size: int, batch: int, se
         torch.set_num_threads(1)
     store = ClipStore(store_dir)
     rate = _torch_rate if framework == "torch" else _tf_rate
-    out = {"ceiling": _ceiling(store, frames, batch, seconds, repeats)}
-    out["workers"] = {str(w): rate(store, store_dir, frames, size, batch, w, seconds, repeats) for w in WORKERS}
-    out["augment_cpu"] = _augment_rate(framework, store, store_dir, frames, size, batch, seconds, repeats)
-    out["cv2_loop"] = _cv2_loop(store, frames, size, batch, seconds, repeats)
+    out = {"ceiling": _ceiling(store, frames, batch, seconds, repeats)[0]}
+    loaders = {str(w): rate(store, store_dir, frames, size, batch, w, seconds, repeats) for w in WORKERS}
+    out["workers"] = {w: r for w, (r, _) in loaders.items()}
+    out["cores"] = {w: c for w, (_, c) in loaders.items()}
+    out["augment_cpu"] = _augment_rate(framework, store, store_dir, frames, size, batch, seconds, repeats)[0]
+    out["cv2_loop"] = _cv2_loop(store, frames, size, batch, seconds, repeats)[0]
     return out
 
 
@@ -258,15 +268,16 @@ def main(argv=None) -> int:
     print(
         f"{args.size}² x {args.frames} frames, batch {args.batch}, {args.clips} clips; clips/s (best of {args.repeats})"
     )
-    print(f"{'':6} {'ceiling':>8} | {'w0':>7} {'w1':>7} {'w2':>7} | {'w0/ceil':>7} {'w2/w1':>6} | "
+    print(f"{'':6} {'ceiling':>8} | {'w0':>7} {'w1':>7} {'w2':>7} | {'w0/ceil':>7} {'w2/w1':>6} | {'cores w0/w1/w2':>14} | "
           f"{'aug CPU':>7} {'w0+aug':>7} | {'cv2 loop':>8}")  # fmt: skip
     for fw, r in results.items():
-        w = r["workers"]
+        w, c = r["workers"], r["cores"]
         serial = 1 / (1 / w["0"] + 1 / r["augment_cpu"])  # a CPU-only run, one core: read then crop
         print(f"{fw:6} {r['ceiling']:>8.0f} | {w['0']:>7.0f} {w['1']:>7.0f} {w['2']:>7.0f} | "
-              f"{w['0'] / r['ceiling']:>7.2f} {w['2'] / w['1']:>6.2f} | {r['augment_cpu']:>7.0f} {serial:>7.0f} | "
-              f"{r['cv2_loop']:>8.0f}")  # fmt: skip
+              f"{w['0'] / r['ceiling']:>7.2f} {w['2'] / w['1']:>6.2f} | {c['0']:>4.2f} {c['1']:>4.2f} {c['2']:>4.2f} | "
+              f"{r['augment_cpu']:>7.0f} {serial:>7.0f} | {r['cv2_loop']:>8.0f}")  # fmt: skip
     print("w0/ceil: host side at 0 workers over the numpy ceiling (target >= 0.5); w2/w1 (target > 1);")
+    print("cores: CPU time / wall time of the loader's process (all threads): what it could get on this machine;")
     print("aug CPU: the device crop run on this CPU; w0+aug: host and crop in turn (a CPU-only run);")
     print("cv2 loop: the old per-clip CPU path (window, crop, cv2 resize), one core")
     if args.json:
