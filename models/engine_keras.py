@@ -21,6 +21,8 @@ this module holds what is TensorFlow-specific:
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +34,25 @@ from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 from utils.core.tf_env import set_precision, tf, tf_keras
+from utils.core.tf_strategy import choose_strategy
 
-__all__ = ["NonFiniteLoss", "build_scope", "fit", "load_weights", "make_optimizer"]
+__all__ = ["NonFiniteLoss", "build_scope", "fit", "load_weights", "make_optimizer", "prepare_process"]
+
+
+def prepare_process(cfg) -> None:
+    """Called before anything else of the run touches TensorFlow (the loaders do).
+
+    A MultiWorkerMirroredStrategy (a job over several nodes) can only be made
+    before the process's first TensorFlow operation; ``choose_strategy``
+    caches it, so ``build_scope`` later gets the same object.
+    """
+    choose_strategy(tf.config.list_physical_devices("GPU"))
+
+
+def _is_chief(strategy) -> bool:
+    """Whether this process writes the run (task 0 of a multi-worker job; always on one node)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is None or not getattr(resolver, "task_type", None) or resolver.task_id == 0
 
 
 @contextlib.contextmanager
@@ -44,7 +63,7 @@ def build_scope(cfg):
     tf_keras.utils.set_random_seed(cfg.train.seed)
     set_precision(cfg.train.mixed_precision)
     gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    strategy = choose_strategy(gpus)  # multi-node, multi-GPU or default: utils.core.tf_strategy
     with strategy.scope():
         yield strategy
 
@@ -124,12 +143,18 @@ class _Steps:
 class _Checkpoints:
     """The engine's files in ``checkpoints/`` (see models.lifecycle.Checkpointer)."""
 
-    def __init__(self, folder: Path, model, optimizer):
-        self.folder = folder
+    def __init__(self, folder: Path, model, optimizer, main: bool):
+        self.folder, self.main = folder, main
         self.objects = {"last": tf.train.Checkpoint(model=model, optimizer=optimizer), "best": tf.train.Checkpoint(model=model)}
 
     def save(self, kind: str, tag: str) -> list[str]:
         name = f"{kind}-{tag}"
+        if not self.main:
+            # Every worker of a multi-worker job must take part in a save; only the chief's is kept.
+            scratch = self.folder / f".worker-{os.getpid()}"
+            self.objects[kind].write(str(scratch / name))
+            shutil.rmtree(scratch, ignore_errors=True)
+            return [name]
         self.objects[kind].write(str(self.folder / name))
         fsync_files(sorted(self.folder.glob(f"{name}.*")))
         return [name]
@@ -160,14 +185,14 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
         replicas=model.distribute_strategy.num_replicas_in_sync,
         pretrained=getattr(model, "pretrained_report", None),
     )
-    run = Run(run_dir, cfg, framework="keras", num_classes=loaders.num_classes, env=env)
+    run = Run(run_dir, cfg, framework="keras", num_classes=loaders.num_classes, env=env, main=_is_chief(model.distribute_strategy))
     if run.done:
         run.log(f"{run.record.run_id} already completed {run.record.epochs} epochs; nothing to do")
         return run.record
     with model.distribute_strategy.scope():
         optimizer = make_optimizer(cfg.train, model.trainable_variables)
         optimizer.build(model.trainable_variables)
-    ckpt = _Checkpoints(run.ckpt_dir, model, optimizer)
+    ckpt = _Checkpoints(run.ckpt_dir, model, optimizer, run.main)
     steps = _Steps(model, optimizer, cfg, loaders.augment)
     with PreemptionFlag() if flag is None else contextlib.nullcontext(flag) as flag, run.active():
         sums = run.resume(ckpt)

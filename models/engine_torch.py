@@ -36,7 +36,7 @@ from models._torch_checkpoint import rng_state, set_rng_state
 from models._torch_optim import PolicyOptimizer
 from models.lifecycle import Run, Sums
 from utils.core.config import RunConfig
-from utils.core.distenv import dist_env
+from utils.core.distenv import dist_env, set_master_env
 from utils.core.files import atomic_write_bytes
 from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
@@ -69,8 +69,7 @@ class _Setup:
         if cuda:
             torch.cuda.set_device(self.device)
         if self.world > 1 and not torch.distributed.is_initialized():
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", 0)) % 1000))
+            set_master_env()  # the job's first node and a port from its id (utils.core.distenv)
             torch.distributed.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.world)
             if not cuda:  # share the cores instead of oversubscribing them
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world))

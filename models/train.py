@@ -97,6 +97,11 @@ def run(cfg: RunConfig) -> RunRecord:
     store.check_frames(cfg.model.frames)
     if not store.split("train"):
         raise StoreError(f"{store.root} holds no training clips; check prepare_report.json there")
+    engine = engine_of(spec)
+    # An engine may need to set the process up before the loaders touch its framework.
+    prepare = getattr(engine, "prepare_process", None)
+    if prepare:
+        prepare(cfg)
     loaders = importlib.import_module(LOADERS[spec.framework]).make_loaders(store, cfg)
     model = build_model(cfg, store.num_classes, spec)
-    return engine_of(spec).fit(model, loaders, cfg, cfg.run_dir)
+    return engine.fit(model, loaders, cfg, cfg.run_dir)

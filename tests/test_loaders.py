@@ -187,12 +187,15 @@ def test_a_bad_clip_is_a_clear_error_naming_the_file(tmp_path):
     root = _write_store(tmp_path / "s", clips=6)
     store = ClipStore(root)
     entries = store.split("train")
-    np.save(entries[1].path, np.zeros((STORED, STORE_PX, STORE_PX + 4, 3), np.uint8))
     reader = BatchReader(store, entries, frames=FRAMES, size=SIZE)
+    np.save(entries[1].path, np.zeros((STORED, STORE_PX, STORE_PX + 4, 3), np.uint8))
     with pytest.raises(
-        StoreError, match=rf"{re.escape(str(entries[1].path))}: expected .* 24x24x3 .* received uint8 \(10, 24, 28, 3\)"
+        StoreError, match=rf"{re.escape(str(entries[1].path))}: expected .* received uint8 \(10, 24, 28, 3\)"
     ):
         reader.train_batch([0, 1], epoch=0)
+    np.save(entries[4].path, np.asfortranarray(np.zeros((STORED, STORE_PX, STORE_PX, 3), np.uint8)))
+    with pytest.raises(StoreError, match=rf"{re.escape(str(entries[4].path))}: expected a C-order array"):
+        reader.eval_batch([4])
     reader.train_batch([2], epoch=0)  # layout read and kept; then the file loses its tail
     with open(entries[2].path, "r+b") as f:
         f.truncate(1000)

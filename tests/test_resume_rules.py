@@ -122,9 +122,9 @@ def test_a_moved_run_resumes_where_it_was_copied(store, tmp_path, capsys):
 
 def test_unsafe_run_ids_and_mistyped_presets_are_one_line_errors(store, tmp_path, capsys):
     assert main("toy", _argv(store, tmp_path, "../../escape")) == 2
-    assert "run_id expected letters" in capsys.readouterr().err
+    assert "is not a safe file name" in capsys.readouterr().err
     assert not (tmp_path.parent / "escape").exists()
-    for text, expected in (("run_id: ../x", "run_id expected letters"), ("train: 5", "section 'train' expected a mapping"),
+    for text, expected in (("run_id: ../x", "is not a safe file name"), ("train: 5", "section 'train' expected a mapping"),
                            ("data: {crop_scale: 0.5}", "'crop_scale' expected a list of 2 numbers"),
                            ("tags: [1, 2]", "'tags' expected a mapping"), ("train: {epochs: true}", "'epochs' expected a whole number")):  # fmt: skip
         preset = tmp_path / "preset.yaml"

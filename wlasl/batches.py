@@ -54,19 +54,14 @@ class BatchReader:
         return len(self.entries)
 
     def _clip_layout(self, index: int) -> tuple[int, int]:
-        """Data offset and frame count of a clip, checked against the store (read once)."""
+        """Data offset and frame count of a clip (read once; the store checks its dtype and shape)."""
         if index not in self._layout:
             entry = self.entries[index]
-            try:
-                clip = self.store.load(entry)
-            except (OSError, ValueError) as e:
-                raise StoreError(f"{entry.path}: cannot read the clip ({e}); preprocess the store again") from e
-            _, h, w = self.stored
-            if (clip.dtype != np.uint8 or clip.shape[1:] != (h, w, 3) or clip.shape[0] < self.frames
-                    or not clip.flags.c_contiguous):  # fmt: skip
+            clip = self.store.load(entry)  # StoreError naming the file when it is not a clip of this store
+            if not clip.flags.c_contiguous:  # a window is one contiguous read only in C order
                 raise StoreError(
-                    f"{entry.path}: expected a C-order uint8 clip of >= {self.frames} frames x {h}x{w}x3 "
-                    f"(the store's size), received {clip.dtype} {clip.shape}; preprocess the store again"
+                    f"{entry.path}: expected a C-order array (as main/preprocess.py writes), received a Fortran-order "
+                    f"one; delete it and rerun main/preprocess.py with the same arguments"
                 )
             # Threads may fill this at once; they store the same value, and a dict item is set atomically.
             self._layout[index] = (int(clip.offset), int(clip.shape[0]))

@@ -265,6 +265,8 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
     studies: dict[str, list[LoadedRun]] = {}
     seen: dict[tuple, Path] = {}
     for path in sorted(Path(results).rglob("metrics.json")):
+        if path.parent.parent.name == "exports":
+            continue  # <run>/exports/<name>/metrics.json: an export's figures (utils/reporting/exports.py), not a run
         try:
             record = read_record(path)
         except (RecordError, TypeError, ValueError) as e:

@@ -32,7 +32,7 @@ from utils.tuning.study import (
 )
 from wlasl.clip_store import ClipStore, StoreError
 
-__all__ = ["demo_stage", "main", "tune", "tune_parser"]
+__all__ = ["main", "tune", "tune_parser"]
 
 OBJECTIVE_NAMES = ("val_accuracy", "val_top1", "val_top2", "val_top5", "val_per_class_top1", "val_loss")
 # What --dry-run means for a search: a handful of tiny trials.
@@ -197,34 +197,6 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
           f"test top1 {test.get('top1', float('nan')):.4f} top5 {test.get('top5', float('nan')):.4f}  "
           f"-> {cfg.run_dir}")
     return 0 if record.status == "completed" else 1
-
-
-def demo_stage(root: Path, store: Path, *, family: str = "x3d", variant: str | None = "xs") -> Path:
-    """The demo's tuning step: a dry-run Hyperband study on the demo store.
-
-    The study lands in ``<root>/results/tuning/<study>``; running the demo
-    again reloads the finished study (nothing trains twice).
-
-    Returns:
-        The study directory (best.json, best.yaml, runs/).
-
-    Raises:
-        RuntimeError: the search did not finish with a best trial.
-    """
-    results = Path(root) / "results"
-    clips = ClipStore(store)  # the demo store's clip length and side, whatever the model defaults
-    space = results / "tuning" / "demo_space.yaml"
-    space.parent.mkdir(parents=True, exist_ok=True)
-    space.write_text("# demo: batches of 2 fit the few clips of a dry run\nbatch_size: 2\n")
-    argv = ["--tuner", "hyperband", "--data", str(store), "--results", str(results), "--dry-run", "--workers", "0",
-            "--frames", str(clips.frames), "--size", str(clips.size), "--space", str(space)]
-    if variant:
-        argv += ["--variant", variant]
-    code = main(family, argv)
-    if code != 0:
-        raise RuntimeError(f"demo tuning of {family} exited with {code}; see the messages above")
-    label = f"{family}_{variant}" if variant else family
-    return results / "tuning" / study_name(label, "hyperband", str(store), dry_run=True)
 
 
 def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
