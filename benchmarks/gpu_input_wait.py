@@ -225,7 +225,10 @@ def child(name: str, args) -> dict:
                       frames=args.frames)  # fmt: skip
     store = ClipStore(root)
     run = _run_torch if spec.framework == "torch" else _run_keras
-    result = run(name, store, args)
+    try:
+        result = run(name, store, args)
+    except ModuleNotFoundError as e:  # a recorded skip: e.g. no TensorFlow in a PyTorch-only image
+        return {"model": name, "skipped": f"{e}; install the suite's requirements for {spec.framework} models"}
     return {"model": name, "frames": args.frames, "size": args.size, "batch": args.batch, "workers": args.workers,
             "device": args.device, **result}  # fmt: skip
 
@@ -274,7 +277,9 @@ def main(argv=None) -> int:
         else:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(r)
-            for path in ("old", "new"):
+            if "skipped" in r:
+                print(f"{name:11} skipped: {r['skipped']}", flush=True)
+            for path in ("old", "new") if "skipped" not in r else ():
                 f = r[path]
                 extra = f"  crop max diff {f['crop_max_diff']}" if "crop_max_diff" in f else ""
                 print(f"{name:11} {path}: {f['clips_per_s']:8.1f} clips/s  input wait {100 * f['input_wait_share']:5.1f}%  "
