@@ -41,6 +41,7 @@ test: $(STAMP) $(POSE_STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/loader.py --size 172 --clips 96
 	$(PY) benchmarks/loader_tf.py
 	$(PY) benchmarks/loader_torch.py
 

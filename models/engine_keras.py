@@ -89,8 +89,8 @@ def make_optimizer(train, variables):
 class _Steps:
     """The compiled train and eval steps of one model under its strategy."""
 
-    def __init__(self, model, optimizer, cfg):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model, optimizer, cfg, augment):
+        self.model, self.optimizer, self.augment = model, optimizer, augment
         self.strategy = model.distribute_strategy
         if cfg.dry_run:
             # Two steps run faster eagerly than tracing MoViNet's graph (~30 s on CPU).
@@ -103,7 +103,7 @@ class _Steps:
     def _train_replica(self, x, y):
         model, opt = self.model, self.optimizer
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
+            logits = model(self.augment(x), training=True)  # the loaders' crop, where the step runs
             per_clip = tf_keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             loss = tf.nn.compute_average_loss(per_clip)
             if model.losses:
@@ -193,7 +193,7 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
         optimizer = make_optimizer(cfg.train, model.trainable_variables)
         optimizer.build(model.trainable_variables)
     ckpt = _Checkpoints(run.ckpt_dir, model, optimizer, run.main)
-    steps = _Steps(model, optimizer, cfg)
+    steps = _Steps(model, optimizer, cfg, loaders.augment)
     with PreemptionFlag() if flag is None else contextlib.nullcontext(flag) as flag, run.active():
         sums = run.resume(ckpt)
         for epoch in run.epochs():

@@ -102,7 +102,8 @@ class _Stop(Exception):
     """Internal: the preemption flag was seen at a step boundary."""
 
 
-def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run, *, epoch: int, flag, sums: Sums) -> Sums:
+def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run, *, epoch: int, flag, sums: Sums,
+                    augment) -> Sums:  # fmt: skip
     """Train over ``loader`` (continuing ``sums`` of a resumed partial epoch); returns the epoch's sums.
 
     Raises:
@@ -111,10 +112,10 @@ def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run
     """
     model.train()
     steps = sums.step + len(loader)
-    for clips, labels in loader:
+    for inputs, labels in loader:
         if setup.any_rank(flag.requested is not None):
             raise _Stop
-        clips = clips.to(setup.device, non_blocking=True)
+        clips = augment(inputs, setup.device)  # the loaders' crop, on the model's device
         labels = labels.to(setup.device, non_blocking=True)
         with setup.autocast():
             logits = model(clips)
@@ -235,7 +236,8 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
             # A resumed partial epoch restarts at its next batch, with its running sums.
             loaders.train.sampler.set_epoch(epoch, sums.step)
             try:
-                sums = train_one_epoch(net, loaders.train, opt, setup, run, epoch=epoch, flag=flag, sums=sums)
+                sums = train_one_epoch(net, loaders.train, opt, setup, run, epoch=epoch, flag=flag, sums=sums,
+                                       augment=loaders.augment)  # fmt: skip
             except _Stop:
                 run.preempt(ckpt, epoch, sums, flag.requested)
             val_logits, val_labels = predict(net, loaders.val, setup)

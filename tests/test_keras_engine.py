@@ -73,11 +73,12 @@ def test_loader_batches_are_uint8_deterministic_and_fresh_each_epoch(store, tmp_
     cfg = _cfg(store, tmp_path).replace(data={"max_clips": 10})
     loaders = loader_tf.make_loaders(ClipStore(store), cfg)
     assert loaders.train_size == 10 and len(loaders.ids["val"]) <= 10
-    x, y = next(iter(loaders.train.epoch(0)))
+    inputs, y = next(iter(loaders.train.epoch(0)))
+    x = loaders.augment(inputs)  # the crop the engine's train step applies
     assert x.dtype.name == "uint8" and tuple(x.shape) == (8, FRAMES, SIZE, SIZE, 3) and y.dtype.name == "int32"
-    again = next(iter(loader_tf.make_loaders(ClipStore(store), cfg).train.epoch(0)))[0]
+    again = loaders.augment(next(iter(loader_tf.make_loaders(ClipStore(store), cfg).train.epoch(0)))[0])
     np.testing.assert_array_equal(x.numpy(), again.numpy())  # same seed, same epoch: same batch
-    other = next(iter(loaders.train.epoch(1)))[0]
+    other = loaders.augment(next(iter(loaders.train.epoch(1)))[0])
     assert not np.array_equal(x.numpy(), other.numpy())  # new order and crops next epoch
     val1 = np.concatenate([b[0].numpy() for b in loaders.val])
     val2 = np.concatenate([b[0].numpy() for b in loaders.val])

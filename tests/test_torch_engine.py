@@ -62,8 +62,13 @@ def test_a_run_writes_a_valid_record_and_its_files(store, tmp_path):
 
 def test_augmentation_is_fresh_each_epoch_and_reproducible(store, tmp_path):
     cfg = make_cfg(store, tmp_path, "aug", data={"crop_scale": (0.5, 0.9)})
-    ds = make_loaders(ClipStore(store), cfg).train.dataset
-    a0, b0, a1 = ds[(0, 0)][0], ds[(0, 0)][0], ds[(0, 1)][0]
+    loaders = make_loaders(ClipStore(store), cfg)
+
+    def view(index, epoch):  # one clip's batch from the host, cut as the engine cuts it
+        inputs, _ = loaders.train.dataset.__getitems__([(index, epoch)])
+        return loaders.augment(inputs)[0]
+
+    a0, b0, a1 = view(0, 0), view(0, 0), view(0, 1)
     assert torch.equal(a0, b0) and not torch.equal(a0, a1)
     assert a0.dtype == torch.uint8 and tuple(a0.shape) == (8, 32, 32, 3)
 
