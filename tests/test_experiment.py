@@ -261,3 +261,29 @@ def test_shipped_experiments_speak_the_real_command_lines(path):
         args = train_parser(family).parse_args(list(run.argv[2:]))
         assert (args.run_id, args.seed) == (run.run_id, run.seed)
         assert args.data == next(s.out for s in plan.stores if s.name == run.store)
+
+
+def test_a_keypoint_store_is_extracted_and_feeds_the_pose_models(tmp_path):
+    path = tmp_path / "pose.yaml"
+    path.write_text(
+        "stores:\n"
+        "  wlasl100_pose: {kind: keypoints, metadata: raw/WLASL_v0.3.json, videos: raw/videos, subset: 100, max_frames: 64}\n"
+        "  wlasl100_224: {metadata: raw/WLASL_v0.3.json, videos: raw/videos, subset: 100, size: 224, frames: 20}\n"
+        "runs:\n"
+        "  - {models: [pose_transformer], store: wlasl100_pose}\n"
+        "  - {models: [x3d_s], store: wlasl100_224}\n"
+    )
+    plan = plan_of(path)
+    assert " ".join(plan.stores[0].argv) == (
+        "python main/extract_keypoints.py --metadata raw/WLASL_v0.3.json --videos raw/videos --subset 100 "
+        "--max-frames 64 --out data/wlasl100_pose"
+    )
+    pose = next(r for r in plan.runs if r.model == "pose_transformer")
+    assert "--size" not in pose.argv and "--frames" not in pose.argv  # the model's own frame count
+    path.write_text(path.read_text().replace("store: wlasl100_pose}", "store: wlasl100_224}"))
+    with pytest.raises(ValueError, match="pose_transformer trains on a keypoints store, but store wlasl100_224"):
+        plan_of(path)
+    path.write_text("stores:\n  s: {kind: keypoints, metadata: m.json, videos: v, size: 224}\n"
+                    "runs:\n  - {models: [pose_lstm], store: s}\n")
+    with pytest.raises(ValueError, match=r"\['size'\] do not apply to a keypoints store"):
+        plan_of(path)

@@ -159,7 +159,7 @@ def test_augmentation_is_reproducible_from_seed_epoch_and_index(pose_store):
     entries = store.split("train")
 
     def view(seed, epoch, index, **kw):
-        return KeypointDataset(store, entries, frames=FRAMES, train=True, seed=seed, **kw)[(index, epoch)][0]
+        return KeypointDataset(store, entries, frames=FRAMES, train=True, seed=seed, **kw)[(index, epoch)][0]["clips"]
 
     a = view(0, 3, 5)
     assert torch.equal(a, view(0, 3, 5)) and a.shape == (FRAMES, NUM_KEYPOINTS, 4) and a.dtype == torch.float32
@@ -171,9 +171,9 @@ def test_augmentation_is_reproducible_from_seed_epoch_and_index(pose_store):
     cfg = _cfg(pose_store, "unused", "pose_lstm").replace(model={"frames": FRAMES})
     loader = make_loaders(store, cfg).train
     loader.sampler.set_epoch(2)
-    whole = [x for x, _ in loader]
+    whole = [x["clips"] for x, _ in loader]
     loader.sampler.set_epoch(2, 1)
-    resumed = [x for x, _ in loader]
+    resumed = [x["clips"] for x, _ in loader]
     assert len(resumed) == len(whole) - 1 and all(torch.equal(p, q) for p, q in zip(resumed, whole[1:]))
 
 

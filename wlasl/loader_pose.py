@@ -193,9 +193,13 @@ class KeypointDataset(Dataset):
         entry = self.entries[index]
         clip = self.clips[entry.video_id] if self.clips is not None else self.store.load(entry)
         rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
-        out = sample_keypoints(clip.points, clip.present, self.frames, width=entry.width, height=entry.height,
-                               rng=rng, augment=self.augment, hand_swap=self.hand_swap)  # fmt: skip
-        return torch.from_numpy(out), entry.label
+        out = torch.from_numpy(sample_keypoints(clip.points, clip.present, self.frames, width=entry.width,
+                                                height=entry.height, rng=rng, augment=self.augment,
+                                                hand_swap=self.hand_swap))  # fmt: skip
+        if not self.train:
+            return out, entry.label
+        # The training batch contract of wlasl.transforms.Loaders: inputs by name, the clip's index riding along.
+        return {"clips": out, "index": index}, entry.label
 
 
 def _check_frame_sizes(store: KeypointStore, entries: list[KeypointEntry]) -> None:
@@ -262,4 +266,10 @@ def make_loaders(store: KeypointStore, cfg: RunConfig, *, augment: PoseAugment =
         num_classes=store.num_classes,
         glosses=list(store.labels),
         train_size=len(train_set),
+        augment=_to_device,
     )
+
+
+def _to_device(inputs: dict, device) -> torch.Tensor:
+    """The keypoint batch on the model's device (its augmentation already ran per clip on the host)."""
+    return inputs["clips"].to(device, non_blocking=True)

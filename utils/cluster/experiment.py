@@ -23,6 +23,11 @@ File format (every key but ``stores`` and ``runs`` is optional)::
         frame_step: 2                  # optional: every 2nd frame
         options: {margin: 0.1}         # any other main/preprocess.py flag
         synthetic: {glosses: 3}        # optional: write a synthetic mini-WLASL there when missing
+      wlasl100_pose:
+        kind: keypoints                # main/extract_keypoints.py (pose models); default kind: clips
+        metadata: raw/WLASL_v0.3.json
+        videos: raw/videos
+        subset: 100
     runs:
       - models: [movinet_a0, movinet_a1]
         store: wlasl100_172
@@ -39,6 +44,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.registry import get_model
 from utils.cluster.jobs import job_models, model_variant, train_words
 from utils.cluster.shell import check_name, check_one_line
 from utils.core.records import make_run_id
@@ -57,7 +63,9 @@ __all__ = [
 ]
 
 _TOP = {"name", "results", "data_root", "profile", "cluster", "stores", "runs", "report", "description"}
-_STORE = {"metadata", "videos", "nslt", "subset", "size", "frames", "frame_step", "out", "options", "synthetic"}
+_STORE = {"kind", "metadata", "videos", "nslt", "subset", "size", "frames", "frame_step", "max_frames", "out", "options",
+          "synthetic"}  # fmt: skip
+STORE_KINDS = ("clips", "keypoints")
 _RUN = {"models", "store", "seeds", "options", "per_model", "pretrained"}
 _REPORT = {"published", "metrics", "formats", "split", "include_dry_runs"}
 _FORMATS = ("md", "csv", "tex")
@@ -255,20 +263,32 @@ def _int(value, where: str, lo: int = 1) -> int:
 
 def _store(exp: Experiment, name: str, spec: dict) -> StoreEntry:
     where = f"{exp.path}: stores.{name}"
-    for key in ("metadata", "videos", "size", "frames"):
+    kind = spec.get("kind", "clips")
+    if kind not in STORE_KINDS:
+        raise _err(where, f"`kind` expected one of {list(STORE_KINDS)}, received {kind!r}")
+    required = ("metadata", "videos", "size", "frames") if kind == "clips" else ("metadata", "videos")
+    for key in required:
         if spec.get(key) in (None, ""):
-            raise _err(where, f"`{key}` is missing (metadata, videos, size and frames are required)")
+            raise _err(where, f"`{key}` is missing ({', '.join(required)} are required for a {kind} store)")
+    misplaced = [k for k in ("size", "frames", "frame_step") if kind == "keypoints" and k in spec] + [
+        k for k in ("max_frames",) if kind == "clips" and k in spec]  # fmt: skip
+    if misplaced:
+        raise _err(where, f"{misplaced} do not apply to a {kind} store")
     if spec.get("subset") is not None and spec.get("nslt") is not None:
         raise _err(where, "give `subset` or `nslt`, not both")
     out = str(spec.get("out") or f"{exp.data_root}/{name}")
-    argv = ["python", "main/preprocess.py", "--metadata", str(spec["metadata"]), "--videos", str(spec["videos"])]
+    stage = "main/preprocess.py" if kind == "clips" else "main/extract_keypoints.py"
+    argv = ["python", stage, "--metadata", str(spec["metadata"]), "--videos", str(spec["videos"])]
     if spec.get("nslt") is not None:
         argv += ["--nslt", str(spec["nslt"])]
     if spec.get("subset") is not None:
         argv += ["--subset", str(_int(spec["subset"], f"{where}.subset"))]
-    argv += ["--frames", str(_int(spec["frames"], f"{where}.frames")), "--size", str(_int(spec["size"], f"{where}.size"))]
+    if kind == "clips":
+        argv += ["--frames", str(_int(spec["frames"], f"{where}.frames")), "--size", str(_int(spec["size"], f"{where}.size"))]
     if spec.get("frame_step") is not None:
         argv += ["--frame-step", str(_int(spec["frame_step"], f"{where}.frame_step"))]
+    if spec.get("max_frames") is not None:
+        argv += ["--max-frames", str(_int(spec["max_frames"], f"{where}.max_frames"))]
     argv += flags(spec.get("options"), f"{where}.options") + ["--out", out]
     synthetic = spec.get("synthetic")
     if synthetic is not None:
@@ -323,12 +343,16 @@ def make_plan(exp: Experiment) -> Plan:
         if store is None:
             raise _err(where, f"store {group.get('store')!r} is not among the stores {sorted(stores)}")
         store_spec = exp.stores[store.name]
+        store_kind = store_spec.get("kind", "clips")
         per_model = _mapping(group.get("per_model"), f"{where}.per_model")
         # A model left out (by --set runs.0.models=[...]) may keep its options; a typo may not.
         stray = sorted(set(per_model) - set(known))
         if stray:
             raise _err(f"{where}.per_model", f"unknown model(s) {stray}; expected names from this entry's {models}")
         for model in models:
+            wanted = "keypoints" if get_model(model).input == "keypoints" else "clips"
+            if wanted != store_kind:
+                raise _err(where, f"{model} trains on a {wanted} store, but store {store.name} is a {store_kind} store")
             options = {**_mapping(group.get("options"), f"{where}.options"),
                        **_mapping(per_model.get(model), f"{where}.per_model.{model}")}  # fmt: skip
             label = model + ("_stream" if options.get("stream") else "")
@@ -339,7 +363,8 @@ def make_plan(exp: Experiment) -> Plan:
                     raise _err(where, f"run {run_id} is planned twice; each model x store x seed once")
                 seen.add(run_id)
                 # The store's clip length and side unless the options say otherwise.
-                fit = [f for k in ("frames", "size") if k not in options for f in (f"--{k}", str(store_spec[k]))]
+                fit = [f for k in ("frames", "size") if k not in options and k in store_spec
+                       for f in (f"--{k}", str(store_spec[k]))]  # fmt: skip
                 argv = [*train_words(model), "--data", store.out, "--results", exp.results, "--seed", str(seed),
                         "--run-id", run_id, *fit, *flags(options, f"{where}.options")]  # fmt: skip
                 if pretrained:

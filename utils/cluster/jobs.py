@@ -83,21 +83,27 @@ def train_words(model: str) -> list[str]:
 
 
 def _store(size: int) -> str:
+    """A clip store of one side, as the preprocessing jobs write it."""
     return f'"$data_root/wlasl${{subset}}_{size}"'
 
 
+def _model_store(model: str) -> str:
+    """The store a model trains on (``ModelSpec.store_name``: a clip store of its side, or the keypoint store)."""
+    return f'"$data_root/{get_model(model).store_name("${subset}")}"'
+
+
 def _train_command(model: str) -> str:
-    return f'{" ".join(train_words(model))} --data {_store(store_size(model))} --results "$results_root"'
+    return f'{" ".join(train_words(model))} --data {_model_store(model)} --results "$results_root"'
 
 
 def _tune_command(family: str, distributed: bool) -> str:
     words = f"python main/tune_{family}.py --tuner hyperband"
     variant = tune_variant(family)
     members = [m for m in job_models() if model_family(m) == family]
-    size = store_size(next((m for m in members if model_variant(m) == variant), members[0]))
+    tuned = next((m for m in members if model_variant(m) == variant), members[0])
     if variant:
         words += f" --variant {variant}"
-    words += f' --data {_store(size)} --results "$results_root"'
+    words += f' --data {_model_store(tuned)} --results "$results_root"'
     # keras-tuner's chief/worker roles are decided in Python (utils.tuning.distributed):
     # the first array task is the chief, the others are workers.
     return words + (" --distributed" if distributed else "")
@@ -127,6 +133,14 @@ def render_all(profile: dict[str, SlurmConfig], source: str = "slurm/cluster.tom
         )
         add(f"preprocess_{size}", "preprocess", command, array=f"0-{(cfg.array_size or 1) - 1}",
             description=f"Preprocess WLASL into {size}x{size} clips, one shard per array task.")  # fmt: skip
+    if any(get_model(m).input == "keypoints" for m in job_models()):
+        cfg = profile["preprocess"]
+        command = (
+            'python main/extract_keypoints.py --metadata "$raw_root/WLASL_v0.3.json" --videos "$raw_root/videos" '
+            '--subset "$subset" --out "$data_root/wlasl${subset}_pose" --workers "${SLURM_CPUS_PER_TASK:-1}" --no-progress'
+        )
+        add("extract_keypoints", "preprocess", command, array=f"0-{(cfg.array_size or 1) - 1}",
+            description="Extract MediaPipe keypoints (in .venv-pose) into the keypoint store, one shard per array task.")  # fmt: skip
     for family in job_families():
         add(f"tune_{family}", "tune", _tune_command(family, False), dry_run_flag="--dry-run",
             description=f"Tune {family} hyperparameters in one job (keras-tuner).")  # fmt: skip

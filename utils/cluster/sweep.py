@@ -29,8 +29,9 @@ from pathlib import Path
 
 import submitit
 
+from models.registry import get_model
 from utils.cluster.accounting import job_states
-from utils.cluster.jobs import job_models, store_size
+from utils.cluster.jobs import job_models
 from utils.cluster.profile import SlurmConfig
 from utils.cluster.sbatch import sanitize_job_name
 from utils.cluster.shell import check_directive, check_name, check_one_line
@@ -102,8 +103,9 @@ def plan_sweep(
     preset = preset or {}
     tasks = []
     for model_name in models:
-        size = (model or {}).get("size") or store_size(model_name)
-        root = store or f"{data_root}/wlasl{subset}_{size}"
+        spec = get_model(model_name)
+        size = (model or {}).get("size") if spec.input == "clip" else None
+        root = store or (f"{data_root}/wlasl{subset}_{size}" if size else f"{data_root}/{spec.store_name(subset)}")
         for seed in range(seeds):
             run_id = make_run_id(model_name, root, seed) + ("-dryrun" if dry_run else "")
             config = {
@@ -133,7 +135,8 @@ def check_stores(tasks: list[SweepTask], *, subset: int | None = None) -> None:
     for root, models in needs.items():
         if not (Path(root) / "manifest.csv").is_file():
             size = Path(root).name.rpartition("_")[2]
-            hint = ("python main/preprocess.py --metadata raw/WLASL_v0.3.json --videos raw/videos"
+            stage = "main/extract_keypoints.py" if size == "pose" else "main/preprocess.py"
+            hint = (f"python {stage} --metadata raw/WLASL_v0.3.json --videos raw/videos"
                     + (f" --subset {subset}" if subset else "") + (f" --size {size}" if size.isdigit() else "")
                     + f" --out {root}")  # fmt: skip
             bad.append(f"{root} (for {', '.join(sorted(set(models)))}; make it with: {hint})")
