@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))  # run from anywhere without install
 from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.keypoints import KeypointConfig, run_keypoints  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
-from wlasl.stage import lost_error, parse_shard, summary  # noqa: E402
+from wlasl.stage import add_stage_args, lost_error, parse_shard, summary  # noqa: E402
 
 # Set on the re-run, so a pose environment without MediaPipe fails instead of looping.
 _REEXEC = "SLR_POSE_REEXEC"
@@ -64,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--metadata", required=True, type=Path, help="WLASL_v0.3.json")
-    p.add_argument("--videos", required=True, type=Path, help="directory of <video_id>.mp4 files")
-    p.add_argument("--out", required=True, type=Path, help="keypoint store directory to write")
-    p.add_argument("--subset", type=int, help="WLASL-N: first N glosses (100, 300, 1000, 2000); default all")
-    p.add_argument("--nslt", type=Path, help="nslt_N.json: take videos, splits and classes from it")
+    add_stage_args(p, store="keypoint store")
     p.add_argument(
         "--max-frames",
         type=int,
@@ -76,13 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many frames per clip; a longer range is sampled uniformly (noted capped) (default 200)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes, one MediaPipe graph each (default 1)")
-    p.add_argument(
-        "--shard",
-        help="i/n: process every n-th instance from i (0-based); default from "
-        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else 0/1",
-    )
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any instance is skipped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
 from wlasl.prepare import PrepareConfig, parse_shard, run_prepare, summary  # noqa: E402
-from wlasl.stage import lost_error  # noqa: E402
+from wlasl.stage import add_stage_args, lost_error  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--metadata", required=True, type=Path, help="WLASL_v0.3.json")
-    p.add_argument("--videos", required=True, type=Path, help="directory of <video_id>.mp4 files")
-    p.add_argument("--out", required=True, type=Path, help="clip store directory to write")
-    p.add_argument("--subset", type=int, help="WLASL-N: first N glosses (100, 300, 1000, 2000); default all")
-    p.add_argument("--nslt", type=Path, help="nslt_N.json: take videos, splits and classes from it")
+    add_stage_args(p, store="clip store")
     p.add_argument("--frames", type=int, default=20, help="frames per clip T (default 20)")
     p.add_argument(
         "--frame-step",
@@ -66,13 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="FFmpeg threads per video (default 1: least CPU per clip; more only helps a run with fewer "
         "videos than cores)",
     )
-    p.add_argument(
-        "--shard",
-        help="i/n: process every n-th instance from i (0-based); default from "
-        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else 0/1",
-    )
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any instance is skipped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

@@ -182,7 +182,7 @@ def test_shard_defaults_from_slurm_array():
 def test_store_geometry_mismatch_is_refused(synthetic, tiny_store, tmp_path):
     out = tmp_path / "geo"
     shutil.copytree(tiny_store, out)
-    with pytest.raises(StoreError, match="holds clips made with frames=8, size=32.*Use another --out"):
+    with pytest.raises(StoreError, match="holds a store made with frames=8, size=32.*Use another --out"):
         run_prepare(prepare_cfg(synthetic, out, size=64), progress=False)
 
 

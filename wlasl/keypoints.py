@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from utils.core.files import atomic_save_npz, atomic_write_text
-from wlasl.clip_store import StoreError
 from wlasl.geometry import resolve_range, sample_indices
 from wlasl.keypoint_store import FACE_SUBSET, KEYPOINT_COLUMNS, NUM_KEYPOINTS, PARTS, part_slices
 from wlasl.metadata import Instance
-from wlasl.stage import Outcome, Stage, item_path, open_out, run_stage, select_instances
+from wlasl.stage import Outcome, Stage, item_path, open_store, run_stage, select_instances
 from wlasl.video import DecodeError, open_video
 
 __all__ = ["STAGE", "KeypointConfig", "extract_instance", "landmarks_to_array", "run_keypoints"]
@@ -242,7 +241,6 @@ def extract_instance(inst: Instance, cfg: KeypointConfig) -> Outcome:
 
 
 def _open_store(cfg: KeypointConfig, glosses: list[str]) -> None:
-    open_out(cfg.out, STAGE)
     meta = {
         "schema_version": 1,
         "kind": "keypoints",
@@ -256,20 +254,7 @@ def _open_store(cfg: KeypointConfig, glosses: list[str]) -> None:
         "nslt": str(cfg.nslt) if cfg.nslt else None,
         "extractor": "mediapipe holistic 0.10.21, model_complexity 1",
     }
-    path = cfg.out / "store.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        keys = ("kind", "num_keypoints", "max_frames", "num_classes")
-        if any(old.get(k) != meta[k] for k in keys):
-            have = ", ".join(f"{k}={old.get(k)}" for k in keys)
-            want = ", ".join(f"{k}={meta[k]}" for k in keys)
-            raise StoreError(
-                f"{cfg.out} holds a store made with {have}; this run asks for {want}. "
-                "Use another --out or delete the old store."
-            )
-    else:
-        atomic_write_text(path, json.dumps(meta, indent=2))
-    atomic_write_text(cfg.out / "labels.txt", "".join(f"{g}\n" for g in glosses))
+    open_store(cfg.out, STAGE, meta, ("kind", "num_keypoints", "max_frames", "num_classes"), glosses)
 
 
 def run_keypoints(cfg: KeypointConfig, progress: bool = True) -> dict:

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from utils.core.files import atomic_save_npy, atomic_write_text
-from wlasl.clip_store import MANIFEST_COLUMNS, StoreError
+from wlasl.clip_store import MANIFEST_COLUMNS
 from wlasl.geometry import FrameRange, resolve_range, square_crop, step_indices
 from wlasl.metadata import Instance
-from wlasl.stage import Outcome, Stage, item_path, open_out, parse_shard, run_stage, select_instances, summary
+from wlasl.stage import Outcome, Stage, item_path, open_store, parse_shard, run_stage, select_instances, summary
 from wlasl.video import DecodeError, decode_frames
 
 __all__ = ["STAGE", "ClipSkip", "MadeClip", "Outcome", "PrepareConfig", "make_clip", "parse_shard", "process_instance", "run_prepare", "summary"]
@@ -257,23 +257,9 @@ def _store_meta(cfg: PrepareConfig, glosses: list[str]) -> dict:
 
 def _open_store(cfg: PrepareConfig, glosses: list[str]) -> None:
     """Create the store, or check that an existing one was made the same way."""
-    open_out(cfg.out, STAGE)
-    meta_path = cfg.out / "store.json"
-    meta = _store_meta(cfg, glosses)
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        keys = ("frames", "size", "frame_step", "margin", "num_classes")
-        old.setdefault("frame_step", 1)  # stores made before --frame-step existed
-        if any(old.get(k) != meta[k] for k in keys):
-            have = ", ".join(f"{k}={old.get(k)}" for k in keys)
-            want = ", ".join(f"{k}={meta[k]}" for k in keys)
-            raise StoreError(
-                f"{cfg.out} holds clips made with {have}; this run asks for {want}. "
-                "Use another --out (one store per clip geometry) or delete the old store."
-            )
-    else:
-        atomic_write_text(meta_path, json.dumps(meta, indent=2))
-    atomic_write_text(cfg.out / "labels.txt", "".join(f"{g}\n" for g in glosses))
+    keys = ("frames", "size", "frame_step", "margin", "num_classes")
+    # Stores made before --frame-step existed sampled uniformly: step 1.
+    open_store(cfg.out, STAGE, _store_meta(cfg, glosses), keys, glosses, assumed={"frame_step": 1})
 
 
 def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:

@@ -39,10 +39,12 @@ from wlasl.workers import Lost, run_pool
 __all__ = [
     "Outcome",
     "Stage",
+    "add_stage_args",
     "assemble",
     "item_path",
     "lost_error",
     "open_out",
+    "open_store",
     "parse_shard",
     "run_stage",
     "select_instances",
@@ -152,6 +154,51 @@ def open_out(out: Path, stage: Stage) -> None:
         ) from None
     for sub in ("rows", *stage.data_dirs):
         remove_stale_temps(out / sub)
+
+
+def open_store(
+    out: Path, stage: Stage, meta: dict, keys: tuple[str, ...], glosses: list[str], *, assumed: dict | None = None
+) -> None:
+    """Create the store (``store.json``, ``labels.txt``), or check that an existing one was made the same way.
+
+    Args:
+        meta: what ``store.json`` holds.
+        keys: the entries that must agree with an existing store (its geometry, class count).
+        assumed: values of keys that stores made by older versions lack.
+
+    Raises:
+        StoreError: the folder cannot be written, or holds a store made with other ``keys``.
+    """
+    open_out(out, stage)
+    path = Path(out) / "store.json"
+    if path.is_file():
+        old = {**(assumed or {}), **json.loads(path.read_text())}
+        if any(old.get(k) != meta[k] for k in keys):
+            have = ", ".join(f"{k}={old.get(k)}" for k in keys)
+            want = ", ".join(f"{k}={meta[k]}" for k in keys)
+            raise StoreError(
+                f"{out} holds a store made with {have}; this run asks for {want}. "
+                "Use another --out (one store per geometry) or delete the old store."
+            )
+    else:
+        atomic_write_text(path, json.dumps(meta, indent=2))
+    atomic_write_text(Path(out) / "labels.txt", "".join(f"{g}\n" for g in glosses))
+
+
+def add_stage_args(p, *, store: str) -> None:
+    """The command-line options both data stages share (selection, output, sharding, workers, reporting)."""
+    p.add_argument("--metadata", required=True, type=Path, help="raw/WLASL_v0.3.json")
+    p.add_argument("--videos", required=True, type=Path, help="directory of <video_id>.mp4 files (raw/videos)")
+    p.add_argument("--out", required=True, type=Path, help=f"{store} directory to write")
+    p.add_argument("--subset", type=int, help="WLASL-N: first N glosses (100, 300, 1000, 2000); default all")
+    p.add_argument("--nslt", type=Path, help="nslt_N.json: take videos, splits and classes from it")
+    p.add_argument(
+        "--shard",
+        help="i/n: process every n-th instance from i (0-based); default from "
+        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else 0/1",
+    )
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any instance is skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _progress(total: int, desc: str, enabled: bool, unit: str):
