@@ -177,6 +177,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in d.items():
         name = f"{prefix}{key}"
+        if name in FINGERPRINT_EXEMPT:
+            continue  # tags and the like: not flattened, so none of their keys count either
         if isinstance(value, dict) and name != "model.options":
             out.update(_flatten(value, f"{name}."))
         else:

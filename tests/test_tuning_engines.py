@@ -26,8 +26,9 @@ KERAS_FAMILY = "tinyconv3d"  # test-only tf_keras model
 TORCH_FAMILY = "x3d"
 
 
-def build_tiny_conv3d(*, num_classes: int, frames: int, size: int, dropout: float = 0.5, freeze: int = 0,
-                      pretrained: str | None = None):
+def build_tiny_conv3d(*, num_classes: int, frames: int, size: int, mean=(0.0,) * 3, std=(1.0,) * 3,
+                      dropout: float = 0.5, freeze: int = 0, unfreeze_last=None, pretrained: str | None = None,
+                      pretrained_partial: bool = False):
     """Two Conv3D blocks + linear head on uint8 clips (the registry's builder contract)."""
     from utils.core.tf_env import tf_keras
 
