@@ -35,9 +35,11 @@ pose-setup: $(POSE_STAMP)
 demo: $(STAMP)
 	$(PY) main/experiment.py run experiments/demo.yaml --local
 
-# The whole suite, in random order (pytest-randomly); both environments first.
+# The whole suite, in random order (pytest-randomly), in two processes (much of
+# it waits on SLURM or on subprocesses); both environments first.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(POSE_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py

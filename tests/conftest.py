@@ -32,3 +32,10 @@ def prepare_cfg(synthetic: dict, out: Path, **kw) -> PrepareConfig:
     kw.setdefault("frames", 8)
     kw.setdefault("size", 32)
     return PrepareConfig(metadata=synthetic["metadata"], videos=synthetic["videos"], out=out, **kw)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests on the one local SLURM cluster run in one xdist worker, one after the other (``--dist loadgroup``)."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
