@@ -16,6 +16,10 @@ this module holds what is TensorFlow-specific:
   ``tf.train.Checkpoint``), fsynced once per epoch.
 
 ``--compile`` turns on XLA (``jit_compile``) for the train step on this side.
+
+Distillation: :func:`kd_loss`, the TensorFlow form of
+:func:`models.distill.kd_loss`, on soft targets looked up by each clip's
+index (the train batches' third item).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from models import policy
+from models.distill import Distillation, check_fit
 from models.lifecycle import NonFiniteLoss, Run, Sums
 from utils.core.files import fsync_files
 from utils.core.metrics import evaluate_logits
@@ -33,7 +38,7 @@ from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 from utils.core.tf_env import set_precision, tf, tf_keras
 
-__all__ = ["NonFiniteLoss", "build_scope", "fit", "load_weights", "make_optimizer"]
+__all__ = ["NonFiniteLoss", "build_scope", "fit", "kd_loss", "load_weights", "make_optimizer", "predict_logits"]
 
 
 @contextlib.contextmanager
@@ -67,12 +72,22 @@ def make_optimizer(train, variables):
     return opt
 
 
-class _Steps:
-    """The compiled train and eval steps of one model under its strategy."""
+def kd_loss(logits, labels, teacher_probs, *, alpha: float, temperature: float):
+    """Per-clip ``A * CE + (1 - A) * T² * KL(teacher_T || student_T)`` (:func:`models.distill.kd_loss`)."""
+    ce = tf_keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    log_q = tf.nn.log_softmax(logits / temperature, axis=-1)
+    kl = tf.reduce_sum(tf.math.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_q, axis=-1)  # 0 log 0 = 0
+    return alpha * ce + (1.0 - alpha) * temperature**2 * kl
 
-    def __init__(self, model, optimizer, cfg):
-        self.model, self.optimizer = model, optimizer
+
+class _Steps:
+    """The compiled train and eval steps of one model under its strategy (and its soft targets, when distilling)."""
+
+    def __init__(self, model, optimizer, cfg, distill: Distillation | None = None):
+        self.model, self.optimizer, self.distill = model, optimizer, distill
         self.strategy = model.distribute_strategy
+        # The table lives on the device; each replica gathers its clips' rows.
+        self.targets = tf.constant(distill.targets) if distill else None
         if cfg.dry_run:
             # Two steps run faster eagerly than tracing MoViNet's graph (~30 s on CPU).
             self.train, self.eval = self._train, self._eval
@@ -81,11 +96,15 @@ class _Steps:
             self.train = tf.function(self._train, jit_compile=xla, reduce_retracing=True)
             self.eval = tf.function(self._eval, reduce_retracing=True)
 
-    def _train_replica(self, x, y):
-        model, opt = self.model, self.optimizer
+    def _train_replica(self, x, y, index=None):
+        model, opt, kd = self.model, self.optimizer, self.distill
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            per_clip = tf_keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            if kd is None:
+                per_clip = tf_keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            else:
+                soft = tf.gather(self.targets, index)
+                per_clip = kd_loss(logits, y, soft, alpha=kd.alpha, temperature=kd.temperature)
             loss = tf.nn.compute_average_loss(per_clip)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -97,8 +116,10 @@ class _Steps:
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         return tf.reduce_sum(per_clip), correct, tf.cast(tf.shape(y)[0], tf.float32)
 
-    def _train(self, x, y):
-        out = self.strategy.run(self._train_replica, args=(x, y))
+    def _train(self, x, y, *index):
+        if self.distill is not None and not index:
+            raise ValueError("the train batches carry no clip index; make the loaders with the run's config (teachers set)")
+        out = self.strategy.run(self._train_replica, args=(x, y, *index[:1]) if self.distill else (x, y))
         return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out]
 
     def _eval(self, x, y):
@@ -142,16 +163,19 @@ class _Checkpoints:
             status.expect_partial()
 
 
-def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
+def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None = None) -> RunRecord:
     """Train ``model`` on ``loaders.train``, keep the best on val, evaluate it on every split.
 
-    Resumes from ``run_dir/checkpoints`` when it holds a checkpoint.
+    Resumes from ``run_dir/checkpoints`` when it holds a checkpoint. ``distill``
+    holds the soft targets of a distillation run (``models.distill.prepare``).
 
     Raises:
-        ValueError: the checkpoint does not fit this run.
+        ValueError: the checkpoint does not fit this run, or ``cfg`` names
+            teachers and ``distill`` is missing (or the reverse).
         NonFiniteLoss: the loss became NaN/inf (the record says failed).
         Preempted: SIGUSR1/SIGTERM arrived; checkpoint saved, record "stopped".
     """
+    check_fit(cfg, distill, train_size=len(loaders.ids["train"]), num_classes=loaders.num_classes)
     env = environment(
         params=int(model.count_params()),
         trainable_params=int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
@@ -168,7 +192,7 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
         optimizer = make_optimizer(cfg.train, model.trainable_variables)
         optimizer.build(model.trainable_variables)
     ckpt = _Checkpoints(run.ckpt_dir, model, optimizer)
-    steps = _Steps(model, optimizer, cfg)
+    steps = _Steps(model, optimizer, cfg, distill)
     with PreemptionFlag() if flag is None else contextlib.nullcontext(flag) as flag, run.active():
         sums = run.resume(ckpt)
         for epoch in run.epochs():
@@ -177,10 +201,10 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
             cap = cfg.train.steps_per_epoch
             total = len(loaders.train) if cap is None else min(cap, len(loaders.train))
             batches = loaders.train.epoch(epoch, skip_batches=sums.step, max_batches=cap)
-            for x, y in steps.distribute(batches):
+            for batch in steps.distribute(batches):  # (clips, labels[, clip index when distilling])
                 if flag.requested:
                     run.preempt(ckpt, epoch, sums, flag.requested)
-                sums.add(*(float(v) for v in steps.train(x, y)))
+                sums.add(*(float(v) for v in steps.train(*batch)))
                 run.step(epoch, sums, total, lr)
             val = evaluate_logits(*steps.predict(loaders.val, loaders.num_classes))
             if run.end_epoch(ckpt, epoch, sums, val, lr):
@@ -188,6 +212,18 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
             sums = Sums()
         evaluation = {"train": loaders.train_eval, "val": loaders.val, "test": loaders.test}
         return run.finish(ckpt, lambda split: steps.predict(evaluation[split], loaders.num_classes), loaders.ids, loaders.glosses)
+
+
+def predict_logits(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Centre-view logits and labels of a restored model over ``dataset``.
+
+    What :mod:`models.distill` scores an older teacher's train split with.
+    """
+    logits, labels = [], []
+    for x, y, *_ in dataset:
+        logits.append(model(x, training=False).numpy())
+        labels.append(y.numpy())
+    return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
 def load_weights(model, folder: Path, files: list[str]) -> None:

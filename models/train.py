@@ -8,20 +8,16 @@ command-line options live in ``utils/train_cli.py`` (the application layer).
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-
+from models.build import ENGINES, LOADERS, build_model, engine_of, loaders_of
+from models.distill import prepare
 from models.registry import ModelSpec, get_model
 from utils.core.config import RunConfig
 from utils.core.records import RunRecord, make_run_id
 from wlasl.clip_store import ClipStore, StoreError
 
+# ENGINES, LOADERS, build_model and engine_of live in models.build (models.restore
+# uses them too); they stay importable from here.
 __all__ = ["DRY_RUN", "ENGINES", "LOADERS", "build_model", "engine_of", "resolve", "run"]
-
-# Engines and loaders per framework, imported on demand so a PyTorch run
-# never pays TensorFlow's import (and vice versa).
-ENGINES = {"keras": "models.engine_keras", "torch": "models.engine_torch"}
-LOADERS = {"keras": "wlasl.loader_tf", "torch": "wlasl.loader_torch"}
 
 # What --dry-run means: enough to exercise every stage, on CPU, in seconds.
 DRY_RUN = {"epochs": 1, "steps_per_epoch": 2, "max_clips": 8}
@@ -53,35 +49,10 @@ def resolve(cfg: RunConfig, spec: ModelSpec | None = None) -> RunConfig:
         # The streaming MoViNet has other weights than the base one: its own run.
         name = cfg.model.name + ("_stream" if cfg.model.stream else "")
         run_id = make_run_id(name, cfg.data.root, cfg.train.seed)
+        # A student is another run than the same model trained on the labels.
+        run_id += "-kd" if cfg.train.teachers else ""
         cfg = cfg.replace(run_id=run_id + ("-dryrun" if cfg.dry_run else ""))
     return cfg
-
-
-def engine_of(spec: ModelSpec):
-    """The framework's engine module (imported on demand)."""
-    return importlib.import_module(ENGINES[spec.framework])
-
-
-def build_model(cfg: RunConfig, num_classes: int, spec: ModelSpec | None = None):
-    """The registered model of a resolved ``cfg``, built in its engine's scope (seed, precision, strategy)."""
-    spec = spec or get_model(cfg.model.name)
-    engine = engine_of(spec)
-    # An engine may need the model built in its context (seed, dtype policy,
-    # a multi-GPU strategy scope): it offers that as ``build_scope(cfg)``.
-    scope = getattr(engine, "build_scope", None)
-    with scope(cfg) if scope else contextlib.nullcontext():
-        return spec.build(
-            num_classes=num_classes,
-            frames=cfg.model.frames,
-            size=cfg.model.size,
-            dropout=cfg.model.dropout,
-            freeze=cfg.model.freeze,
-            unfreeze_last=cfg.model.unfreeze_last,
-            pretrained=cfg.model.pretrained,
-            pretrained_partial=cfg.model.pretrained_partial,
-            **({"stream": True} if cfg.model.stream else {}),
-            **cfg.model.options,
-        )
 
 
 def run(cfg: RunConfig) -> RunRecord:
@@ -90,6 +61,7 @@ def run(cfg: RunConfig) -> RunRecord:
     Raises:
         StoreError: no clip store, or it stores fewer frames than the model takes.
         KeyError: unknown model name.
+        FileNotFoundError, models.distill.TeacherError: a teacher that cannot teach this student.
     """
     spec = get_model(cfg.model.name)
     cfg = resolve(cfg, spec)
@@ -97,6 +69,11 @@ def run(cfg: RunConfig) -> RunRecord:
     store.check_frames(cfg.model.frames)
     if not store.split("train"):
         raise StoreError(f"{store.root} holds no training clips; check prepare_report.json there")
-    loaders = importlib.import_module(LOADERS[spec.framework]).make_loaders(store, cfg)
+    loaders = loaders_of(spec).make_loaders(store, cfg)
+    distill = None
+    if cfg.train.teachers:
+        # Every teacher is checked (and an older one scored) before the model is built.
+        distill = prepare(cfg, store, loaders.ids["train"])
+        cfg = cfg.replace(tags={**cfg.tags, "teachers": distill.tag})
     model = build_model(cfg, store.num_classes, spec)
-    return engine_of(spec).fit(model, loaders, cfg, cfg.run_dir)
+    return engine_of(spec).fit(model, loaders, cfg, cfg.run_dir, distill=distill)

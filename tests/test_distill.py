@@ -1,9 +1,9 @@
 """Knowledge distillation (models/distill.py and both engines): the loss, real teachers and students, refusals.
 
-The networks are not under test: a small early-fusion 2D net (PyTorch: frames
-stacked as channels, so the order of frames and with it the direction of the
-motion is visible) and a small Conv3D net (Keras) learn the synthetic motion
-classes in seconds. The teacher is trained for real through ``models.train.run``;
+The networks are not under test: a small early-fusion 2D net, written once
+for each framework (frames stacked as channels, so the order of the frames
+and with it the direction of the motion is visible), learns the synthetic
+motion classes in seconds. The teacher is trained for real through ``models.train.run``;
 the students see no label at all (A = 0), only the teacher's soft targets,
 read from its ``scores_train.npz`` by video id.
 
@@ -29,7 +29,8 @@ from models.policy import fingerprint  # noqa: E402
 from models.registry import register_model, unregister_model  # noqa: E402
 from models.train import resolve, run  # noqa: E402
 from utils.core.config import config_from_dict  # noqa: E402
-from utils.core.records import RunRecord, read_record, write_json, write_record  # noqa: E402
+from utils.core.metrics import evaluate_logits  # noqa: E402
+from utils.core.records import RunRecord, write_json, write_record  # noqa: E402
 from utils.train_cli import main  # noqa: E402
 from wlasl.clip_store import ClipStore  # noqa: E402
 from wlasl.synthetic import synthetic_store  # noqa: E402
@@ -43,7 +44,7 @@ CHANCE = 1 / 3
 
 def build_fused(*, num_classes, frames=FRAMES, size=SIZE, mean=(0.5,) * 3, std=(0.25,) * 3, dropout=0.0, freeze=0,
                 unfreeze_last=None, pretrained=None, pretrained_partial=False, width=16):  # fmt: skip
-    """PyTorch: frames stacked as channels -> two stride-2 Conv2d+BN+ReLU -> pooling -> linear."""
+    """PyTorch: frames stacked as channels -> three stride-2 Conv2d+BN+ReLU -> pooling -> linear."""
     from torch import nn
 
     from models._torch_video import ClipClassifier
@@ -53,38 +54,42 @@ def build_fused(*, num_classes, frames=FRAMES, size=SIZE, mean=(0.5,) * 3, std=(
             return x.flatten(1, 2)
 
     layers, channels = [StackFrames()], 3 * frames
-    for out in (width, 2 * width):
+    for out in (width, 2 * width, 2 * width):
         layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out, momentum=0.2), nn.ReLU()]
         channels = out
     net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
     return ClipClassifier(net, mean=mean, std=std, num_classes=num_classes)
 
 
-def build_conv3d(*, num_classes, frames=FRAMES, size=SIZE, mean=(0.0,) * 3, std=(1.0,) * 3, dropout=0.0, freeze=0,
-                 unfreeze_last=None, pretrained=None, pretrained_partial=False):  # fmt: skip
-    """Keras: uint8 -> [0, 1] -> Conv3D+BN+ReLU x3 -> pooling -> dense (tests/test_keras_engine.py's tiny net)."""
+def build_fused_keras(*, num_classes, frames=FRAMES, size=SIZE, mean=(0.5,) * 3, std=(0.25,) * 3, dropout=0.0, freeze=0,
+                      unfreeze_last=None, pretrained=None, pretrained_partial=False, width=16):  # fmt: skip
+    """Keras: the same early-fusion net (uint8 -> normalised -> frames stacked as channels -> three Conv2D+BN+ReLU)."""
+    from models._keras_common import normalisation
     from utils.core.tf_env import tf_keras
 
     layers = tf_keras.layers
     clip = tf_keras.Input((frames, size, size, 3), dtype="uint8")
-    x = layers.Rescaling(1 / 255.0)(clip)
-    for filters, strides in ((16, (1, 1, 1)), (32, (1, 2, 2)), (64, (2, 2, 2))):
-        x = layers.Conv3D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.Rescaling(*normalisation(mean, std))(clip)
+    x = layers.Permute((2, 3, 1, 4))(x)  # (H, W, T, 3)
+    x = layers.Reshape((size, size, frames * 3))(x)
+    for out in (width, 2 * width, 2 * width):
+        x = layers.Conv2D(out, 3, strides=2, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(momentum=0.8)(x)  # fast statistics: a run of ~100 steps
         x = layers.ReLU()(x)
-    x = layers.GlobalAveragePooling3D()(x)
+    x = layers.Dropout(dropout)(layers.GlobalAveragePooling2D()(x))
     return tf_keras.Model(clip, layers.Dense(num_classes)(x))
 
 
 @pytest.fixture(scope="module")
 def families():
     """The two test networks as registered families (``run`` and ``restore_run`` go through the registry)."""
-    register_model("kdt_net", family="kdt", framework="torch", frames=FRAMES, size=SIZE, mean=(0.5,) * 3,
+    register_model("kdt", family="kdt", framework="torch", frames=FRAMES, size=SIZE, mean=(0.5,) * 3,
                    std=(0.25,) * 3)(build_fused)  # fmt: skip
-    register_model("kdk_net", family="kdk", framework="keras", frames=FRAMES, size=SIZE)(build_conv3d)
+    register_model("kdk", family="kdk", framework="keras", frames=FRAMES, size=SIZE, mean=(0.5,) * 3,
+                   std=(0.25,) * 3)(build_fused_keras)  # fmt: skip
     yield
-    unregister_model("kdt_net")
-    unregister_model("kdk_net")
+    unregister_model("kdt")
+    unregister_model("kdk")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +111,7 @@ def _cfg(store, results, model, run_id=None, **train):
 def teacher(families, store, tmp_path_factory):
     """A PyTorch teacher trained for real on the labels; returns (results root, run dir, record)."""
     results = tmp_path_factory.mktemp("kd_results")
-    record = run(_cfg(store, results, "kdt_net", "teacher", epochs=8))
+    record = run(_cfg(store, results, "kdt", "teacher", epochs=8))
     return results, results / "runs" / "teacher", record
 
 
@@ -177,25 +182,32 @@ def test_alpha_one_is_cross_entropy_and_teachers_average_probabilities():
 # --------------------------------------------------------------------------- real teachers, real students
 
 
-def test_a_torch_student_learns_from_soft_targets_alone(teacher, store, tmp_path):
-    """A = 0: the student never sees a label. Measured: teacher val 1.00, student val 1.00 (chance 0.33)."""
-    results, teacher_dir, teacher_record = teacher
+@pytest.fixture(scope="module")
+def torch_student(teacher, store):
+    """A PyTorch student of the teacher with A = 0, T = 1, trained beside it (the report reads both)."""
+    results, teacher_dir, _ = teacher
+    cfg = _cfg(store, results, "kdt", epochs=6, teachers=[str(teacher_dir)], kd_alpha=0.0, kd_temperature=1.0)
+    return run(cfg)
+
+
+def test_a_torch_student_learns_from_soft_targets_alone(teacher, torch_student):
+    """A = 0: the student never sees a label. Measured: teacher val 1.00, student val 0.92 (chance 0.33)."""
+    _, teacher_dir, teacher_record = teacher
+    record = torch_student
     assert teacher_record.metrics["val"]["top1"] >= 0.75, teacher_record.metrics
-    cfg = _cfg(store, tmp_path, "kdt_net", epochs=8, teachers=[str(teacher_dir)], kd_alpha=0.0, kd_temperature=2.0)
-    record = run(cfg)
     assert record.status == "completed" and record.tags["teachers"] == "teacher"
-    assert record.run_id.endswith("-kd") and record.config["train"]["teachers"] == [str(teacher_dir)]
-    assert record.metrics["val"]["top1"] >= 0.7, (record.metrics, teacher_record.metrics)
+    assert record.run_id == "kdt-store-s0-kd" and list(record.config["train"]["teachers"]) == [str(teacher_dir)]
+    assert record.metrics["val"]["top1"] >= 0.75 > CHANCE, (record.metrics, teacher_record.metrics)
 
 
 def test_a_torch_teacher_teaches_a_keras_student_through_the_files(teacher, store, tmp_path):
     """A = 0 across engines: only scores_train.npz passes. Measured: student val 1.00 (chance 0.33)."""
     _, teacher_dir, _ = teacher
-    cfg = _cfg(store, tmp_path, "kdk_net", "keras_student", epochs=8, teachers=[str(teacher_dir)], kd_alpha=0.0,
-               kd_temperature=2.0)  # fmt: skip
+    cfg = _cfg(store, tmp_path, "kdk", "keras_student", epochs=8, teachers=[str(teacher_dir)], kd_alpha=0.0,
+               kd_temperature=1.0)  # fmt: skip
     record = run(cfg)
     assert record.framework == "keras" and record.tags["teachers"] == "teacher"
-    assert record.metrics["val"]["top1"] >= 0.7, record.metrics
+    assert record.metrics["val"]["top1"] >= 0.75, record.metrics
 
 
 def test_an_older_teacher_gets_its_train_scores_computed_once_through_its_engine(teacher, tmp_path, store):
@@ -211,25 +223,28 @@ def test_an_older_teacher_gets_its_train_scores_computed_once_through_its_engine
     assert not distill.load_teacher(old).computed  # once: the next student reads the file
 
 
-def test_two_teachers_are_averaged_and_named_in_the_record_and_the_report(teacher, store):
-    from utils.reporting.runs import collect_runs
-    from utils.reporting.tables import summarise
-
-    results, teacher_dir, _ = teacher
-    twin = results / "runs" / "teacher_twin"
-    if not twin.exists():
-        shutil.copytree(teacher_dir, twin)
-    cfg = resolve(_cfg(store, results, "kdt_net", epochs=1, teachers=[str(teacher_dir), str(twin)], kd_alpha=0.5))
+def test_two_teachers_are_averaged_and_named(teacher, store, tmp_path):
+    _, teacher_dir, _ = teacher
+    twin = tmp_path / "teacher_twin"
+    shutil.copytree(teacher_dir, twin)
+    cfg = resolve(_cfg(store, tmp_path, "kdt", teachers=[str(teacher_dir), str(twin)], kd_alpha=0.5))
     table = distill.prepare(cfg, ClipStore(store), [e.video_id for e in ClipStore(store).split("train")])
     one = distill.soft_targets([read_scores(teacher_dir, "train")["logits"]], 4.0)
     np.testing.assert_allclose(table.targets, one, rtol=1e-6)  # two identical teachers average to one
-    assert table.teachers == ("teacher", "teacher") and table.alpha == 0.5 and table.temperature == 4.0
-    record = run(cfg.replace(train={"steps_per_epoch": 2}))
-    assert record.tags["teachers"] == "teacher,teacher"
-    rows = {r.label: r for r in summarise(collect_runs(results))}
-    assert any("distilled from teacher,teacher" in label for label in rows), list(rows)
-    plain = [r for r in rows.values() if r.model == "kdt_net" and not r.teachers]
-    assert plain and all(rid in ("teacher", "teacher_twin") for r in plain for rid in r.run_ids)
+    assert table.teachers == ("teacher", "teacher") and table.tag == "teacher,teacher"
+    assert (table.alpha, table.temperature) == (0.5, 4.0)
+
+
+def test_the_report_shows_a_student_apart_with_its_teachers(teacher, torch_student):
+    from utils.reporting.runs import collect_runs
+    from utils.reporting.tables import summarise
+
+    results, _, _ = teacher
+    rows = summarise(collect_runs(results))
+    student = [r for r in rows if r.teachers]
+    assert [r.label for r in student] == ["kdt (distilled from teacher)"] and student[0].run_ids == [torch_student.run_id]
+    plain = [r for r in rows if r.model == "kdt" and not r.teachers]
+    assert [r.run_ids for r in plain] == [["teacher"]]
 
 
 def test_teachers_are_part_of_the_fingerprint_and_the_cli(store, tmp_path, families):
@@ -237,7 +252,7 @@ def test_teachers_are_part_of_the_fingerprint_and_the_cli(store, tmp_path, famil
 
     args = train_parser("kdt").parse_args(["--data", str(store), "--teacher", "a/run1,b/run2", "--kd-alpha", "0.2",
                                            "--kd-temperature", "3"])  # fmt: skip
-    cfg = config_from_args(args, "kdt_net")
+    cfg = config_from_args(args, "kdt")
     assert cfg.train.teachers == ("a/run1", "b/run2") and cfg.train.kd_alpha == 0.2 and cfg.train.kd_temperature == 3.0
     flat = fingerprint(cfg)
     assert flat["train.teachers"] == ["a/run1", "b/run2"] and flat["train.kd_alpha"] == 0.2
@@ -246,7 +261,7 @@ def test_teachers_are_part_of_the_fingerprint_and_the_cli(store, tmp_path, famil
     with pytest.raises(ValueError, match="kd_temperature expected > 0"):
         cfg.replace(train={"kd_temperature": 0.0})
     with pytest.raises(TypeError, match="teachers' expected a list of text"):
-        config_from_dict({"model": {"name": "kdt_net"}, "data": {"root": "x"}, "train": {"teachers": [1]}})
+        config_from_dict({"model": {"name": "kdt"}, "data": {"root": "x"}, "train": {"teachers": [1]}})
 
 
 # --------------------------------------------------------------------------- refusals
@@ -263,15 +278,18 @@ def _fake_teacher(path: Path, store: Path, *, glosses=None, drop=0, relabel=Fals
         labels = (labels + 1) % len(glosses)
     logits = np.eye(len(glosses), dtype=np.float32)[labels] * 3
     path.mkdir(parents=True)
-    config = {"model": {"name": "kdt_net"}, "data": {"root": trained_on or str(store)}, "run_id": path.name}
-    write_json(path / "config.json", config_from_dict(config).to_dict())
-    write_record(path, RunRecord(run_id=path.name, model="kdt_net", framework="torch", status=status))
+    config = {"model": {"name": "kdt"}, "data": {"root": trained_on or str(store)}, "run_id": path.name}
+    config = config_from_dict(config).to_dict()
+    write_json(path / "config.json", config)
+    metrics = {split: evaluate_logits(logits, labels) for split in ("train", "val", "test")}
+    write_record(path, RunRecord(run_id=path.name, model="kdt", framework="torch", config=config, status=status,
+                                 metrics=metrics if status == "completed" else {}))  # fmt: skip
     write_split(path, "train", [e.video_id for e in entries], labels, logits, glosses)
     return path
 
 
 def _student(store, results, teachers):
-    return resolve(_cfg(store, results, "kdt_net", "student", teachers=[str(t) for t in teachers]))
+    return resolve(_cfg(store, results, "kdt", "student", teachers=[str(t) for t in teachers]))
 
 
 def _other_store(store: Path, out: Path, change: dict) -> Path:

@@ -35,13 +35,14 @@ def _reader(entries: list[ClipEntry], store: ClipStore, frames: int, size: int, 
     return read
 
 
-def _pipeline(indices: tf.data.Dataset, entries, read, frames, size, batch_size, workers, epoch):
+def _pipeline(indices: tf.data.Dataset, entries, read, frames, size, batch_size, workers, epoch, with_index=False):
     labels = tf.constant([e.label for e in entries], tf.int32)
 
     def load(i):
         clip = tf.numpy_function(read, [i, tf.constant(epoch, tf.int64)], tf.uint8, stateful=False)
         clip.set_shape((frames, size, size, 3))
-        return clip, labels[i]
+        # Distillation runs also get the clip's index into ids["train"] (the soft-target row).
+        return (clip, labels[i], i) if with_index else (clip, labels[i])
 
     # deterministic=True keeps batch order fixed whatever the thread timing,
     # so a run's history is reproducible; parallel reads still overlap.
@@ -60,10 +61,11 @@ class TrainStream:
         workers: parallel reads.
         seed: run seed; order and augmentation derive from (seed, epoch, clip).
         crop_scale, flip: augmentation (see ``clip_transform``).
+        index: batches are ``(clips, labels, clip indices into entries)`` (distillation).
     """
 
-    def __init__(self, store, entries, *, frames, size, batch_size, workers, seed, crop_scale, flip):
-        self.entries, self.frames, self.size = entries, frames, size
+    def __init__(self, store, entries, *, frames, size, batch_size, workers, seed, crop_scale, flip, index=False):
+        self.entries, self.frames, self.size, self.index = entries, frames, size, index
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self._read = _reader(entries, store, frames, size, seed, crop_scale, flip)
 
@@ -82,7 +84,7 @@ class TrainStream:
         order = order[skip_batches * self.batch_size :]
         indices = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
         return _pipeline(
-            indices, self.entries, self._read, self.frames, self.size, self.batch_size, self.workers, epoch
+            indices, self.entries, self._read, self.frames, self.size, self.batch_size, self.workers, epoch, self.index
         )
 
     def __iter__(self):
@@ -114,8 +116,9 @@ def make_loaders(store: ClipStore, cfg) -> Loaders:
     common = {"frames": frames, "size": size, "batch_size": cfg.data.batch_size, "workers": cfg.data.workers}
     return Loaders(
         train=TrainStream(
-            store, train, seed=cfg.train.seed, crop_scale=cfg.data.crop_scale, flip=cfg.data.flip, **common
-        ),
+            store, train, seed=cfg.train.seed, crop_scale=cfg.data.crop_scale, flip=cfg.data.flip,
+            index=bool(cfg.train.teachers), **common,
+        ),  # fmt: skip
         train_eval=eval_dataset(store, train, **common),
         val=eval_dataset(store, val, **common),
         test=eval_dataset(store, test, **common),

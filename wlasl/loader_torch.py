@@ -38,6 +38,8 @@ class ClipDataset(Dataset):
         seed: run seed.
         crop_scale: area share range of the random resized crop.
         flip: random horizontal flip.
+        index: also yield the clip's index into ``entries`` (distillation
+            runs look their soft targets up by it).
     """
 
     def __init__(
@@ -51,8 +53,9 @@ class ClipDataset(Dataset):
         seed: int = 0,
         crop_scale=(0.7, 1.0),
         flip: bool = False,
+        index: bool = False,
     ):
-        self.store, self.entries = store, list(entries)
+        self.store, self.entries, self.index = store, list(entries), index
         self.frames, self.size, self.train = frames, size, train
         self.seed, self.crop_scale, self.flip = seed, tuple(crop_scale), flip
 
@@ -71,7 +74,7 @@ class ClipDataset(Dataset):
         out = clip_transform(clip, self.frames, self.size, rng, crop_scale=self.crop_scale, flip=self.flip)
         if not out.flags.writeable:  # an uncropped centre view is still a view of the memory map
             out = out.copy()
-        return torch.from_numpy(out), entry.label
+        return (torch.from_numpy(out), entry.label, index) if self.index else (torch.from_numpy(out), entry.label)
 
 
 class EpochSampler(Sampler):
@@ -148,9 +151,11 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
         # the global torch RNG, shifting dropout between a run and its resume.
         "generator": torch.Generator().manual_seed(seed),
     }
+    # A distillation run's batches carry each clip's index into ids["train"] (the soft-target row).
     train_set = ClipDataset(
-        store, splits["train"], frames=frames, size=size, train=True, seed=seed, crop_scale=d.crop_scale, flip=d.flip
-    )
+        store, splits["train"], frames=frames, size=size, train=True, seed=seed, crop_scale=d.crop_scale, flip=d.flip,
+        index=bool(cfg.train.teachers),
+    )  # fmt: skip
     sampler = EpochSampler(
         len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world, max_steps=cfg.train.steps_per_epoch
     )

@@ -21,7 +21,9 @@ class Loaders:
     """What an engine receives: iterables of ``(uint8 clips, int labels)`` batches.
 
     Attributes:
-        train: training batches (shuffled, augmented).
+        train: training batches (shuffled, augmented); in a distillation run
+            (``cfg.train.teachers``) ``(clips, labels, clip indices)``, the index
+            of each clip in ``ids["train"]`` (its row of the soft targets).
         train_eval: the training clips again, fixed order, centre view (the
             run's train-split scores, which distillation reads).
         val: validation batches (fixed order, centre view).
