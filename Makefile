@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint slurm slurm-check cluster-start cluster-stop clean-demo
+.PHONY: setup demo test bench lint slurm slurm-check cluster-start cluster-stop clean-demo pose-setup
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -16,14 +16,32 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
-	$(PY) main/demo.py
+# The keypoint stage's own environment: MediaPipe 0.10.21 ships the Holistic
+# models in its wheel but needs numpy<2 and protobuf<5, which TensorFlow in
+# .venv cannot share. main/extract_keypoints.py re-runs itself in it.
+POSE_VENV ?= .venv-pose
+POSE_PY := $(POSE_VENV)/bin/python
+POSE_STAMP := $(POSE_VENV)/.installed
 
-test: $(STAMP)
+$(POSE_STAMP): requirements-pose.txt
+	@test -x $(POSE_PY) || python3 -m venv $(POSE_VENV)
+	@$(POSE_PY) -m pip install -q --upgrade pip
+	@$(POSE_PY) -m pip install -q -r requirements-pose.txt
+	@touch $(POSE_STAMP)
+
+pose-setup: $(POSE_STAMP)
+
+# experiments/demo.yaml run here in order: synthetic mini-WLASL -> store -> two tiny models -> table.
+demo: $(STAMP)
+	$(PY) main/experiment.py run experiments/demo.yaml --local
+
+# The whole suite, in random order (pytest-randomly); both environments first.
+test: $(STAMP) $(POSE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/loader.py --size 172 --clips 96
 	$(PY) benchmarks/loader_tf.py
 	$(PY) benchmarks/loader_torch.py
 
@@ -32,7 +50,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) main/make_slurm.py --check
 
-# Regenerate slurm/*.slurm from slurm/cluster.toml (commit the result).
+# Regenerate slurm/*.slurm from slurm/cluster.toml and slurm/local/*.slurm from slurm/local.toml (commit them).
 slurm: $(STAMP)
 	$(PY) main/make_slurm.py
 

@@ -8,8 +8,8 @@ clips (20 frames; the loader's cost does not depend on the content), then
 runs each loader in its own subprocess (so peak RSS is each loader's own)
 for two epochs at batch 8 and prints clips/s and peak RSS side by side:
 
-- ``tfdata``: ``wlasl.loader_tf`` (memory maps, train-time augmentation:
-  random window, random resized crop, resize back to the input size);
+- ``tfdata``: ``wlasl.loader_tf`` (whole uint8 batches read from the store,
+  host side only: the crop runs on the device, see benchmarks/loader.py);
 - ``seed``: the seed project's way, every clip decoded to float32 [0, 1] in
   RAM up front, then ``from_tensor_slices().shuffle().batch()``; its
   up-front load time is reported separately and not counted in clips/s.
@@ -95,8 +95,8 @@ def _worker(kind: str, store_dir: str, size: int, epochs: int, workers: int) -> 
 
     n, t = 0, time.perf_counter()
     for epoch in range(epochs):
-        for x, _ in epoch_ds(epoch):
-            n += int(x.shape[0])
+        for _, labels in epoch_ds(epoch):
+            n += int(labels.shape[0])
     seconds = time.perf_counter() - t
     return {"clips_per_s": n / seconds, "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base_mb, "load_s": load_s}
 

@@ -2,7 +2,8 @@
 
 Compares, at 20 frames x 224², batch 8, training augmentation on:
 
-- ``store``: ``wlasl.loader_torch`` over the memory-mapped clip store, 0/1/2 workers;
+- ``store``: ``wlasl.loader_torch`` over the clip store, 0/1/2 workers (host side
+  only: its crop runs on the device, see benchmarks/loader.py);
 - ``decode``: decoding the mp4 at every step (``wlasl.video.decode_frames`` +
   bbox crop + resize per sample, then the same augmentation), 0/2 workers;
 - ``ram_f32``: the seed project's way, every clip held in RAM as float32.
@@ -134,6 +135,7 @@ def child(mode: str, store_path: str, videos: str, n: int, workers: int, batches
     start = time.perf_counter()
     for _ in range(batches):
         clips, _ = next(it)
+        clips = clips["clips"] if isinstance(clips, dict) else clips  # the store's batches: inputs dict
         assert clips.shape[:2] == (BATCH, FRAMES)
     elapsed = time.perf_counter() - start
     # Workers count in RUSAGE_CHILDREN only once they have exited and been reaped.

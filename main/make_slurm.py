@@ -1,12 +1,14 @@
-"""Render the SLURM job files in slurm/ from a cluster profile.
+"""Render the SLURM job files from cluster profiles.
 
 Examples:
-    # after editing slurm/cluster.toml
+    # after editing slurm/cluster.toml or slurm/local.toml: writes slurm/ and slurm/local/
     python main/make_slurm.py
-    # CI / pre-commit: exit 1 if a committed job file differs from the profile
+    # CI / pre-commit: exit 1 if a committed job file differs from its profile
     python main/make_slurm.py --check
-    # a second cluster, into its own folder
-    python main/make_slurm.py --profile slurm/other.toml --out slurm/other
+    # your own cluster, into its own folder (the jobs find the repo root from there)
+    python main/make_slurm.py --profile slurm/mycluster.toml --out slurm/mycluster
+    # every profile key, its default and the per-kind defaults
+    python main/make_slurm.py --keys
     # then, from the repo root
     sbatch slurm/preprocess_172.slurm && sbatch slurm/movinet_a3.slurm --epochs 50
 """
@@ -21,26 +23,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
 from utils.cluster.jobs import check_dir, render_all, write_dir  # noqa: E402
-from utils.cluster.sbatch import load_profile  # noqa: E402
+from utils.cluster.profile import load_profile, valid_keys  # noqa: E402
+
+# The committed pairs: the generic cluster files, and the ones fitted to slurm/local_cluster.sh.
+COMMITTED = ((ROOT / "slurm" / "cluster.toml", ROOT / "slurm"), (ROOT / "slurm" / "local.toml", ROOT / "slurm" / "local"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main/make_slurm.py",
-        description="Write slurm/*.slurm (one job per model, preprocessing arrays, tuning, report) from a cluster profile.",
+        description="Write slurm/*.slurm (one job per model, preprocessing arrays, tuning, report) from a cluster "
+        "profile. Without --profile: slurm/cluster.toml -> slurm/ and slurm/local.toml -> slurm/local/.",
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--profile",
-        type=Path,
-        default=ROOT / "slurm" / "cluster.toml",
-        help="TOML cluster profile (default slurm/cluster.toml)",
-    )
-    p.add_argument("--out", type=Path, default=ROOT / "slurm", help="folder for the job files (default slurm/)")
+    p.add_argument("--profile", type=Path, help="TOML cluster profile (default: both committed profiles)")
+    p.add_argument("--out", type=Path, help="folder for the job files (default slurm/ for slurm/cluster.toml)")
     p.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the files in --out differ from the profile"
     )
+    p.add_argument("--keys", action="store_true", help="print every profile key with its defaults and exit")
     return p
 
 
@@ -51,34 +53,42 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _one(profile: Path, out: Path, check: bool) -> int:
     try:
-        files = render_all(load_profile(args.profile), source=_shown(args.profile))
+        files = render_all(load_profile(profile), source=_shown(profile))
     except (FileNotFoundError, KeyError, TypeError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
-    if args.check:
-        drift = check_dir(files, args.out)
+    if check:
+        drift = check_dir(files, out)
         if drift:
-            print(
-                f"{len(drift)} job file(s) in {_shown(args.out)} do not match {_shown(args.profile)}:", file=sys.stderr
-            )
+            print(f"{len(drift)} job file(s) in {_shown(out)} do not match {_shown(profile)}:", file=sys.stderr)
             for line in drift:
                 print(f"  {line}", file=sys.stderr)
-            print(
-                f"regenerate: python main/make_slurm.py --profile {_shown(args.profile)} --out {_shown(args.out)}",
-                file=sys.stderr,
-            )
+            print(f"regenerate: python main/make_slurm.py --profile {_shown(profile)} --out {_shown(out)}",
+                  file=sys.stderr)  # fmt: skip
             return 1
-        print(f"{len(files)} job files in {_shown(args.out)} match {_shown(args.profile)}")
+        print(f"{len(files)} job files in {_shown(out)} match {_shown(profile)}")
         return 0
-    changed = write_dir(files, args.out)
-    print(
-        f"{len(files)} job files in {_shown(args.out)}; {len(changed)} changed"
-        + (f": {', '.join(changed)}" if changed else "")
-    )
+    changed = write_dir(files, out)
+    print(f"{len(files)} job files in {_shown(out)}; {len(changed)} changed" + (f": {', '.join(changed)}" if changed else ""))
     return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.keys:
+        print(f"Profile keys and defaults (top level, or per kind in [train], [preprocess], ...):\n{valid_keys()}")
+        return 0
+    if args.profile is None and args.out is None:
+        pairs = COMMITTED
+    elif args.profile is None:
+        pairs = ((COMMITTED[0][0], args.out),)
+    else:
+        pairs = ((args.profile, args.out or args.profile.parent / args.profile.stem),)
+        if args.out is None and args.profile.resolve() == COMMITTED[0][0]:
+            pairs = (COMMITTED[0],)
+    return max(_one(profile, out, args.check) for profile, out in pairs)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,20 @@
 
 Examples:
     # WLASL100 at 224² for I3D / S3D / X3D
-    python main/preprocess.py --metadata WLASL_v0.3.json --videos raw/ \\
+    python main/preprocess.py --metadata raw/WLASL_v0.3.json --videos raw/videos \\
         --subset 100 --frames 20 --size 224 --out data/wlasl100_224
     # the same split from the official nslt file, at 172² for MoViNet
-    python main/preprocess.py --metadata WLASL_v0.3.json --nslt nslt_100.json \\
-        --videos raw/ --frames 20 --size 172 --out data/wlasl100_172
+    python main/preprocess.py --metadata raw/WLASL_v0.3.json --nslt raw/nslt_100.json \\
+        --videos raw/videos --frames 20 --size 172 --out data/wlasl100_172
+    # the seed thesis's sampling: 20 frames, every 2nd frame, centred in the sign
+    python main/preprocess.py ... --frames 20 --frame-step 2 --size 172 --out data/wlasl100_172_s2
     # shard 2 of 8 by hand (inside a SLURM job array it is automatic)
     python main/preprocess.py ... --shard 2/8
+
+Exit status: 0 done (skips are listed in prepare_report.json); 1 --strict
+and some instance was skipped; 2 bad arguments, metadata or --out; 3 a
+worker process died (e.g. the OOM killer) and its instance is named: rerun
+the same command to retry it, finished clips are kept.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
 from wlasl.prepare import PrepareConfig, parse_shard, run_prepare, summary  # noqa: E402
+from wlasl.stage import add_stage_args, lost_error  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,22 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--metadata", required=True, type=Path, help="WLASL_v0.3.json")
-    p.add_argument("--videos", required=True, type=Path, help="directory of <video_id>.mp4 files")
-    p.add_argument("--out", required=True, type=Path, help="clip store directory to write")
-    p.add_argument("--subset", type=int, help="WLASL-N: first N glosses (100, 300, 1000, 2000); default all")
-    p.add_argument("--nslt", type=Path, help="nslt_N.json: take videos, splits and classes from it")
+    add_stage_args(p, store="clip store")
     p.add_argument("--frames", type=int, default=20, help="frames per clip T (default 20)")
+    p.add_argument(
+        "--frame-step",
+        type=int,
+        default=1,
+        help="1: spread --frames uniformly over the sign's range (default); S > 1: --frames frames S apart, "
+        "centred in the range (the seed thesis: --frames 20 --frame-step 2); ranges too short for that "
+        "fall back to uniform sampling and are listed as step_fallback in prepare_report.json",
+    )
     p.add_argument("--size", type=int, default=224, help="output side in pixels: 172 MoViNet, 224 others (default 224)")
     p.add_argument("--margin", type=float, default=0.1, help="crop margin around the bbox, fraction of its side (default 0.1)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument(
-        "--shard",
-        help="i/n: process every n-th instance from i (0-based); default from "
-        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else 0/1",
+        "--decode-threads",
+        type=int,
+        default=1,
+        help="FFmpeg threads per video (default 1: least CPU per clip; more only helps a run with fewer "
+        "videos than cores)",
     )
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any instance is skipped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -63,9 +75,11 @@ def main(argv=None) -> int:
             subset=args.subset,
             nslt=args.nslt,
             frames=args.frames,
+            frame_step=args.frame_step,
             size=args.size,
             margin=args.margin,
             workers=args.workers,
+            decode_threads=args.decode_threads,
             shard=parse_shard(args.shard),
             strict=args.strict,
         )
@@ -77,6 +91,9 @@ def main(argv=None) -> int:
         return 2
     print(summary(report))
     print(f"clip store: {cfg.out} (report: {cfg.out / 'prepare_report.json'})")
+    if lost_error(report):
+        print(lost_error(report), file=sys.stderr)
+        return 3
     if cfg.strict and report["skipped"]:
         print(f"error: --strict and {report['skipped']} instances were skipped", file=sys.stderr)
         return 1

@@ -1,10 +1,12 @@
-"""Submit a job file to SLURM, with a clear message when it asks for what the cluster lacks.
+"""Submit a job file to SLURM after checking that it fits a node (CPUs, memory, GPUs).
 
 Examples:
     python main/submit.py slurm/movinet_a3.slurm -- --epochs 50
+    python main/submit.py --fit slurm/preprocess_172.slurm     # shrink CPUs/memory/GPUs to the largest node
     python main/submit.py --no-gpu slurm/i3d.slurm -- --dry-run   # a CPU-only cluster
     python main/submit.py --sbatch=--partition=long slurm/x3d_m.slurm
-Plain `sbatch slurm/<job>.slurm [args]` works too; this only checks first.
+Plain `sbatch slurm/<job>.slurm [args]` works too; this only checks first. Arguments after
+`--` go to the job's command and win over its built-in ones (the last one wins).
 """
 
 from __future__ import annotations
@@ -15,30 +17,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-from utils.cluster.submit import GresError, directive, submit  # noqa: E402
+from utils.cluster.submit import ResourceError, directive, submit  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="main/submit.py",
-        description="sbatch a job file after checking its GPU request against sinfo.",
+        description="sbatch a job file after checking its CPUs, memory and GRES against sinfo.",
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("job", help="job file, e.g. slurm/movinet_a3.slurm")
     p.add_argument("job_args", nargs="*", help="arguments for the job's command (after --)")
     p.add_argument("--no-gpu", action="store_true", help="drop the job's GPU request (--gres=none)")
+    p.add_argument("--fit", action="store_true", help="shrink CPUs, memory and GPUs to what the largest node has")
     p.add_argument("--sbatch", action="append", default=[], help="an extra sbatch option, e.g. --sbatch=--qos=long")
     args = p.parse_args(argv)
     sbatch_args = tuple(args.sbatch) + (("--gres=none",) if args.no_gpu else ())
     try:
-        job_id = submit(args.job, tuple(args.job_args), sbatch_args)
-    except (GresError, FileNotFoundError, RuntimeError) as e:
+        job_id, added = submit(args.job, tuple(args.job_args), sbatch_args, fit=args.fit)
+    except (ResourceError, FileNotFoundError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     text = Path(args.job).read_text()
     log = (directive(text, "output") or "slurm-%j.out").replace("%x", directive(text, "job-name") or "job")
-    print(f"submitted job {job_id}; log: {log.replace('%j', job_id).replace('%A', job_id)}")
+    log = log.replace("%j", job_id).replace("%A", job_id).replace("%a", "<task>")
+    print(f"submitted job {job_id}" + (f" fitted with {' '.join(added)}" if added else "") + f"; log: {log}")
     return 0
 
 

@@ -4,7 +4,7 @@ Examples:
     # check the setup on CPU in seconds (a few clips, 2 steps)
     python main/train_s3d.py --data data/wlasl100_224 --dry-run
     # WLASL100, 20 frames at 224², from Kinetics-400 weights (torchvision's s3d-d76dad2f.pth)
-    python main/train_s3d.py --data data/wlasl100_224 --pretrained weights/s3d-d76dad2f.pth \\
+    python main/train_s3d.py --data data/wlasl100_224 --pretrained checkpoints/s3d-d76dad2f.pth \\
         --epochs 30 --batch-size 8 --lr 1e-3 --mixed-precision
     # two GPUs on one node
     torchrun --nproc-per-node 2 main/train_s3d.py --data data/wlasl100_224 --mixed-precision

@@ -4,7 +4,7 @@ Examples:
     # check the setup on CPU in seconds (a few clips, 2 steps)
     python main/train_x3d.py --variant xs --data data/wlasl100_224 --dry-run
     # WLASL100, X3D-S at 20 frames, 224², from pytorchvideo's Kinetics weights (X3D_S.pyth)
-    python main/train_x3d.py --variant s --data data/wlasl100_224 --pretrained weights/X3D_S.pyth \\
+    python main/train_x3d.py --variant s --data data/wlasl100_224 --pretrained checkpoints/X3D_S.pyth \\
         --epochs 30 --batch-size 16 --lr 1e-3 --mixed-precision
     # the tiny demo store on CPU
     python main/train_x3d.py --variant xs --data demo/data/mini3_64 --frames 8 --size 64 --epochs 3

@@ -7,6 +7,9 @@ so ``import models`` never pays for torch.
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -105,60 +108,157 @@ def check_input_size(name: str, *, frames: int, size: int, min_frames: int, min_
         )
 
 
+# Wrappers whose name prefixes every key of a saved state dict: DataParallel/DDP,
+# torch.compile, PySlowFast's PTVX3D (the pytorchvideo net as ``.model``), and ours.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
+# Where checkpoints nest the state dict: PySlowFast and the pytorchvideo model zoo
+# (``model_state``), Lightning and many scripts (``state_dict``), others (``model``).
+_STATE_KEYS = ("model_state", "state_dict", "model")
+# The first bytes of the legacy (pre-1.6) torch.save format: the pickled magic number.
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[:-1]
+
+
+def _read_torch_file(path: Path, name: str):
+    """``torch.load(path, weights_only=True)``, or a ValueError saying what the file is instead."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes); download the {name} weights again")
+    is_zip, is_legacy = head.startswith(b"PK\x03\x04"), head.startswith(_LEGACY_MAGIC)
+    if not (is_zip or is_legacy):
+        raise ValueError(
+            f"{path} is not a PyTorch weights file (neither the zip format of torch.save nor its legacy one; "
+            f"it starts with {head[:16]!r}); expected the upstream {name} .pth/.pyth: check the download "
+            "(an HTML error page or a partial copy are common) and download it again"
+        )
+    if is_zip and not zipfile.is_zipfile(path):  # the zip's directory sits at the end: gone when cut short
+        raise ValueError(
+            f"{path} is a truncated or damaged PyTorch file (its zip directory is missing); download it again "
+            "and compare its size with the release"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # A well-formed file whose pickle names Python classes or functions: weights_only refuses them because
+        # unpickling them runs code (a whole model saved with torch.save(model), or a custom training object).
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = found.group(1) if found else "classes beyond tensors and plain containers"
+        raise ValueError(
+            f"{path} is a PyTorch file that is not a plain state dict: it pickles Python objects ({what}), which "
+            "torch.load(weights_only=True) refuses because unpickling them can run code; if you trust the file, "
+            f"re-save its weights and pass that file: python -c \"import torch; m = torch.load('{path}', "
+            f"weights_only=False); torch.save(m.state_dict(), '{path}.state_dict.pth')\""
+        ) from None
+    except RuntimeError as e:
+        if "TorchScript" not in str(e):
+            raise _damaged(path, e) from None
+        raise ValueError(
+            f"{path} is a TorchScript archive (torch.jit.save), not a state dict; if you trust it, save its weights "
+            f"and pass that file: python -c \"import torch; torch.save(torch.jit.load('{path}').state_dict(), "
+            f"'{path}.state_dict.pth')\""
+        ) from None
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise _damaged(path, e) from None
+
+
+def _damaged(path: Path, error: Exception) -> ValueError:
+    reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    return ValueError(
+        f"{path} is a truncated or damaged PyTorch file ({reason}); download it again and compare its size with "
+        "the release"
+    )
+
+
 def _unwrap_state(obj, path: Path) -> dict:
-    """The tensor mapping inside a checkpoint file (plain, or under a usual key)."""
+    """The tensor mapping inside a checkpoint (plain, or under a usual key), with wrapper prefixes removed."""
     if isinstance(obj, dict):
-        for key in ("model_state", "state_dict", "model"):
+        for key in _STATE_KEYS:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), received {type(obj).__name__}")
-    # Prefixes left by DataParallel/DDP, torch.compile, and our own wrapper.
-    out = {}
-    for key, value in obj.items():
-        for prefix in ("module.", "_orig_mod.", "net."):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key] = value
-    return out
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        found = (
+            f"a dict with keys {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, dict) else type(obj).__name__
+        )
+        raise ValueError(
+            f"{path}: expected a state dict (name -> tensor), plain or under one of {', '.join(_STATE_KEYS)}; "
+            f"received {found}"
+        )
+    state = dict(obj)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                stripped = True
+    return state
 
 
-def load_backbone(net: nn.Module, path: str | Path, *, head: tuple[str, ...], name: str) -> None:
+def _is_counter(key: str) -> bool:
+    """BatchNorm's ``num_batches_tracked``: a step count, not a weight. Files without it load in
+    torchvision's and pytorchvideo's own strict loads (BatchNorm then keeps its 0), so here too."""
+    return key.endswith("num_batches_tracked")
+
+
+def load_backbone(net: nn.Module, path: str | Path, *, head: tuple[str, ...], name: str, partial: bool = False) -> dict:
     """Load a local checkpoint into ``net``'s backbone; the head keeps its fresh weights.
+
+    As strict as the upstream loaders (pytorchvideo's hub, torchvision): every
+    backbone key must come from the file and every file key must fit, except
+    BatchNorm's ``num_batches_tracked`` counters, which those loaders do not
+    require either. Wrapper prefixes (``module.``, PySlowFast's ``model.``,
+    ...) are removed. Nothing is loaded unless the file fits.
 
     Args:
         net: the upstream network (state dict keys as in the file).
-        path: ``.pth``/``.pyth`` file, loaded with ``weights_only=True``.
+        path: ``.pth``/``.pyth`` file, loaded with ``weights_only=True``: a
+            state dict, or one under ``model_state`` (pytorchvideo model zoo,
+            PySlowFast), ``state_dict`` or ``model``.
         head: key prefixes of the classifier, skipped on both sides (its
             shape depends on the number of classes).
         name: model name for messages.
+        partial: allow backbone keys the file lacks and file keys the model
+            lacks (both listed in the report); shapes must still match.
+
+    Returns:
+        The :func:`models._pretrained.pretrained_report` dict; entries are state-dict keys.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a state dict of this backbone; names the
-            missing, unexpected and mis-shaped keys.
+        ValueError: the file is not a readable, safe PyTorch state dict
+            (empty, truncated, pickled objects, another format), or not one
+            of this backbone; names the missing, unexpected and mis-shaped keys.
     """
+    from models._pretrained import few, pretrained_report
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights for {name} not found: {path}")
-    state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True), path)
+    state = _unwrap_state(_read_torch_file(path, name), path)
     ours = {k: v for k, v in net.state_dict().items() if not k.startswith(head)}
     theirs = {k: v for k, v in state.items() if not k.startswith(head)}
-    missing = sorted(set(ours) - set(theirs))
-    unexpected = sorted(set(theirs) - set(ours))
-    shapes = sorted(
+    missing = [k for k in ours if k not in theirs and not _is_counter(k)]
+    unexpected = [k for k in theirs if k not in ours and not _is_counter(k)]
+    shapes = [
         f"{k} {tuple(theirs[k].shape)} vs {tuple(ours[k].shape)}"
-        for k in set(ours) & set(theirs)
-        if theirs[k].shape != ours[k].shape
-    )
-    if missing or unexpected or shapes:
-
-        def few(keys):
-            return ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "") if keys else "none"
-
+        for k in ours
+        if k in theirs and theirs[k].shape != ours[k].shape
+    ]
+    loadable = {k: v for k, v in theirs.items() if k in ours and v.shape == ours[k].shape}
+    if shapes or not loadable or ((missing or unexpected) and not partial):
+        hint = " (or --pretrained-partial to load a file that holds only part of it)" if not shapes and loadable else ""
         raise ValueError(
-            f"{path} is not a {name} backbone state dict: missing keys: {few(missing)}; unexpected keys: {few(unexpected)}; "
-            f"shape mismatches (file vs model): {few(shapes)}. Use the upstream {name} weights of the same variant"
+            f"{path} is not a {name} backbone state dict: missing keys: {few(missing)}; unexpected keys: "
+            f"{few(unexpected)}; shape mismatches (file vs model): {few(shapes)}. Use the upstream {name} weights "
+            f"of the same variant{hint}"
         )
-    net.load_state_dict(theirs, strict=False)
+    net.load_state_dict(loadable, strict=False)
+    return pretrained_report(
+        file=path,
+        tensors_loaded=len(loadable),
+        unused=unexpected,
+        skipped_head=[k for k in state if k.startswith(head)],
+        left=missing,
+        partial=partial,
+    )

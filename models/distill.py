@@ -52,15 +52,18 @@ from pathlib import Path
 
 import numpy as np
 
+from models.build import open_store
+from models.registry import get_model
 from utils.core.config import RunConfig, config_from_dict
 from utils.core.records import RecordError, read_record
-from wlasl.clip_store import ClipStore, StoreError
+from wlasl.clip_store import StoreError
 
 __all__ = ["Distillation", "Teacher", "TeacherError", "check_fit", "kd_loss", "load_teacher", "prepare", "soft_targets"]
 
 # Manifest columns that say which source a clip was cut from; they do not
 # depend on the store's frames, size or margin, so stores of one WLASL
-# selection at 172² and 224² agree on them.
+# selection at 172² and 224² agree on them (a keypoint store has no bbox:
+# the columns both manifests have are compared).
 SOURCE_COLUMNS = ("gloss", "label", "split", "frame_start", "frame_end", "bbox")
 
 
@@ -75,8 +78,9 @@ class Teacher:
     Attributes:
         run_dir: the teacher's run directory.
         run_id: its run id (named in the student's record).
-        model: its registry name.
-        store: the clip store it learned from (``config.json`` ``data.root``).
+        model: its registry name (``a+b`` for an ensemble of runs).
+        stores: ``(store root, model name)`` it learned from: its ``config.json``
+            ``data.root``, or each member's for an ensemble (``models/ensemble.py``).
         video_ids: train clips scored, in the file's order.
         labels: their labels as the teacher's store gave them.
         logits: ``(clips, classes)`` float32.
@@ -87,7 +91,7 @@ class Teacher:
     run_dir: Path
     run_id: str
     model: str
-    store: str
+    stores: tuple[tuple[str, str], ...]
     video_ids: list[str]
     labels: np.ndarray
     logits: np.ndarray
@@ -167,16 +171,27 @@ def load_teacher(run_dir: str | Path) -> Teacher:
         )
     try:
         record = read_record(run_dir / "metrics.json")
-        cfg = config_from_dict(json.loads((run_dir / "config.json").read_text()), where=str(run_dir / "config.json"))
-    except (RecordError, ValueError, KeyError, TypeError) as e:
+        if record.status != "completed":
+            raise TeacherError(
+                f"teacher {run_dir} is {record.status}, not completed; finish it first (rerun its command) or pick "
+                f"another teacher"
+            )
+        if record.framework == "ensemble":  # fused scores, no model: its stores are its members'
+            cfg, stores = None, tuple(_run_store(Path(d)) for d in record.tags.get("member_dirs", []))
+        else:
+            cfg = _run_config(run_dir)
+            stores = ((cfg.data.root, cfg.model.name),)
+    except (RecordError, ValueError, KeyError, TypeError, OSError) as e:
+        if isinstance(e, TeacherError):
+            raise
         raise TeacherError(f"teacher {run_dir}: unreadable run files ({' '.join(str(e).split())})") from None
-    if record.status != "completed":
-        raise TeacherError(
-            f"teacher {run_dir} is {record.status}, not completed; finish it first (rerun its command) or pick "
-            f"another teacher"
-        )
     path, computed = run_dir / "scores_train.npz", False
     if not path.is_file():
+        if cfg is None:
+            raise TeacherError(
+                f"teacher {run_dir} is an ensemble without train scores (a member had none); fuse members that all "
+                f"have scores_train.npz (python main/ensemble.py), or name the members as teachers"
+            )
         scores, computed = _compute_train_scores(run_dir, cfg), True
     else:
         try:
@@ -188,11 +203,22 @@ def load_teacher(run_dir: str | Path) -> Teacher:
                 f"the teacher's checkpoint"
             ) from None
     return Teacher(
-        run_dir=run_dir, run_id=record.run_id, model=record.model, store=cfg.data.root,
+        run_dir=run_dir, run_id=record.run_id, model=record.model, stores=stores,
         video_ids=[str(v) for v in scores["video_id"]], labels=np.asarray(scores["label"], np.int64),
         logits=np.asarray(scores["logits"], np.float32), glosses=[str(g) for g in scores["glosses"]],
         computed=computed,
     )  # fmt: skip
+
+
+def _run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.json"
+    return config_from_dict(json.loads(path.read_text()), where=str(path))
+
+
+def _run_store(run_dir: Path) -> tuple[str, str]:
+    """``(store root, model)`` a member run of an ensemble learned from."""
+    cfg = _run_config(run_dir)
+    return cfg.data.root, cfg.model.name
 
 
 def _compute_train_scores(run_dir: Path, cfg: RunConfig) -> dict:
@@ -202,7 +228,7 @@ def _compute_train_scores(run_dir: Path, cfg: RunConfig) -> dict:
     from models.restore import restore_run
 
     try:
-        store = ClipStore(cfg.data.root)
+        store = open_store(get_model(cfg.model.name), cfg.data.root)
     except StoreError:
         raise TeacherError(
             f"teacher {run_dir} has no scores_train.npz (a run from before every run wrote it) and its clip store "
@@ -223,7 +249,7 @@ def _compute_train_scores(run_dir: Path, cfg: RunConfig) -> dict:
     return {"video_id": np.asarray(ids), "label": labels, "logits": logits, "glosses": np.asarray(restored.glosses)}
 
 
-def _check_class_list(teacher: Teacher, store: ClipStore) -> None:
+def _check_class_list(teacher: Teacher, store) -> None:
     if teacher.glosses == store.labels:
         return
     i = next((k for k, (a, b) in enumerate(zip(teacher.glosses, store.labels)) if a != b), None)
@@ -234,14 +260,18 @@ def _check_class_list(teacher: Teacher, store: ClipStore) -> None:
     )
 
 
-def _check_same_clips(teacher: Teacher, store: ClipStore, train_ids: list[str]) -> None:
-    """The teacher learned from this store, or from one cut from the same videos, ranges, labels and splits."""
-    theirs = Path(teacher.store)
+def _check_same_clips(teacher: Teacher, store, train_ids: list[str]) -> None:
+    """The teacher learned from this store, or from ones cut from the same videos, ranges, labels and splits."""
+    for root, model in teacher.stores:
+        _check_store(teacher, Path(root), model, store, train_ids)
+
+
+def _check_store(teacher: Teacher, theirs: Path, model: str, store, train_ids: list[str]) -> None:
     if theirs.resolve() == store.root.resolve():
         return
     try:
-        other = ClipStore(theirs)
-    except StoreError:
+        other = open_store(get_model(model), theirs)
+    except (StoreError, KeyError):
         if theirs.name == store.root.name:  # moved with its runs: a store is named by its directory (models.policy)
             return
         raise TeacherError(
@@ -253,7 +283,7 @@ def _check_same_clips(teacher: Teacher, store: ClipStore, train_ids: list[str]) 
     mine = {r["video_id"]: r for r in store.rows}
     for vid in train_ids:
         a, b = mine[vid], rows.get(vid)
-        differs = ["video_id"] if b is None else [c for c in SOURCE_COLUMNS if a.get(c) != b.get(c)]
+        differs = ["video_id"] if b is None else [c for c in SOURCE_COLUMNS if c in a and c in b and a[c] != b[c]]
         if differs:
             col = differs[0]
             got = "no such clip" if b is None else f"{col} {b.get(col)!r}"
@@ -264,7 +294,7 @@ def _check_same_clips(teacher: Teacher, store: ClipStore, train_ids: list[str]) 
             )
 
 
-def _rows_for(teacher: Teacher, store: ClipStore, train_ids: list[str]) -> np.ndarray:
+def _rows_for(teacher: Teacher, store, train_ids: list[str]) -> np.ndarray:
     """The teacher's logits for ``train_ids``, in that order, after the id and label checks."""
     index = {v: i for i, v in enumerate(teacher.video_ids)}
     missing = [v for v in train_ids if v not in index]
@@ -286,12 +316,13 @@ def _rows_for(teacher: Teacher, store: ClipStore, train_ids: list[str]) -> np.nd
     return teacher.logits[rows]
 
 
-def prepare(cfg: RunConfig, store: ClipStore, train_ids: list[str]) -> Distillation:
+def prepare(cfg: RunConfig, store, train_ids: list[str]) -> Distillation:
     """Load and check every teacher of ``cfg.train.teachers``; the soft-target table for ``train_ids``.
 
     Args:
         cfg: the student's resolved configuration.
-        store: the student's clip store.
+        store: the student's store (clip or keypoint store: anything with
+            ``root``, ``labels``, ``rows`` and ``split``).
         train_ids: the student's training clips, in ``Loaders.ids["train"]`` order.
 
     Raises:

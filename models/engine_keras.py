@@ -19,12 +19,14 @@ this module holds what is TensorFlow-specific:
 
 Distillation: :func:`kd_loss`, the TensorFlow form of
 :func:`models.distill.kd_loss`, on soft targets looked up by each clip's
-index (the train batches' third item).
+``inputs["index"]``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +39,25 @@ from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 from utils.core.tf_env import set_precision, tf, tf_keras
+from utils.core.tf_strategy import choose_strategy
 
-__all__ = ["NonFiniteLoss", "build_scope", "fit", "kd_loss", "load_weights", "make_optimizer", "predict_logits"]
+__all__ = ["NonFiniteLoss", "build_scope", "fit", "kd_loss", "load_weights", "make_optimizer", "predict_logits", "prepare_process"]
+
+
+def prepare_process(cfg) -> None:
+    """Called before anything else of the run touches TensorFlow (the loaders do).
+
+    A MultiWorkerMirroredStrategy (a job over several nodes) can only be made
+    before the process's first TensorFlow operation; ``choose_strategy``
+    caches it, so ``build_scope`` later gets the same object.
+    """
+    choose_strategy(tf.config.list_physical_devices("GPU"))
+
+
+def _is_chief(strategy) -> bool:
+    """Whether this process writes the run (task 0 of a multi-worker job; always on one node)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is None or not getattr(resolver, "task_type", None) or resolver.task_id == 0
 
 
 @contextlib.contextmanager
@@ -49,7 +68,7 @@ def build_scope(cfg):
     tf_keras.utils.set_random_seed(cfg.train.seed)
     set_precision(cfg.train.mixed_precision)
     gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    strategy = choose_strategy(gpus)  # multi-node, multi-GPU or default: utils.core.tf_strategy
     with strategy.scope():
         yield strategy
 
@@ -83,10 +102,10 @@ def kd_loss(logits, labels, teacher_probs, *, alpha: float, temperature: float):
 class _Steps:
     """The compiled train and eval steps of one model under its strategy (and its soft targets, when distilling)."""
 
-    def __init__(self, model, optimizer, cfg, distill: Distillation | None = None):
-        self.model, self.optimizer, self.distill = model, optimizer, distill
+    def __init__(self, model, optimizer, cfg, augment, distill: Distillation | None = None):
+        self.model, self.optimizer, self.augment, self.distill = model, optimizer, augment, distill
         self.strategy = model.distribute_strategy
-        # The table lives on the device; each replica gathers its clips' rows.
+        # The table lives on the device; each replica gathers its clips' rows by inputs["index"].
         self.targets = tf.constant(distill.targets) if distill else None
         if cfg.dry_run:
             # Two steps run faster eagerly than tracing MoViNet's graph (~30 s on CPU).
@@ -96,15 +115,15 @@ class _Steps:
             self.train = tf.function(self._train, jit_compile=xla, reduce_retracing=True)
             self.eval = tf.function(self._eval, reduce_retracing=True)
 
-    def _train_replica(self, x, y, index=None):
-        model, opt, kd = self.model, self.optimizer, self.distill
+    def _train_replica(self, x, y):
+        model, opt = self.model, self.optimizer
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            if kd is None:
+            logits = model(self.augment(x), training=True)  # the loaders' crop, where the step runs
+            if self.distill is None:
                 per_clip = tf_keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             else:
-                soft = tf.gather(self.targets, index)
-                per_clip = kd_loss(logits, y, soft, alpha=kd.alpha, temperature=kd.temperature)
+                soft = tf.gather(self.targets, x["index"])
+                per_clip = kd_loss(logits, y, soft, alpha=self.distill.alpha, temperature=self.distill.temperature)
             loss = tf.nn.compute_average_loss(per_clip)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -116,10 +135,8 @@ class _Steps:
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         return tf.reduce_sum(per_clip), correct, tf.cast(tf.shape(y)[0], tf.float32)
 
-    def _train(self, x, y, *index):
-        if self.distill is not None and not index:
-            raise ValueError("the train batches carry no clip index; make the loaders with the run's config (teachers set)")
-        out = self.strategy.run(self._train_replica, args=(x, y, *index[:1]) if self.distill else (x, y))
+    def _train(self, x, y):
+        out = self.strategy.run(self._train_replica, args=(x, y))
         return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out]
 
     def _eval(self, x, y):
@@ -145,12 +162,18 @@ class _Steps:
 class _Checkpoints:
     """The engine's files in ``checkpoints/`` (see models.lifecycle.Checkpointer)."""
 
-    def __init__(self, folder: Path, model, optimizer):
-        self.folder = folder
+    def __init__(self, folder: Path, model, optimizer, main: bool):
+        self.folder, self.main = folder, main
         self.objects = {"last": tf.train.Checkpoint(model=model, optimizer=optimizer), "best": tf.train.Checkpoint(model=model)}
 
     def save(self, kind: str, tag: str) -> list[str]:
         name = f"{kind}-{tag}"
+        if not self.main:
+            # Every worker of a multi-worker job must take part in a save; only the chief's is kept.
+            scratch = self.folder / f".worker-{os.getpid()}"
+            self.objects[kind].write(str(scratch / name))
+            shutil.rmtree(scratch, ignore_errors=True)
+            return [name]
         self.objects[kind].write(str(self.folder / name))
         fsync_files(sorted(self.folder.glob(f"{name}.*")))
         return [name]
@@ -184,15 +207,15 @@ def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None
         replicas=model.distribute_strategy.num_replicas_in_sync,
         pretrained=getattr(model, "pretrained_report", None),
     )
-    run = Run(run_dir, cfg, framework="keras", num_classes=loaders.num_classes, env=env)
+    run = Run(run_dir, cfg, framework="keras", num_classes=loaders.num_classes, env=env, main=_is_chief(model.distribute_strategy))
     if run.done:
         run.log(f"{run.record.run_id} already completed {run.record.epochs} epochs; nothing to do")
         return run.record
     with model.distribute_strategy.scope():
         optimizer = make_optimizer(cfg.train, model.trainable_variables)
         optimizer.build(model.trainable_variables)
-    ckpt = _Checkpoints(run.ckpt_dir, model, optimizer)
-    steps = _Steps(model, optimizer, cfg, distill)
+    ckpt = _Checkpoints(run.ckpt_dir, model, optimizer, run.main)
+    steps = _Steps(model, optimizer, cfg, loaders.augment, distill)
     with PreemptionFlag() if flag is None else contextlib.nullcontext(flag) as flag, run.active():
         sums = run.resume(ckpt)
         for epoch in run.epochs():
@@ -201,10 +224,10 @@ def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None
             cap = cfg.train.steps_per_epoch
             total = len(loaders.train) if cap is None else min(cap, len(loaders.train))
             batches = loaders.train.epoch(epoch, skip_batches=sums.step, max_batches=cap)
-            for batch in steps.distribute(batches):  # (clips, labels[, clip index when distilling])
+            for x, y in steps.distribute(batches):
                 if flag.requested:
                     run.preempt(ckpt, epoch, sums, flag.requested)
-                sums.add(*(float(v) for v in steps.train(*batch)))
+                sums.add(*(float(v) for v in steps.train(x, y)))
                 run.step(epoch, sums, total, lr)
             val = evaluate_logits(*steps.predict(loaders.val, loaders.num_classes))
             if run.end_epoch(ckpt, epoch, sums, val, lr):
@@ -220,7 +243,7 @@ def predict_logits(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     What :mod:`models.distill` scores an older teacher's train split with.
     """
     logits, labels = [], []
-    for x, y, *_ in dataset:
+    for x, y in dataset:
         logits.append(model(x, training=False).numpy())
         labels.append(y.numpy())
     return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.int64)

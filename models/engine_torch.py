@@ -17,7 +17,7 @@ PyTorch-specific:
 - preemption: SIGUSR1/SIGTERM (see :mod:`utils.core.preempt`) -> checkpoint
   at the next step boundary, record "stopped", raise ``Preempted``;
 - distillation: :func:`kd_loss`, the torch form of :func:`models.distill.kd_loss`,
-  on soft targets looked up by each clip's index (the train loader's third item).
+  on soft targets looked up by each clip's ``inputs["index"]``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from models._torch_optim import PolicyOptimizer
 from models.distill import Distillation, check_fit
 from models.lifecycle import Run, Sums
 from utils.core.config import RunConfig
-from utils.core.distenv import dist_env
+from utils.core.distenv import dist_env, set_master_env
 from utils.core.files import atomic_write_bytes
 from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
@@ -72,8 +72,7 @@ class _Setup:
         if cuda:
             torch.cuda.set_device(self.device)
         if self.world > 1 and not torch.distributed.is_initialized():
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", 0)) % 1000))
+            set_master_env()  # the job's first node and a port from its id (utils.core.distenv)
             torch.distributed.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.world)
             if not cuda:  # share the cores instead of oversubscribing them
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world))
@@ -115,11 +114,11 @@ def kd_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Ten
 
 
 def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run, *, epoch: int, flag, sums: Sums,
-                    distill: Distillation | None = None, targets: torch.Tensor | None = None) -> Sums:  # fmt: skip
+                    augment, distill: Distillation | None = None, targets: torch.Tensor | None = None) -> Sums:  # fmt: skip
     """Train over ``loader`` (continuing ``sums`` of a resumed partial epoch); returns the epoch's sums.
 
-    With ``distill``, the loss is :func:`kd_loss` against ``targets`` (the
-    soft-target table on the device), row = the clip index each batch carries.
+    With ``distill``, the loss is :func:`kd_loss` against ``targets`` (the soft-target
+    table on the device), row = each clip's ``inputs["index"]``.
 
     Raises:
         NonFiniteLoss: the loss became NaN/inf (names the epoch, step and learning rate).
@@ -127,19 +126,17 @@ def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run
     """
     model.train()
     steps = sums.step + len(loader)
-    for clips, labels, *index in loader:
+    for inputs, labels in loader:
         if setup.any_rank(flag.requested is not None):
             raise _Stop
-        clips = clips.to(setup.device, non_blocking=True)
+        clips = augment(inputs, setup.device)  # the loaders' crop, on the model's device
         labels = labels.to(setup.device, non_blocking=True)
         with setup.autocast():
             logits = model(clips)
             if distill is None:
                 loss = F.cross_entropy(logits.float(), labels)
             else:
-                if not index:
-                    raise ValueError("the train loader yields no clip index; make it with the run's config (teachers set)")
-                soft = targets[index[0].to(setup.device, non_blocking=True)]
+                soft = targets[inputs["index"].to(setup.device, non_blocking=True)]
                 loss = kd_loss(logits.float(), labels, soft, alpha=distill.alpha, temperature=distill.temperature).mean()
         opt.zero_grad()
         setup.scaler.scale(loss).backward()
@@ -155,7 +152,7 @@ def predict(model, loader, setup: _Setup) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels of every clip of ``loader``, in order (centre view)."""
     model.eval()
     logits, labels = [], []
-    for clips, y, *_ in loader:
+    for clips, y in loader:
         with setup.autocast():
             out = model(clips.to(setup.device, non_blocking=True))
         logits.append(out.float().cpu().numpy())
@@ -175,7 +172,7 @@ def predict_logits(model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = _unwrap(model).to(device).eval()
     logits, labels = [], []
-    for clips, y, *_ in loader:
+    for clips, y in loader:
         logits.append(model(clips.to(device)).float().cpu().numpy())
         labels.append(y.numpy())
     return np.concatenate(logits), np.concatenate(labels)
@@ -277,7 +274,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
             loaders.train.sampler.set_epoch(epoch, sums.step)
             try:
                 sums = train_one_epoch(net, loaders.train, opt, setup, run, epoch=epoch, flag=flag, sums=sums,
-                                       distill=distill, targets=targets)  # fmt: skip
+                                       augment=loaders.augment, distill=distill, targets=targets)  # fmt: skip
             except _Stop:
                 run.preempt(ckpt, epoch, sums, flag.requested)
             val_logits, val_labels = predict(net, loaders.val, setup)

@@ -13,6 +13,7 @@ TensorFlow is imported inside the builder, so ``import models`` stays cheap.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from models.registry import Option, register_model
@@ -110,17 +111,22 @@ def build_i3d(
         freeze: freeze the first K of :data:`I3D_BLOCKS` (0..12).
         unfreeze_last: train only the last K layers of the backbone (the
             layers before the head, as Keras lists them); the head always trains.
-        pretrained: an ``.h5`` weights file loaded by layer name; layers whose
-            shape differs (the old head) are skipped and the head stays fresh.
-        pretrained_partial: accept a file that leaves backbone layers unloaded.
+        pretrained: an ``.h5`` weights file (the Keras I3D release layout)
+            loaded by layer name into the backbone; the head stays fresh.
+            What was loaded is in the model's ``pretrained_report``.
+        pretrained_partial: allow a ``pretrained`` file that leaves backbone
+            layers unloaded (recorded in the report); refused otherwise.
 
     Returns:
-        A tf_keras Model named ``i3d``.
+        A tf_keras Model named ``i3d``, with ``pretrained_report`` (the
+        :func:`load_i3d_weights` dict, or None without ``pretrained``).
 
     Raises:
-        ValueError: input smaller than the strides or freeze out of range.
+        ValueError: input smaller than the strides, freeze out of range, or a
+            ``pretrained`` file that does not fit (see :func:`load_i3d_weights`).
     """
     from models._keras_common import normalisation, unfreeze_last_layers
+    from models._pretrained import check_partial
     from utils.core.tf_env import tf_keras
 
     if frames < _MIN_FRAMES or size < _MIN_SIZE:
@@ -132,6 +138,7 @@ def build_i3d(
         raise ValueError(f"bn_momentum expected in [0, 1), received {bn_momentum}")
     if not 0 <= freeze <= len(I3D_BLOCKS):
         raise ValueError(f"freeze expected 0..{len(I3D_BLOCKS)} blocks for i3d, received {freeze}")
+    check_partial(pretrained, pretrained_partial)
     layers = tf_keras.layers
     clip = tf_keras.Input(shape=(frames, size, size, 3), dtype="uint8", name="clip")
     x = layers.Rescaling(*normalisation(mean, std), name="to_pm1")(clip)
@@ -159,8 +166,9 @@ def build_i3d(
     logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
     model = tf_keras.Model(clip, logits, name="i3d")
 
-    if pretrained:
-        load_i3d_weights(model, pretrained)
+    report = load_i3d_weights(model, pretrained, partial=pretrained_partial) if pretrained else None
+    # Past Keras' attribute tracking: a dict would become a tracked _DictWrapper (a checkpoint dependency, not JSON).
+    object.__setattr__(model, "pretrained_report", report)
     if unfreeze_last is not None:
         head = model.layers.index(model.get_layer("global_avg_pool"))
         unfreeze_last_layers(model.layers[:head], unfreeze_last, "i3d")
@@ -173,40 +181,127 @@ def build_i3d(
     return model
 
 
-def load_i3d_weights(model, path: str | Path) -> None:
-    """Load a Keras I3D ``.h5`` by layer name into ``model``; the head (``Conv3d_6a_1x1_conv``) is never loaded.
+def load_i3d_weights(model, path: str | Path, *, partial: bool = False) -> dict:
+    """Load a Keras I3D ``.h5`` (``save_weights`` layout) by layer name into ``model``'s backbone.
+
+    The head (``Conv3d_6a_1x1_conv``, in the releases with top) is never
+    loaded. Every other layer with weights must come from the file unless
+    ``partial``: a file that leaves some unloaded (one holding only
+    ``Conv3d_1a``, say) would otherwise train mostly from scratch while the
+    run claims pretrained weights. File layers that match no model layer are
+    reported (warning and report), as Keras' own by-name loading skips them.
+    Nothing is assigned unless the whole file fits.
+
+    Args:
+        model: the model of :func:`build_i3d`.
+        path: the ``.h5`` file (``save_weights`` layout, or a full-model file
+            whose weights sit under ``model_weights``).
+        partial: allow backbone layers the file lacks (they keep their initial
+            values and are listed in the report).
+
+    Returns:
+        The :func:`models._pretrained.pretrained_report` dict; entries are layer names.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file shares no layer with the model.
+        ValueError: not an HDF5 file, no layer in common, a layer of other
+            shapes (e.g. the optical-flow release), or backbone layers left
+            unloaded without ``partial``.
     """
     import h5py
-    import numpy as np
+
+    from models._pretrained import few, pretrained_report
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no I3D weights file at {path}; download the Keras I3D release (see models/i3d.py) or drop --pretrained"
         )
-    loaded = 0
-    with h5py.File(path, "r") as f:
-        group = f["model_weights"] if "model_weights" in f else f  # full-model files nest the weights
-        for layer in model.layers:
-            if not layer.weights or layer.name == HEAD or layer.name not in group:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(
+            f"{path} is not an HDF5 file ({e}); expected the Keras I3D release .h5 "
+            "(rgb_inception_i3d_imagenet_and_kinetics_tf_dim_ordering_tf_kernels_no_top.h5): check the download"
+        ) from None
+    with f:
+        saved = _h5_layers(f)
+        ours = [layer for layer in model.layers if layer.weights and layer.name != HEAD]
+        plan, left, mismatched = [], [], []
+        for layer in ours:
+            if layer.name not in saved:
+                left.append(layer.name)
                 continue
-            saved = group[layer.name]
-            names = [n.decode() if isinstance(n, bytes) else n for n in saved.attrs["weight_names"]]
-            values = [np.asarray(saved[n]) for n in names]
+            values = _aligned(layer, saved[layer.name])
             want = [tuple(w.shape) for w in layer.weights]
             if [v.shape for v in values] != want:
-                raise ValueError(
-                    f"{path}: layer {layer.name} holds shapes {[v.shape for v in values]}, i3d expects {want}; "
-                    "is this an RGB I3D weights file?"
-                )
-            layer.set_weights(values)
-            loaded += 1
-    if not loaded:
-        raise ValueError(f"{path} shares no layer name with i3d (expected names like Conv3d_1a_7x7_conv, Mixed_5c)")
+                mismatched.append(f"layer {layer.name} holds shapes {[v.shape for v in values]}, i3d expects {want}")
+            plan.append((layer, values))
+    names = {layer.name for layer in model.layers if layer.weights}
+    unused = [name for name in saved if name not in names and name != HEAD]
+    if mismatched:
+        raise ValueError(
+            f"{path}: {'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}; "
+            "is this the optical-flow release or another network? Use the RGB release (rgb_..._no_top.h5)"
+        )
+    if not plan:
+        raise ValueError(
+            f"{path} shares no layer name with i3d (expected names like Conv3d_1a_7x7_conv, Conv3d_5c_3b_1x1_bn; "
+            f"the file has {few(list(saved))}); use the Keras I3D release .h5 (save_weights layout)"
+        )
+    if left and not partial:
+        raise ValueError(
+            f"{path} leaves {len(left)} of i3d's {len(ours)} backbone layers unloaded: {few(left)}; "
+            "use the whole Keras I3D release (..._no_top.h5), or allow a partial load with --pretrained-partial "
+            "(pretrained_partial=True), which trains the missing layers from their initial values"
+        )
+    for layer, values in plan:
+        layer.set_weights(values)
+    if unused:
+        warnings.warn(
+            f"{path}: {len(unused)} weighted layer(s) in the file match no i3d layer and were not loaded: {few(unused)}",
+            stacklevel=2,
+        )
+    return pretrained_report(
+        file=path,
+        tensors_loaded=sum(len(values) for _layer, values in plan),
+        unused=unused,
+        skipped_head=[HEAD] if HEAD in saved else [],
+        left=left,
+        partial=partial,
+    )
+
+
+def _h5_layers(f) -> dict:
+    """Layer name -> [(weight name, dataset)] for the layers of a Keras 2 weights file that hold weights."""
+
+    def text(values):
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+    group = f["model_weights"] if "model_weights" in f else f  # full-model files nest the weights
+    names = text(group.attrs["layer_names"]) if "layer_names" in group.attrs else list(group.keys())
+    layers = {}
+    for name in names:
+        weight_names = text(group[name].attrs.get("weight_names", [])) if name in group else []
+        if weight_names:
+            layers[name] = [(w, group[name][w]) for w in weight_names]
+    return layers
+
+
+def _aligned(layer, saved) -> list:
+    """The saved arrays in the order of ``layer.weights``: by weight name (``beta``, ``moving_mean``, ...)
+    where both sides name the same set, as BatchNorm's three (C,) vectors would pass any shape check in the
+    wrong order; else in file order, as Keras' own by-name loading does."""
+    import numpy as np
+
+    def base(name):
+        return name.rsplit("/", 1)[-1].split(":")[0]
+
+    by_name = {base(n): d for n, d in saved}
+    ours = [base(w.name) for w in layer.weights]
+    if sorted(by_name) == sorted(ours) and len(by_name) == len(saved):
+        return [np.asarray(by_name[n]) for n in ours]
+    return [np.asarray(d) for _n, d in saved]
 
 
 register_model(

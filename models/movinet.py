@@ -12,6 +12,8 @@ TensorFlow is imported inside the builder, so ``import models`` stays cheap.
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from pathlib import Path
 
 from models.registry import Option, register_model
@@ -89,10 +91,14 @@ def build_movinet(
             (the seed thesis unfroze the last 45 of a4); the head always trains.
         pretrained: a released checkpoint (directory or ``ckpt-N`` prefix)
             loaded into the backbone; the head stays fresh.
-        pretrained_partial: accept a checkpoint that leaves backbone variables unloaded.
+        pretrained_partial: allow a ``pretrained`` checkpoint that leaves
+            backbone variables without a value (recorded in the report);
+            refused otherwise.
 
     Returns:
-        A tf_keras Model with ``.backbone`` (the Movinet) and ``.head``.
+        A tf_keras Model with ``.backbone`` (the Movinet), ``.head`` and
+        ``pretrained_report`` (the :func:`load_movinet_backbone` dict, or
+        None without ``pretrained``).
 
     Raises:
         ValueError: unknown model_id, input too small, freeze too large, or a
@@ -105,6 +111,7 @@ def build_movinet(
     from official.projects.movinet.modeling import movinet, movinet_layers
 
     from models._keras_common import unfreeze_last_layers
+    from models._pretrained import check_partial
 
     if model_id not in MOVINET_VARIANTS:
         raise ValueError(f"model_id expected one of {MOVINET_VARIANTS}, received {model_id!r}")
@@ -122,6 +129,7 @@ def build_movinet(
         raise ValueError(f"bn_momentum expected in [0, 1), received {bn_momentum}")
     if not 0.0 <= stochastic_depth < 1.0:
         raise ValueError(f"stochastic_depth expected in [0, 1), received {stochastic_depth}")
+    check_partial(pretrained, pretrained_partial)
     if conv_type is not None:
         released["conv_type"] = conv_type
     shape = (frames, size, size, 3)
@@ -148,17 +156,21 @@ def build_movinet(
     for layer in backbone.submodules:
         if isinstance(layer, tf_keras.layers.BatchNormalization):
             layer.momentum = bn_momentum
-    if pretrained:
-        load_movinet_backbone(backbone, pretrained)
+    report = load_movinet_backbone(backbone, pretrained, partial=pretrained_partial) if pretrained else None
     _freeze(backbone, freeze)
     if unfreeze_last is not None:
         unfreeze_last_layers(backbone.layers, unfreeze_last, f"movinet_{model_id}")
     model = _uint8_model(tf_keras)(
         backbone, head, mean=mean, std=std, name=f"movinet_{model_id}{'_stream' if stream else ''}"
     )
-    # One symbolic pass creates the head's variables. (A functional wrapper
-    # around MovinetClassifier would trace the backbone twice more: ~10 s each.)
-    model.build((None, *shape))
+    # The backbone is a functional model, built with its input spec; one
+    # symbolic call of the head on the backbone's known head shape creates the
+    # head's variables. A symbolic pass over the whole model (model.build)
+    # would trace the backbone once more: about half of every MoViNet's build.
+    head(tf_keras.Input(shape=backbone.output_shape[0]["head"][1:]))
+    model.built = True
+    # Past Keras' attribute tracking: a dict would become a tracked _DictWrapper (a checkpoint dependency, not JSON).
+    object.__setattr__(model, "pretrained_report", report)
     return model
 
 
@@ -211,18 +223,42 @@ def _freeze(backbone, freeze: int) -> None:
             layer.trainable = False
 
 
-def load_movinet_backbone(backbone, path: str | Path) -> None:
+def load_movinet_backbone(backbone, path: str | Path, *, partial: bool = False) -> dict:
     """Restore a released MoViNet checkpoint (``tf.train.Checkpoint(model=...)``) into ``backbone``.
 
     The releases save a MovinetClassifier, whose backbone is its first layer
     with weights (``model/layer_with_weights-0``); the head
     (``layer_with_weights-1``) is left out, so any class count loads.
 
+    The checkpoint's object graph is matched against the backbone's objects
+    by name, as ``tf.train.Checkpoint.restore`` does, but before anything is
+    assigned: a checkpoint that does not fit leaves the backbone untouched.
+    Every backbone variable must get a value unless ``partial`` (upstream's
+    ``assert_existing_objects_matched``); checkpoint values that fit nothing
+    (an optimizer's slots, layers this configuration lacks) are reported,
+    not refused, as upstream's restore ignores them too.
+
+    Args:
+        backbone: the ``Movinet`` of :func:`build_movinet`.
+        path: a directory with a ``checkpoint`` file, or a ``ckpt-N`` prefix.
+        partial: allow backbone variables the checkpoint lacks (they keep
+            their initial values and are listed in the report).
+
+    Returns:
+        The :func:`models._pretrained.pretrained_report` dict; file entries are
+        checkpoint keys, ``left`` entries are paths in the backbone.
+
     Raises:
         FileNotFoundError: no checkpoint at ``path``.
-        ValueError: the checkpoint is another variant or configuration.
+        ValueError: an unreadable checkpoint, not a MovinetClassifier one, or
+            one of another variant or configuration (names what is missing
+            and what does not fit).
     """
+    from models._pretrained import few, pretrained_report
     from utils.core.tf_env import tf
+
+    # The object-graph proto has no tf.* alias; imported only after tf_env has configured and loaded TensorFlow.
+    graph_pb2 = importlib.import_module("tensorflow.core.protobuf.trackable_object_graph_pb2")
 
     path = Path(path)
     prefix = tf.train.latest_checkpoint(str(path)) if path.is_dir() else str(path)
@@ -231,15 +267,144 @@ def load_movinet_backbone(backbone, path: str | Path) -> None:
             f"no MoViNet checkpoint at {path} (expected a directory with ckpt-N.index, or a ckpt-N prefix); "
             "download and unpack a release, see models/movinet.py"
         )
-    reader = tf.train.Checkpoint(model=tf.train.Checkpoint(**{"layer_with_weights-0": backbone}))
-    status = reader.restore(prefix).expect_partial()
     try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
         raise ValueError(
-            f"checkpoint {prefix} does not fit {backbone.name} (model_id, conv_type or --stream differ?): "
-            f"{str(e).splitlines()[0][:300]}"
+            f"checkpoint {prefix} cannot be read ({str(e).splitlines()[0][:160]}); download and unpack the release "
+            "again (ckpt-N.index and ckpt-N.data-* belong together)"
         ) from None
+    if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
+        raise ValueError(
+            f"checkpoint {prefix} is a name-based (TF1 Saver) checkpoint without an object graph; MoViNet releases "
+            "are tf.train.Checkpoint(model=MovinetClassifier) files: use one of those"
+        )
+    graph = graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    model_node = _child(graph, 0, "model")
+    backbone_node = _child(graph, model_node, "layer_with_weights-0")
+    if backbone_node is None:
+        found = ", ".join(ref.local_name for ref in graph.nodes[0 if model_node is None else model_node].children)
+        raise ValueError(
+            f"checkpoint {prefix} is not a MoViNet release (tf.train.Checkpoint(model=MovinetClassifier)): "
+            f"expected model/layer_with_weights-0, found {found or 'nothing'}"
+        )
+    pairs = _match(graph, backbone_node, backbone, tf, prefix)
+    head_node = _child(graph, model_node, "layer_with_weights-1")
+    head = _keys_under(graph, head_node) - _keys_under(graph, backbone_node) if head_node is not None else set()
+    every = {attr.checkpoint_key for node in graph.nodes for attr in node.attributes}
+    paired = {key for _variable, key in pairs}
+    # save_counter is tf.train.Checkpoint's own bookkeeping, not a weight.
+    unused = sorted(k for k in every - paired - head if not k.startswith("save_counter/"))
+    matched = {id(variable) for variable, _key in pairs}
+    paths = _variable_paths(backbone, tf)
+    left = [paths.get(id(v), v.name) for v in backbone.variables if id(v) not in matched]
+    shapes = reader.get_variable_to_shape_map()
+    mismatched = [
+        f"{key} {tuple(shapes[key])} vs {tuple(variable.shape)}"
+        for variable, key in pairs
+        if tuple(shapes[key]) != tuple(variable.shape)
+    ]
+    if mismatched or not pairs or (left and not partial):
+        config = backbone.get_config()
+        hint = ", or --pretrained-partial to load what it holds" if pairs and not mismatched else ""
+        raise ValueError(
+            f"checkpoint {prefix} does not fit this MoViNet backbone (model_id={config['model_id']}, "
+            f"causal={config['causal']}, conv_type={config['conv_type']}, "
+            f"positional encoding={config['use_positional_encoding']}): {len(left)} backbone variable(s) have no "
+            f"value in it ({few(left)}); {len(unused)} of its values fit nothing in the backbone ({few(unused)}); "
+            f"shape mismatches (file vs model): {few(mismatched)}. Use the release of the same variant and type "
+            f"(movinet_<id>_base without --stream, movinet_<id>_stream with it){hint}"
+        )
+    for variable, key in pairs:
+        variable.assign(reader.get_tensor(key))
+    if unused:
+        warnings.warn(
+            f"checkpoint {prefix}: {len(unused)} values in it fit nothing in the backbone and were not loaded: "
+            f"{few(unused)}",
+            stacklevel=2,
+        )
+    return pretrained_report(
+        file=prefix, tensors_loaded=len(pairs), unused=unused, skipped_head=sorted(head), left=left, partial=partial
+    )
+
+
+def _child(graph, node: int | None, name: str) -> int | None:
+    """The id of ``node``'s child called ``name`` in a checkpoint's object graph, or None."""
+    if node is None:
+        return None
+    return next((ref.node_id for ref in graph.nodes[node].children if ref.local_name == name), None)
+
+
+def _keys_under(graph, node: int) -> set[str]:
+    """Checkpoint keys of every value reachable from ``node``."""
+    keys, seen, todo = set(), set(), [node]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        keys.update(attr.checkpoint_key for attr in graph.nodes[current].attributes)
+        todo.extend(ref.node_id for ref in graph.nodes[current].children)
+    return keys
+
+
+def _match(graph, node: int, obj, tf, prefix: str) -> list:
+    """(variable, checkpoint key) pairs found by walking the checkpoint's graph and ``obj``'s children together
+    by local name, as ``tf.train.Checkpoint.restore`` does.
+
+    A Keras functional model names each weighted layer twice: ``layer-<i>``
+    (its index among all layers) and ``layer_with_weights-<j>``. The index
+    shifts when a configuration adds weightless layers (the state inputs of a
+    positional encoding, say), so where both name the same object only the
+    second is followed.
+
+    Raises:
+        ValueError: a variable would take two values, or a value two variables.
+    """
+    pairs, seen, todo = [], set(), [(node, obj)]
+    while todo:
+        current, trackable = todo.pop()
+        if (current, id(trackable)) in seen:
+            continue
+        seen.add((current, id(trackable)))
+        if isinstance(trackable, tf.Variable):
+            pairs += [
+                (trackable, a.checkpoint_key) for a in graph.nodes[current].attributes if a.name == "VARIABLE_VALUE"
+            ]
+        refs = graph.nodes[current].children
+        targets = [ref.node_id for ref in refs]
+        children = tf.train.TrackableView.children(trackable)
+        for ref in refs:
+            by_index = ref.local_name.startswith("layer-") and targets.count(ref.node_id) > 1
+            if ref.local_name in children and not by_index:
+                todo.append((ref.node_id, children[ref.local_name]))
+    keys_of, variables_of = {}, {}
+    for variable, key in pairs:
+        keys_of.setdefault(id(variable), set()).add(key)
+        variables_of.setdefault(key, set()).add(id(variable))
+    if any(len(v) > 1 for v in keys_of.values()) or any(len(v) > 1 for v in variables_of.values()):
+        raise ValueError(
+            f"checkpoint {prefix} matches this MoViNet backbone ambiguously (one value for two variables, or two "
+            "values for one): it holds another configuration; use the release of the same variant and type"
+        )
+    return list({id(variable): (variable, key) for variable, key in pairs}.values())
+
+
+def _variable_paths(root, tf) -> dict[int, str]:
+    """id(variable) -> its shortest path of child names under ``root``, to name the ones left unloaded."""
+    paths, seen, queue = {}, {id(root)}, [(root, "")]
+    while queue:
+        obj, prefix = queue.pop(0)
+        for name, child in tf.train.TrackableView.children(obj).items():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(child, tf.Variable):
+                paths[id(child)] = f"{prefix}{name}"
+            else:
+                queue.append((child, f"{prefix}{name}/"))
+    return paths
 
 
 # MoViNet: stem + 5 block groups; light models take larger batches and were

@@ -14,7 +14,10 @@ Builder contract (keyword-only)::
 The model takes uint8 clips ``(batch, frames, size, size, 3)`` RGB and does
 its own float conversion and normalisation, ``(x / 255 - spec.mean) / spec.std``
 (the builder receives the spec's statistics), so loaders ship uint8 and
-engines never normalise.
+engines never normalise. A keypoint model (``input="keypoints"``,
+:mod:`models.pose`) takes float32 keypoints ``(batch, frames, K, 4)`` and
+normalises them itself (relative to the shoulders); it has no pixel size
+(``size`` None) and ignores ``mean``/``std``.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ class ModelSpec:
         order: row order in tables (smaller first).
         frames: default clip length.
         size: default input side in pixels, also the store it trains on
-            (``data/wlasl<N>_<size>``).
+            (``data/wlasl<N>_<size>``); None for keypoint models (see
+            :meth:`store_name`).
         mean: per-channel mean on [0, 1] RGB that the builder normalises with.
         std: per-channel std on [0, 1] RGB.
         input: ``clip`` (RGB clip store) or ``keypoints`` (keypoint store).
@@ -110,7 +114,7 @@ class ModelSpec:
     display: str = ""
     order: int = 1000
     frames: int = 20
-    size: int = 224
+    size: int | None = 224
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     input: Input = "clip"
@@ -126,6 +130,16 @@ class ModelSpec:
         """``a3`` for ``movinet_a3``; None for single-variant families."""
         prefix = f"{self.family}_"
         return self.name[len(prefix) :] if self.name.startswith(prefix) else None
+
+    def store_name(self, subset: int | str) -> str:
+        """The store this model trains on for a WLASL subset, e.g. ``wlasl100_224`` or ``wlasl100_pose``.
+
+        Clip models name the store by its side (``wlasl<subset>_<size>``, made by
+        ``main/preprocess.py``); keypoint models share one keypoint store per
+        subset (``wlasl<subset>_pose``, made by ``main/extract_keypoints.py``).
+        ``subset`` may be a shell word such as ``${subset}`` (the job files).
+        """
+        return f"wlasl{subset}_pose" if self.input == "keypoints" else f"wlasl{subset}_{self.size}"
 
     def option(self, name: str) -> Option:
         for opt in self.options:

@@ -65,17 +65,22 @@ def build_s3d(
             backbone (convs and norms, in order); the classifier always trains.
         pretrained: local torchvision S3D state dict (``s3d-d76dad2f.pth``,
             Kinetics-400); loaded into the backbone, the classifier stays fresh.
-        pretrained_partial: accept a file that leaves backbone tensors unloaded.
+        pretrained_partial: allow a ``pretrained`` file that holds only part
+            of the backbone (recorded in the report); refused otherwise.
 
     Returns:
-        A :class:`models._torch_video.ClipClassifier` producing logits.
+        A :class:`models._torch_video.ClipClassifier` producing logits, with
+        ``pretrained_report`` (the :func:`models._torch_video.load_backbone`
+        dict, or None without ``pretrained``).
     """
     from torch import nn
 
+    from models._pretrained import check_partial
     from models._torch_video import ClipClassifier, check_input_size, load_backbone, unfreeze_last_layers
     from models._torchvision_compat import import_torchvision
 
     check_input_size("s3d", frames=frames, size=size, min_frames=S3D_MIN_FRAMES, min_size=S3D_MIN_SIZE)
+    check_partial(pretrained, pretrained_partial)
     if num_classes < 2:
         raise ValueError(f"s3d expected num_classes >= 2, received {num_classes}")
     video = import_torchvision().models.video
@@ -88,9 +93,12 @@ def build_s3d(
     # Kinetics weights still load; at 224² it is the same spatial pool, and
     # it lets any frames/size >= the strides through (tests use 32 px).
     net.avgpool = nn.AdaptiveAvgPool3d(1)
-    if pretrained:
-        load_backbone(net, pretrained, head=S3D_HEAD, name="s3d")
+    report = (
+        load_backbone(net, pretrained, head=S3D_HEAD, name="s3d", partial=pretrained_partial) if pretrained else None
+    )
     frozen = list(net.features[:freeze])
     if unfreeze_last is not None:
         frozen += unfreeze_last_layers(net, unfreeze_last, head=S3D_HEAD, name="s3d")
-    return ClipClassifier(net, mean=mean, std=std, num_classes=num_classes, frozen=frozen)
+    model = ClipClassifier(net, mean=mean, std=std, num_classes=num_classes, frozen=frozen)
+    model.pretrained_report = report
+    return model

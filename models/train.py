@@ -1,23 +1,25 @@
-"""Train one configuration: ``run(cfg)`` wires the registry, the clip store, the loaders and the engine.
+"""Train one configuration: ``run(cfg)`` wires the registry, the store, the loaders and the engine.
 
-``run(cfg)`` opens the clip store, builds the registered model, makes the
-framework's loaders and hands them to the framework's engine, whose
+``run(cfg)`` opens the store the model reads (``ModelSpec.input``: a clip
+store or a keypoint store, see :data:`INPUTS`), builds the registered model,
+makes the loaders and hands them to the framework's engine, whose
 ``fit(model, loaders, cfg, run_dir) -> RunRecord`` does the rest. The
 command-line options live in ``utils/train_cli.py`` (the application layer).
 """
 
 from __future__ import annotations
 
-from models.build import ENGINES, LOADERS, build_model, engine_of, loaders_of
-from models.distill import prepare
+from models.build import ENGINES, INPUTS, LOADERS, build_model, engine_of, loaders_of, open_store
+from models.distill import prepare as prepare_distillation
 from models.registry import ModelSpec, get_model
 from utils.core.config import RunConfig
 from utils.core.records import RunRecord, make_run_id
-from wlasl.clip_store import ClipStore, StoreError
+from wlasl.clip_store import StoreError
 
-# ENGINES, LOADERS, build_model and engine_of live in models.build (models.restore
-# uses them too); they stay importable from here.
-__all__ = ["DRY_RUN", "ENGINES", "LOADERS", "build_model", "engine_of", "resolve", "run"]
+# ENGINES, INPUTS, LOADERS, build_model, engine_of, loaders_of and open_store live in
+# models.build (models.restore and models.distill use them too); they stay importable from here.
+
+__all__ = ["DRY_RUN", "ENGINES", "INPUTS", "LOADERS", "build_model", "engine_of", "loaders_of", "open_store", "resolve", "run"]
 
 # What --dry-run means: enough to exercise every stage, on CPU, in seconds.
 DRY_RUN = {"epochs": 1, "steps_per_epoch": 2, "max_clips": 8}
@@ -59,21 +61,25 @@ def run(cfg: RunConfig) -> RunRecord:
     """Train and evaluate one model; returns (and writes) its run record.
 
     Raises:
-        StoreError: no clip store, or it stores fewer frames than the model takes.
+        StoreError: no store of the model's input kind, or a clip store with fewer frames than the model takes.
         KeyError: unknown model name.
         FileNotFoundError, models.distill.TeacherError: a teacher that cannot teach this student.
     """
     spec = get_model(cfg.model.name)
     cfg = resolve(cfg, spec)
-    store = ClipStore(cfg.data.root)
-    store.check_frames(cfg.model.frames)
+    store = open_store(spec, cfg.data.root, cfg.model.frames)
     if not store.split("train"):
-        raise StoreError(f"{store.root} holds no training clips; check prepare_report.json there")
+        raise StoreError(f"{store.root} holds no training clips; check its report (prepare_report.json / keypoints_report.json)")
+    engine = engine_of(spec)
+    # An engine may need to set the process up before the loaders touch its framework.
+    prepare = getattr(engine, "prepare_process", None)
+    if prepare:
+        prepare(cfg)
     loaders = loaders_of(spec).make_loaders(store, cfg)
     distill = None
     if cfg.train.teachers:
         # Every teacher is checked (and an older one scored) before the model is built.
-        distill = prepare(cfg, store, loaders.ids["train"])
+        distill = prepare_distillation(cfg, store, loaders.ids["train"])
         cfg = cfg.replace(tags={**cfg.tags, "teachers": distill.tag})
     model = build_model(cfg, store.num_classes, spec)
-    return engine_of(spec).fit(model, loaders, cfg, cfg.run_dir, distill=distill)
+    return engine.fit(model, loaders, cfg, cfg.run_dir, distill=distill)

@@ -78,20 +78,28 @@ def build_x3d(
         pretrained_partial: accept a file that leaves backbone tensors unloaded.
         pretrained: local pytorchvideo X3D checkpoint of the same variant
             (``X3D_S.pyth``: a state dict, or one under ``model_state``);
-            the projection stays fresh.
+            the projection stays fresh. PySlowFast's copies (keys under
+            ``model.``) and files without BatchNorm's ``num_batches_tracked``
+            load too.
+        pretrained_partial: allow a ``pretrained`` file that holds only part
+            of the backbone (recorded in the report); refused otherwise.
         model_name: registry name, for messages.
 
     Variants (paper clip, crop, depth): XS 4, 160, 2.2; S 13, 160, 2.2;
     M 16, 224, 2.2; L 16, 312, 5.0. The registry trains all at 20 frames, 224².
 
     Returns:
-        A :class:`models._torch_video.ClipClassifier` producing logits.
+        A :class:`models._torch_video.ClipClassifier` producing logits, with
+        ``pretrained_report`` (the :func:`models._torch_video.load_backbone`
+        dict, or None without ``pretrained``).
     """
+    from models._pretrained import check_partial
     from models._torch_video import ClipClassifier, check_input_size, load_backbone, unfreeze_last_layers
     from models._torchvision_compat import import_torchvision
 
     name = model_name
     check_input_size(name, frames=frames, size=size, min_frames=X3D_MIN_FRAMES, min_size=X3D_MIN_SIZE)
+    check_partial(pretrained, pretrained_partial)
     if num_classes < 2:
         raise ValueError(f"{name} expected num_classes >= 2, received {num_classes}")
     if not 0 <= freeze <= 5:
@@ -109,12 +117,15 @@ def build_x3d(
         # Logits out: the stock head ends in a softmax, which the loss would apply twice.
         head_activation=None,
     )
-    if pretrained:
-        load_backbone(net, pretrained, head=X3D_HEAD, name=name)
+    report = (
+        load_backbone(net, pretrained, head=X3D_HEAD, name=name, partial=pretrained_partial) if pretrained else None
+    )
     frozen = list(net.blocks[:freeze])
     if unfreeze_last is not None:
         frozen += unfreeze_last_layers(net, unfreeze_last, head=X3D_HEAD, name=name)
-    return ClipClassifier(net, mean=mean, std=std, num_classes=num_classes, frozen=frozen)
+    model = ClipClassifier(net, mean=mean, std=std, num_classes=num_classes, frozen=frozen)
+    model.pretrained_report = report
+    return model
 
 
 def _register(order: int, variant: str) -> None:

@@ -224,6 +224,7 @@ start() {
     sleep 0.2
   done
   say "ready: $(sinfo -h -o 'partition %P, %D node %N, %c cpus, %m MB, %T')"
+  say "jobs that fit this node: sbatch slurm/local/<job>.slurm (from slurm/local.toml), or python main/submit.py --fit slurm/<job>.slurm"
 }
 
 stop_one() {  # stop_one PIDFILE NAME

@@ -26,6 +26,8 @@ class StandInTask(TrainTask):
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
         hold = float(config.get("tags", {}).get("hold_s", 0))  # seconds per step: time to be signalled
+        if config.get("tags", {}).get("fail"):
+            raise ValueError(f"stand-in failure: {config['tags']['fail']}")
         with PreemptionFlag() as flag:
             (run_dir / "started").write_text(str(start))  # signals from here on reach the flag
             for step in range(start, STEPS):

@@ -65,3 +65,34 @@ def test_square_crop_rejects_zero_area_and_outside_frame():
         square_crop((10, 10, 10, 50), 320, 240)
     with pytest.raises(ValueError, match="outside the 320x240 frame"):
         square_crop((400, 10, 500, 50), 320, 240)
+
+
+def test_step_indices_centred_every_step_th_frame():
+    from wlasl.geometry import step_indices
+
+    # 20 frames every 2nd frame (the seed thesis) span 39 frames; a 45-frame
+    # range leaves 6 spare frames, 3 before and 3 after.
+    idx, fell_back = step_indices(0, 44, 20, 2)
+    assert not fell_back and len(idx) == 20 and np.all(np.diff(idx) == 2)
+    assert (idx[0], idx[-1]) == (3, 41)
+    # An odd surplus: the extra frame goes after the window; offsets follow `first`.
+    idx, _ = step_indices(10, 50, 5, 3)  # 41 frames, span 13, surplus 28
+    assert list(idx) == [24, 27, 30, 33, 36]
+    idx, _ = step_indices(10, 23, 5, 3)  # 14 frames, span 13, surplus 1
+    assert list(idx) == [10, 13, 16, 19, 22]
+    # Exactly the span: every step-th frame from first to last.
+    idx, fell_back = step_indices(5, 43, 20, 2)
+    assert not fell_back and (idx[0], idx[-1]) == (5, 43)
+
+
+def test_step_indices_falls_back_to_uniform_and_step_one_is_uniform():
+    from wlasl.geometry import step_indices
+
+    idx, fell_back = step_indices(0, 37, 20, 2)  # 38 frames < 39
+    assert fell_back and list(idx) == list(sample_indices(0, 37, 20))
+    idx, fell_back = step_indices(3, 80, 20, 1)
+    assert not fell_back and list(idx) == list(sample_indices(3, 80, 20))
+    with pytest.raises(ValueError, match="frame step expected >= 1, received 0"):
+        step_indices(0, 10, 4, 0)
+    with pytest.raises(ValueError, match="empty range"):
+        step_indices(5, 4, 2, 2)

@@ -73,11 +73,12 @@ def test_loader_batches_are_uint8_deterministic_and_fresh_each_epoch(store, tmp_
     cfg = _cfg(store, tmp_path).replace(data={"max_clips": 10})
     loaders = loader_tf.make_loaders(ClipStore(store), cfg)
     assert loaders.train_size == 10 and len(loaders.ids["val"]) <= 10
-    x, y = next(iter(loaders.train.epoch(0)))
+    inputs, y = next(iter(loaders.train.epoch(0)))
+    x = loaders.augment(inputs)  # the crop the engine's train step applies
     assert x.dtype.name == "uint8" and tuple(x.shape) == (8, FRAMES, SIZE, SIZE, 3) and y.dtype.name == "int32"
-    again = next(iter(loader_tf.make_loaders(ClipStore(store), cfg).train.epoch(0)))[0]
+    again = loaders.augment(next(iter(loader_tf.make_loaders(ClipStore(store), cfg).train.epoch(0)))[0])
     np.testing.assert_array_equal(x.numpy(), again.numpy())  # same seed, same epoch: same batch
-    other = next(iter(loaders.train.epoch(1)))[0]
+    other = loaders.augment(next(iter(loaders.train.epoch(1)))[0])
     assert not np.array_equal(x.numpy(), other.numpy())  # new order and crops next epoch
     val1 = np.concatenate([b[0].numpy() for b in loaders.val])
     val2 = np.concatenate([b[0].numpy() for b in loaders.val])
@@ -205,3 +206,21 @@ def test_stream_runs_get_their_own_run_id(store):
     base = {"model": {"name": "movinet_a0"}, "data": {"root": str(store)}}
     stream = {"model": {"name": "movinet_a0", "stream": True}, "data": {"root": str(store)}}
     assert resolve(config_from_dict(base)).run_id != resolve(config_from_dict(stream)).run_id
+
+
+def test_a_damaged_keras_checkpoint_falls_back_to_the_one_before(store, tmp_path, capsys):
+    import json
+
+    cfg = _cfg(store, tmp_path, epochs=2).replace(data={"max_clips": 16})
+    _fit(cfg)
+    ckpt_dir = cfg.run_dir / "checkpoints"
+    newest, previous = json.loads((ckpt_dir / "state.json").read_text())["checkpoints"]
+    data = next(ckpt_dir.glob(newest["files"][0] + ".data-*"))
+    data.write_bytes(data.read_bytes()[:100])  # a node died while writing it
+    capsys.readouterr()
+    record = _fit(cfg.replace(train={"epochs": 3}))
+    out = capsys.readouterr().out
+    assert f"warning: checkpoint {ckpt_dir / newest['files'][0]} is damaged" in out
+    assert f"resuming tiny from epoch {previous['epoch'] + 1}, step 0" in out
+    assert record.status == "completed" and record.epochs == 3
+    assert [int(r["epoch"]) for r in read_history(cfg.run_dir)] == [1, 2, 3]

@@ -119,3 +119,23 @@ def test_real_wlasl100_metadata_agrees_with_official_nslt():
     # The class list file gives the same official order.
     official = [line.split("\t")[1] for line in (SHARED_WLASL / "wlasl_class_list.txt").read_text().splitlines()]
     assert glosses == official[:100]
+
+
+@pytest.mark.parametrize("gloss", ["two\nlines", "cr\rhere", "line\u2028sep", "para\u2029sep", "nel\x85x", ""])
+def test_gloss_must_be_one_line(meta, tmp_path, gloss):
+    # labels.txt holds one gloss per line: a break would split the class in two.
+    data = json.loads(meta.read_text())
+    data[1]["gloss"] = gloss
+    with pytest.raises(MetadataError, match=r"entry 1: field 'gloss' expected one line of text, received"):
+        load_wlasl(_write(tmp_path, data, "bad.json"))
+
+
+def test_unsafe_id_and_non_finite_bbox_mark_the_instance_not_the_file(meta, tmp_path):
+    data = json.loads(meta.read_text())
+    data[0]["instances"][0]["video_id"] = "../evil"
+    data[1]["instances"][0]["bbox"] = [float("inf"), 0, 10, 10]
+    glosses, instances = load_wlasl(_write(tmp_path, data, "m.json"))
+    by_id = {i.video_id: i for i in instances}
+    assert by_id["../evil"].problem[0] == "video_id" and "not a safe file name" in by_id["../evil"].problem[1]
+    assert by_id["003"].problem[0] == "bbox" and "entry 1 (gloss 'drink'), instance 0 (video_id 003)" in by_id["003"].problem[1]
+    assert by_id["002"].problem == () and len(instances) == 4

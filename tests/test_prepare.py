@@ -159,7 +159,7 @@ def test_shards_union_equals_one_run(synthetic, tiny_store, tmp_path):
     reports = [run_prepare(prepare_cfg(synthetic, out, shard=(i, 3)), progress=False) for i in (2, 0, 1)]
     assert [r["complete"] for r in reports] == [False, False, True]
     assert (out / "manifest.csv").read_text() == (tiny_store / "manifest.csv").read_text()
-    assert reports[-1]["skipped_by_reason"] == {"missing": 1, "corrupt": 1, "bbox": 0, "frame_range": 0}
+    assert reports[-1]["skipped_by_reason"] == {"missing": 1, "corrupt": 1, "bbox": 0, "frame_range": 0, "video_id": 0}
 
 
 def test_workers_give_the_same_store(synthetic, tiny_store, tmp_path):
@@ -182,7 +182,7 @@ def test_shard_defaults_from_slurm_array():
 def test_store_geometry_mismatch_is_refused(synthetic, tiny_store, tmp_path):
     out = tmp_path / "geo"
     shutil.copytree(tiny_store, out)
-    with pytest.raises(StoreError, match="holds clips made with frames=8, size=32.*Use another --out"):
+    with pytest.raises(StoreError, match="holds a store made with frames=8, size=32.*Use another --out"):
         run_prepare(prepare_cfg(synthetic, out, size=64), progress=False)
 
 
@@ -198,6 +198,7 @@ def test_cli_strict_summary_and_errors(synthetic, tmp_path):
     assert res.returncode == 2 and "WLASL metadata not found" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run(PREPROCESS + ["--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--nslt" in res.stdout and "SLURM_ARRAY_TASK_ID" in res.stdout
+    assert "--frame-step" in res.stdout and "--decode-threads" in res.stdout
 
 
 def test_nslt_selects_the_official_split(synthetic, tmp_path):
@@ -232,3 +233,33 @@ def test_real_wlasl100_with_most_videos_missing(tmp_path):
     assert rows["69241"]["crop"].split()[1] == "0"  # the box reaches the frame bottom: square capped at 720
     store = ClipStore(out)
     assert store.num_classes == 100 and store.load(store.entries[0]).shape == (20, 112, 112, 3)
+
+
+def test_frame_step_takes_every_sth_frame_centred_and_records_fallbacks(synthetic, tmp_path):
+    from wlasl.geometry import square_crop
+    from wlasl.video import decode_frames
+
+    out = tmp_path / "step"
+    # 6 frames every 4th frame span 21; the synthetic ranges are 16-33 frames,
+    # so some fit and the shorter ones fall back to uniform sampling.
+    report = run_prepare(prepare_cfg(synthetic, out, frames=6, frame_step=4), progress=False)
+    assert json.loads((out / "store.json").read_text())["frame_step"] == 4
+    rows = _manifest(out)
+    assert {r["frame_step"] for r in rows} == {"4"}
+    lengths = {r["video_id"]: int(r["frame_end"]) - int(r["frame_start"]) + 1 for r in rows}
+    fell_back = sorted(v for v, n in lengths.items() if n < 21)
+    assert report["step_fallback"] == fell_back and 0 < len(fell_back) < len(rows)
+    for r in rows:
+        assert ("step_fallback" in r["status"]) == (r["video_id"] in fell_back)
+    # The clip holds exactly frames first + offset + 4k of the source, centred.
+    row = max(rows, key=lambda r: lengths[r["video_id"]])
+    first, n = int(row["frame_start"]) - 1, lengths[row["video_id"]]
+    expected = first + (n - 21) // 2 + 4 * np.arange(6)
+    box = tuple(int(v) for v in row["crop"].split())
+    bbox = tuple(int(v) for v in row["bbox"].split())
+    assert box == square_crop(bbox, 160, 120, 0.1)
+    ref = decode_frames(synthetic["videos"] / f"{row['video_id']}.mp4", expected, crop=box, size=32).frames
+    assert np.array_equal(np.load(out / row["path"]), np.stack([ref[int(i)] for i in expected]))
+    # A store is made one way: another step is another store.
+    with pytest.raises(StoreError, match="frame_step=4.*frame_step=2"):
+        run_prepare(prepare_cfg(synthetic, out, frames=6, frame_step=2), progress=False)

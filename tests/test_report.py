@@ -383,14 +383,6 @@ def test_cli_formats_and_errors(seeded, capsys):
         parse_metrics("acc")
 
 
-def test_demo_stage_prints_the_demo_table(tmp_path, capsys):
-    a = make_run(tmp_path / "results", "movinet_a0", 0, subset=3, dry_run=True)
-    rep = report.demo_stage(tmp_path)
-    out = capsys.readouterr().out
-    assert f"| MoViNet-A0 | 3 | 1 | {100 * a.metrics['test']['top1']:.2f} |" in out
-    assert (tmp_path / "results" / "tables" / "summary.md").is_file() and rep.rows[0].run_ids == [a.run_id]
-
-
 def test_runs_as_a_script_from_anywhere(seeded, tmp_path):
     results, runs = seeded
     out = subprocess.run(

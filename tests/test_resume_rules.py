@@ -122,9 +122,9 @@ def test_a_moved_run_resumes_where_it_was_copied(store, tmp_path, capsys):
 
 def test_unsafe_run_ids_and_mistyped_presets_are_one_line_errors(store, tmp_path, capsys):
     assert main("toy", _argv(store, tmp_path, "../../escape")) == 2
-    assert "run_id expected letters" in capsys.readouterr().err
+    assert "is not a safe file name" in capsys.readouterr().err
     assert not (tmp_path.parent / "escape").exists()
-    for text, expected in (("run_id: ../x", "run_id expected letters"), ("train: 5", "section 'train' expected a mapping"),
+    for text, expected in (("run_id: ../x", "is not a safe file name"), ("train: 5", "section 'train' expected a mapping"),
                            ("data: {crop_scale: 0.5}", "'crop_scale' expected a list of 2 numbers"),
                            ("tags: [1, 2]", "'tags' expected a mapping"), ("train: {epochs: true}", "'epochs' expected a whole number")):  # fmt: skip
         preset = tmp_path / "preset.yaml"
@@ -133,3 +133,17 @@ def test_unsafe_run_ids_and_mistyped_presets_are_one_line_errors(store, tmp_path
         assert main("toy", argv) == 2, text
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1 and "Traceback" not in err, (text, err)
+
+
+def test_log_lines_count_from_one_and_long_epochs_get_a_heartbeat(store, tmp_path, capsys, monkeypatch):
+    import re
+
+    import models.lifecycle
+
+    monkeypatch.setattr(models.lifecycle, "HEARTBEAT_S", 0.0)  # every step is "long" here
+    assert main("toy", _argv(store, tmp_path, "beat", "--epochs", "1")) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^epoch 1/1  step 1/2  train loss \d+\.\d{4} top1 \d\.\d{3}  \(\d+ s into the epoch\)$", out, re.M)
+    # the one epoch line both engines print (models/lifecycle.py)
+    assert re.search(r"^epoch 1/1  train loss \d+\.\d{4} top1 \d\.\d{3}  val loss \d+\.\d{4} top1 \d\.\d{3} "
+                     r"top5 \d\.\d{3}  lr \S+  \d+\.\d s$", out, re.M)  # fmt: skip

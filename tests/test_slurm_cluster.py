@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.cluster.sbatch import SlurmConfig, render_sbatch
+from utils.cluster.profile import SlurmConfig
+from utils.cluster.sbatch import render_sbatch
 from utils.core.records import read_history
 from wlasl.synthetic import make_synthetic
 
@@ -162,25 +163,33 @@ def test_usr1_checkpoints_requeues_and_resumes_the_same_run(cluster, tmp_path):
 
 
 def test_submitit_sweep_on_slurm_completes_and_status_shows_both(cluster, tmp_path):
+    import dataclasses
+
     from tests.sweep_standin import StandInTask
     from utils.cluster.sweep import plan_sweep, submit_sweep, sweep_status
 
     results = tmp_path / "results"
-    tasks = plan_sweep(["x3d_xs", "movinet_a0"], 1, results=str(results), name="tiny", dry_run=True)
+    tasks = plan_sweep(["x3d_xs", "movinet_a0", "s3d"], 1, results=str(results), name="tiny", dry_run=True)
+    # The third task fails: `status` must say why and where its log is.
+    tasks[2] = dataclasses.replace(tasks[2], config={**tasks[2].config, "tags": {"fail": "no store at data/x"}})
     # signal_s well under the time limit: submitit signals signal_delay_s before it.
     cfg = SlurmConfig(cpus_per_task=1, mem_gb=1, signal_s=30)
     sweep, jobs = submit_sweep(tasks, name="tiny", results=results, cluster="slurm", slurm=cfg, timeout_min=5,
                                task_class=StandInTask)  # fmt: skip
     assert len({j.job_id.split("_")[0] for j in jobs}) == 1, "expected one job array"
-    summaries = [j.result() for j in jobs]  # returns because accounting tells submitit the state
+    summaries = [j.result() for j in jobs[:2]]  # returns because accounting tells submitit the state
     assert [s["status"] for s in summaries] == ["completed", "completed"]
     deadline = time.monotonic() + 60  # the result file can come before accounting records the end
     status = sweep_status(sweep)
-    while {s.state for s in status} != {"COMPLETED"} and time.monotonic() < deadline:
+    while {s.state for s in status} != {"COMPLETED", "FAILED"} and time.monotonic() < deadline:
         time.sleep(0.5)
         status = sweep_status(sweep)
-    assert [(s.model, s.state) for s in status] == [("x3d_xs", "COMPLETED"), ("movinet_a0", "COMPLETED")]
-    assert all(s.top1 == 0.5 for s in status)
+    assert [(s.model, s.state) for s in status] == [("x3d_xs", "COMPLETED"), ("movinet_a0", "COMPLETED"),
+                                                     ("s3d", "FAILED")]  # fmt: skip
+    assert [s.top1 for s in status] == [0.5, 0.5, None]
+    failed = status[2]
+    assert "stand-in failure: no store at data/x" in failed.reason, failed
+    assert Path(failed.log).is_file() and failed.log.endswith(f"{failed.job_id}_0_log.err")
 
 
 # The parts below run the real engines (issues 3, 4) and utils/report.py.
@@ -212,18 +221,29 @@ def test_report_job_completes(cluster, tmp_path):
     assert list((results / "tables").glob("*")), "the report job wrote no tables"
 
 
+# What the tuning script does first with --distributed: the roles, decided in Python only.
+ROLE_PROBE = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+from utils.tuning.distributed import apply_env, resolve_role
+role = resolve_role(os.environ, "probe-study")
+apply_env(role, "host-of-chief")
+print(role.tuner_id, os.environ["KERASTUNER_ORACLE_PORT"], "[" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset") + "]", *sys.argv[1:])
+"""
+
+
 def test_distributed_tuning_array_assigns_chief_and_workers(cluster, tmp_path):
-    """The committed chief + workers array, with a fake `python` that records its role."""
+    """The committed chief + workers array; `python` is the real one running the role code of the tuning CLI."""
+    from utils.tuning.distributed import default_port
+
     out = tmp_path / "roles"
     out.mkdir()
+    (tmp_path / "probe.py").write_text(ROLE_PROBE)
     venv = tmp_path / "fakevenv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "activate").write_text(f'export PATH="{venv}/bin:$PATH"\n')
     (venv / "bin" / "python").write_text(
-        "#!/bin/bash\n"
-        '[ "$KERASTUNER_TUNER_ID" = chief ] && sleep 6  # the oracle stays up while workers look for it\n'
-        f'echo "$KERASTUNER_TUNER_ID $KERASTUNER_ORACLE_IP $KERASTUNER_ORACLE_PORT [${{CUDA_VISIBLE_DEVICES-unset}}] $*"'
-        f' > "{out}/$SLURM_ARRAY_TASK_ID"\n'
+        f'#!/bin/bash\nexec "{sys.executable}" "{tmp_path}/probe.py" "$@" > "{out}/$SLURM_ARRAY_TASK_ID"\n'
     )
     (venv / "bin" / "python").chmod(0o755)
     job = sbatch(
@@ -232,12 +252,29 @@ def test_distributed_tuning_array_assigns_chief_and_workers(cluster, tmp_path):
     final = wait_done(job, tasks=3, timeout_s=120)
     assert set(final.values()) == {"COMPLETED"}, (final, log_of("tune_i3d_distributed", f"{job}_1"))
     roles = {p.name: p.read_text().split() for p in out.iterdir()}
-    host = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
-    port = str(20000 + int(job) % 20000)
-    assert roles["0"][:4] == ["chief", host, port, "[]"], roles
-    assert [roles[k][:3] for k in ("1", "2")] == [["tuner1", host, port], ["tuner2", host, port]], roles
-    assert all(r[4:] == ["main/tune_i3d.py", *r[5:]] and "--distributed" in r and r[-2:] == ["--max-trials", "2"]
+    port = str(default_port("probe-study"))
+    assert roles["0"][:3] == ["chief", port, "[]"], roles
+    assert [roles[k][:3] for k in ("1", "2")] == [["tuner1", port, "[unset]"], ["tuner2", port, "[unset]"]], roles
+    assert all(r[3] == "main/tune_i3d.py" and "--distributed" in r and r[-2:] == ["--max-trials", "2"]
                for r in roles.values())  # fmt: skip
+    log = log_of("tune_i3d_distributed", f"{job}_1")
+    assert f"job {job}_1 on" in log, log  # the header names the array task as squeue does
+
+
+def test_jobs_that_do_not_fit_are_refused_in_one_line_and_fit_on_request(cluster):
+    """Issue 18: `sbatch slurm/preprocess_172.slurm` asked 4 CPUs of this 2-CPU node; now one line says what to do."""
+    cmd = [sys.executable, "main/submit.py"]
+    r = subprocess.run([*cmd, "slurm/preprocess_172.slurm"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "CPUs per node" in r.stderr and "--fit" in r.stderr and "slurm/local.toml" in r.stderr
+    # The README's own example, which sbatch refused for CPUs, memory and the GPU: --fit shrinks all three.
+    r = subprocess.run([*cmd, "--fit", "slurm/x3d_xs.slurm", "--", "--help"], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, "SLR_VENV": sys.prefix})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "fitted with --cpus-per-task=" in r.stdout and "--gres=none" in r.stdout, r.stdout
+    job = r.stdout.split()[2]
+    assert wait_done(job)[job] == "COMPLETED", log_of("x3d_xs", job)
+    assert "usage: main/train_x3d.py" in log_of("x3d_xs", job)
 
 
 def test_job_submitted_from_elsewhere_finds_the_repo(cluster, tmp_path):
@@ -257,33 +294,9 @@ def test_job_submitted_from_elsewhere_finds_the_repo(cluster, tmp_path):
     assert (tmp_path / "args").read_text().split() == ["utils/report.py", "--results", "results", "--format", "md"]
 
 
-def test_training_job_sent_usr1_resumes_its_run(store, tmp_path):
-    """The real engine: USR1 mid-run -> checkpoint, exit 85, requeue, same run id, history continues.
-
-    Written before the engines existed (lead: check the options and timings once merged).
-    """
-    results = tmp_path / "results"
-    args = ["--data", str(store["root"]), "--results", str(results), "--frames", "8", "--size", "64",
-            "--epochs", "3", "--run-id", "usr1"]  # fmt: skip
-    job = sbatch(*SMALL, "--gres=none", "--mem=4G", "slurm/x3d_xs.slurm", *args)
-    run_dir = results / "runs" / "usr1"
-    deadline = time.monotonic() + 300
-    while not (run_dir / "history.csv").exists() or not read_history(run_dir):
-        assert time.monotonic() < deadline and states(job).get(job, [""])[-1] not in TERMINAL, log_of("x3d_xs", job)
-        time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-    release_requeued(job, until=lambda: False, timeout_s=600)
-    assert wait_done(job, timeout_s=600)[job] == "COMPLETED", log_of("x3d_xs", job)
-    assert states(job, duplicates=True)[job][0] == "REQUEUED"
-    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2, 3], log_of("x3d_xs", job)
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
-
-
 def test_sweep_cli_trains_two_configurations(store, tmp_path):
     """main/sweep.py with the real engine: one array of two dry runs, then `status` with top-1."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "wlasl3_224").symlink_to(store["root"])  # the name the sweep derives from --subset 3
+    data = store["root"].parent  # holds wlasl3_64: what --subset 3 --size 64 names
     profile = tmp_path / "profile.toml"
     profile.write_text("[train]\ncpus_per_task = 1\nmem_gb = 4\ntime_min = 10\nsignal_s = 30\n")
     results = tmp_path / "results"

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from models import list_models
-from utils.cluster.jobs import check_dir, render_all
-from utils.cluster.sbatch import (
-    JOB_KINDS,
-    SlurmConfig,
-    load_profile,
-    profile_from_dict,
-    render_sbatch,
-    sanitize_job_name,
-)
+from tests.registry_helpers import suite_models_only  # noqa: F401  (fixture)
+from utils.cluster.jobs import check_dir, job_models, render_all
+from utils.cluster.profile import JOB_KINDS, SlurmConfig, load_profile, profile_from_dict
+from utils.cluster.sbatch import render_sbatch, sanitize_job_name
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "train_full.slurm"
@@ -34,6 +28,8 @@ FULL = SlurmConfig(
     qos="normal",
     gpus="gpu:a100:1",
     constraint="a100|h100",
+    nodes=2,
+    ntasks_per_node=4,
     cpus_per_task=8,
     mem_gb=32,
     time_min=600,
@@ -64,11 +60,12 @@ def test_golden_train_job():
     )
 
 
+@pytest.mark.usefixtures("suite_models_only")
 def test_committed_job_files_match_the_generator():
     files = render_all(load_profile(ROOT / "slurm" / "cluster.toml"))
     drift = check_dir(files, ROOT / "slurm")
     assert not drift, f"slurm/ drifted from slurm/cluster.toml: {drift}; run `python main/make_slurm.py` and commit"
-    assert {f"{m}.slurm" for m in list_models()} <= set(files)
+    assert {f"{m}.slurm" for m in job_models()} <= set(files)
     assert {"preprocess_172.slurm", "preprocess_224.slurm", "report.slurm", "tune_x3d_distributed.slurm"} <= set(files)
 
 

@@ -17,13 +17,21 @@ torch = pytest.importorskip("torch")
 
 import models.s3d  # noqa: E402,F401
 import models.x3d  # noqa: E402,F401
-from tests.torch_helpers import make_store  # noqa: E402
+from tests.torch_helpers import make_store, toy_family  # noqa: E402
 from utils.core.preempt import REQUEUE_EXIT_CODE  # noqa: E402
 from utils.core.records import read_history, read_record  # noqa: E402
 from utils.train_cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 X3D = [sys.executable, str(ROOT / "main" / "train_x3d.py"), "--variant", "xs"]
+# Signal handling and DDP do not depend on the network: the tests' tiny family runs them in seconds.
+TOY = [sys.executable, str(ROOT / "tests" / "toy_train.py"), "--variant", "small"]
+
+
+@pytest.fixture
+def toy():
+    with toy_family() as names:
+        yield names
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +67,13 @@ def test_dry_run_on_cpu(store, tmp_path, capsys):
     assert "no clip store" in capsys.readouterr().err
 
 
-def test_sigusr1_checkpoints_exits_85_and_the_rerun_finishes_the_same_run(store, tmp_path):
-    preset = _preset(tmp_path, epochs=3, lr=1e-3)
+def test_sigusr1_checkpoints_exits_85_and_the_rerun_finishes_the_same_run(store, tmp_path, toy):
+    # Enough epochs that the signal, sent once epoch 1 is on disk, lands before the end.
+    preset = _preset(tmp_path, epochs=12, lr=1e-3)
     ref_args = _args(store, tmp_path, "ref", "--config", preset, "--batch-size", "2")
-    assert main("x3d", ["--variant", "xs", *ref_args]) == 0
+    assert main("toy", ["--variant", "small", *ref_args]) == 0
 
-    cmd = [*X3D, *_args(store, tmp_path, "cut", "--config", preset, "--batch-size", "2")]
+    cmd = [*TOY, *_args(store, tmp_path, "cut", "--config", preset, "--batch-size", "2")]
     run_dir = tmp_path / "runs" / "cut"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -79,13 +88,14 @@ def test_sigusr1_checkpoints_exits_85_and_the_rerun_finishes_the_same_run(store,
     assert proc.returncode == REQUEUE_EXIT_CODE, out
     assert "preempted" in out
     assert read_record(run_dir / "metrics.json").status == "stopped"
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["epoch"] in (1, 2)
+    newest = json.loads((run_dir / "checkpoints" / "state.json").read_text())["checkpoints"][0]
+    assert 1 <= newest["epoch"] < 12
+    torch.load(run_dir / "checkpoints" / newest["files"][0], weights_only=True)
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     done, ref = read_record(run_dir / "metrics.json"), read_record(tmp_path / "runs" / "ref" / "metrics.json")
-    assert done.status == "completed" and done.epochs == 3
+    assert done.status == "completed" and done.epochs == 12
     for split in ("val", "test"):
         assert done.metrics[split]["loss"] == pytest.approx(ref.metrics[split]["loss"], abs=1e-5)
     assert [r["val_loss"] for r in read_history(run_dir)] == [r["val_loss"] for r in read_history(tmp_path / "runs" / "ref")]
@@ -97,17 +107,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_matches_one_process(store, tmp_path):
-    # Same global batch (2 x 2 vs 1 x 4) and the same clips per step: only
-    # BatchNorm statistics differ (per-process batches of 2 instead of 4).
+def test_two_process_ddp_matches_one_process(store, tmp_path, toy):
+    # Same global batch (2 x 2 vs 1 x 4) and the same clips per step: the tiny
+    # net has no BatchNorm, so one and two processes must agree closely.
     preset = _preset(tmp_path, epochs=2, lr=1e-3)
-    assert main("x3d", ["--variant", "xs", *_args(store, tmp_path, "one", "--config", preset, "--batch-size", "4")]) == 0
+    assert main("toy", ["--variant", "small", *_args(store, tmp_path, "one", "--config", preset, "--batch-size", "4")]) == 0
     port = _free_port()
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
-        cmd = [*X3D, *_args(store, tmp_path, "two", "--config", preset, "--batch-size", "2")]
+        cmd = [*TOY, *_args(store, tmp_path, "two", "--config", preset, "--batch-size", "2")]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -117,4 +127,4 @@ def test_two_process_ddp_matches_one_process(store, tmp_path):
     assert len(read_history(tmp_path / "runs" / "two")) == 2
     for split in ("val", "test"):
         assert two.metrics[split]["n"] == one.metrics[split]["n"]
-        assert two.metrics[split]["loss"] == pytest.approx(one.metrics[split]["loss"], abs=0.05)
+        assert two.metrics[split]["loss"] == pytest.approx(one.metrics[split]["loss"], abs=1e-4)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+import models
 from utils.core.config import DataConfig, ModelConfig, RunConfig
 from utils.tuning.distributed import ADDRESS_FILE, Role, connect_worker, first_node, resolve_role
-from utils.tuning.space import FAMILY_SPACES, TARGETS, SpaceError, family_space, load_space_file, trial_config
+from utils.tuning.space import COMMON_SPACE, TARGETS, SpaceError, family_space, load_space_file, trial_config
 from utils.tuning.study import Study, check_settings, study_name
 
 
@@ -14,7 +15,7 @@ def _base() -> RunConfig:
     return RunConfig(model=ModelConfig(name="x3d_s"), data=DataConfig(root="data/wlasl100_224"))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_SPACES))
+@pytest.mark.parametrize("family", models.registry.families())
 def test_family_spaces_cover_the_issue_and_are_valid(family):
     space = family_space(family)
     assert {"lr", "optimizer", "weight_decay", "dropout", "freeze", "batch_size"} <= set(space)
@@ -41,7 +42,7 @@ def test_space_file_overrides(tmp_path):
     assert space["dropout"] == {"kind": "fixed", "value": 0.3}
     assert space["batch_size"]["values"] == [2, 4]
     assert space["freeze"]["kind"] == "int" and space["freeze"]["max"] == 2
-    assert space["weight_decay"] == FAMILY_SPACES["x3d"]["weight_decay"]  # untouched entries stay
+    assert space["weight_decay"] == COMMON_SPACE["weight_decay"]  # untouched entries stay
 
 
 @pytest.mark.parametrize(

@@ -1,51 +1,29 @@
-"""The demo pipeline behind ``make demo``: synthetic mini-WLASL -> clip store -> training -> report.
+"""``make demo``: ``experiments/demo.yaml`` run in order on this machine, ending with the table.
 
-Each stage is a plain function in the module that owns it, so tests can run
-the same steps; this module only strings them together.
+The demo is an ordinary experiment (a synthetic mini-WLASL, two tiny models,
+the report); this module only lets it live under another folder.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from wlasl.prepare import summary
-from wlasl.synthetic import synthetic_store
+from utils.cluster.experiment import load_experiment, make_plan
+from utils.cluster.experiment_run import ROOT, run_local
 
-__all__ = ["DEMO_FRAMES", "DEMO_SIZE", "prepare_stage", "run_demo"]
+__all__ = ["DEMO_FILE", "demo_plan", "run_demo"]
 
-# Small enough to train on 2 CPU cores in a minute or two.
-DEMO_FRAMES = 8
-DEMO_SIZE = 64
+DEMO_FILE = ROOT / "experiments" / "demo.yaml"
 
 
-def prepare_stage(root: Path, glosses: int = 3, per_gloss: int = 12, workers: int = 2) -> Path:
-    """Write the synthetic set and preprocess it; returns the clip store path."""
-    store = synthetic_store(
-        root, frames=DEMO_FRAMES, size=DEMO_SIZE, store=f"data/mini{glosses}_{DEMO_SIZE}", workers=workers,
-        progress=True, glosses=glosses, per_gloss=per_gloss,
-    )  # fmt: skip
-    print(summary(json.loads((store / "prepare_report.json").read_text())))
-    print(f"clip store: {store}")
-    return store
-
-
-def run_demo(root: str | Path = "demo") -> Path:
-    """Every stage on the synthetic set; reruns resume (finished clips and runs are kept)."""
-    from models.demo_keras import demo_stage as keras_stage
-    from models.demo_torch import demo_stage as torch_stage
-    from utils.report import demo_stage as report_stage
-    from utils.tuning.cli import demo_stage as tune_stage
-
+def demo_plan(root: str | Path = "demo"):
+    """The demo experiment with everything (raw set, store, runs, tables) under ``root``."""
     root = Path(root)
-    print(f"== 1. synthetic mini-WLASL and preprocessing under {root}/")
-    store = prepare_stage(root)
-    print("== 2. a tiny MoViNet-a0 (Keras engine), briefly")
-    keras_stage(root, store)
-    print("== 3. a tiny X3D-XS (PyTorch engine), briefly")
-    torch_stage(root, store)
-    print("== 4. a tiny Hyperband study (keras-tuner over the PyTorch engine)")
-    tune_stage(root, store)
-    print("== 5. the result table of the demo's runs")
-    report_stage(root)
-    return root / "results"
+    sets = [f"results={root}/results", f"data_root={root}/data", f"stores.*.metadata={root}/raw/WLASL_v0.3.json",
+            f"stores.*.videos={root}/raw/videos"]  # fmt: skip
+    return make_plan(load_experiment(DEMO_FILE, sets))
+
+
+def run_demo(root: str | Path = "demo", *, workers: int = 2) -> int:
+    """Run the demo here, in order; returns the exit code (0: every run completed). Reruns skip what is done."""
+    return run_local(demo_plan(root), workers=workers)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install
 import models  # noqa: E402,F401  (registers every family: names and row order come from the registry)
 from utils.core.files import atomic_write_text  # noqa: E402
 from utils.reporting import plots  # noqa: E402
+from utils.reporting.exports import ExportRow, collect_exports, format_exports  # noqa: E402
 from utils.reporting.formats import format_notes, format_others, format_table, one_line  # noqa: E402
 from utils.reporting.runs import RunSet, collect_runs, is_trial, safe_file_path  # noqa: E402
 from utils.reporting.tables import (  # noqa: E402
@@ -45,7 +46,7 @@ from utils.reporting.tables import (  # noqa: E402
     summarise,
 )
 
-__all__ = ["Report", "build_report", "demo_stage", "main", "write_outputs"]
+__all__ = ["Report", "build_report", "main", "write_outputs"]
 
 FORMATS = ("md", "csv", "tex")
 # Shipped with the suite; a results root of its own (a demo, a cluster scratch
@@ -64,6 +65,8 @@ class Report:
     added_metrics: tuple[str, ...] = ()
     plot_notes: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    exports: list[ExportRow] = field(default_factory=list)
+    export_notes: list[str] = field(default_factory=list)
 
     def table(self, fmt: str = "md") -> str:
         return format_table(self.rows, metrics=self.metrics, fmt=fmt, published=self.published)
@@ -131,7 +134,9 @@ def build_report(
             order = list(METRICS)
             metrics = tuple(sorted(metrics + added, key=lambda k: (_anchor(k, metrics, order), k in added)))
             rows = add_published(summarise(runs, split=split, metrics=metrics, subset=subset), pubs, subset=subset)
-    return Report(runs=runs, rows=rows, metrics=metrics, published=pubs, added_metrics=added)
+    exports, export_notes = collect_exports(results)
+    return Report(runs=runs, rows=rows, metrics=metrics, published=pubs, added_metrics=added, exports=exports,
+                  export_notes=export_notes)  # fmt: skip
 
 
 def _anchor(key: str, requested: tuple[str, ...], order: list[str]) -> int:
@@ -195,6 +200,10 @@ def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None,
         written.append(out / f"summary.{fmt}")
     atomic_write_text(out / "other_runs.csv", format_others(report.runs, "csv"))
     written.append(out / "other_runs.csv")
+    if report.exports:  # RUN_DIR/exports/*/metrics.json (main/export.py)
+        for fmt in ("md", "csv"):
+            atomic_write_text(out / f"exports.{fmt}", format_exports(report.exports, fmt))
+            written.append(out / f"exports.{fmt}")
     written = [w for w in written if w is not None]
     report.written += written
     return written
@@ -277,6 +286,10 @@ def main(argv=None) -> int:
             f"no completed runs under {args.results}" + (f" on subset {args.subset}" if args.subset else ""),
             file=sys.stderr,
         )
+    if report.exports or report.export_notes:
+        notes = "".join(f"- {one_line(n)}\n" for n in report.export_notes)
+        text = f"\nExports:\n{format_exports(report.exports)}" + (f"Exports not read:\n{notes}" if notes else "")
+        print(text, end="", file=sys.stdout if args.format == "md" else sys.stderr)
     if others:
         # Keep stdout a clean table for csv/tex; the terminal still sees what was left out.
         print(f"\n{others}", end="", file=sys.stdout if args.format == "md" else sys.stderr)
@@ -285,23 +298,6 @@ def main(argv=None) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def demo_stage(root: str | Path, *, plots: bool = True) -> Report:
-    """The last stage of ``make demo``: print the table of the demo's runs (``<root>/results``).
-
-    Dry runs are averaged in (the demo's runs are tiny anyway); tables and
-    plots go to ``<root>/results/tables`` and ``<root>/results/plots``.
-    """
-    results = Path(root) / "results"
-    report = build_report(results, include_dry_runs=True)
-    write_outputs(report, results / "tables", results / "plots" if plots else None)
-    print(report.table("md"), end="")
-    remarks = report.remarks()
-    if remarks:
-        print(f"\n{remarks}", end="")
-    print(f"tables: {results / 'tables'}" + (f", plots: {results / 'plots'}" if plots else ""))
-    return report
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ __all__ = [
     "ClipEntry",
     "ClipStore",
     "StoreError",
+    "make_store_hint",
 ]
 
 MANIFEST_COLUMNS = (
@@ -46,15 +48,37 @@ MANIFEST_COLUMNS = (
     "bbox",  # metadata bbox "xmin ymin xmax ymax"
     "crop",  # square box actually cut "x0 y0 x1 y1"
     "frames",
+    "frame_step",  # 1 = uniform over the range; S = every S-th frame, centred
     "size",
     "decoder",
-    "status",  # ok, or '+'-joined notes: padded, clamped
+    "status",  # ok, or '+'-joined notes: padded, clamped, short_file, step_fallback
     "path",  # relative to the store root
 )
 
 
 class StoreError(ValueError):
     """A clip store that is missing, incomplete, or does not fit the request."""
+
+
+def make_store_hint(root: str | Path) -> str:
+    """The command that makes the store ``root`` names.
+
+    A name ``wlasl<N>_<size>`` (the suite's convention, e.g. data/wlasl100_172)
+    gives the subset and the size; any other name gets a generic command.
+    """
+    root = Path(root)
+    m = re.fullmatch(r"wlasl(\d+)_(\d+)", root.name)
+    if m:
+        subset, size = m.groups()
+        return (
+            f"Make it with: python main/preprocess.py --metadata raw/WLASL_v0.3.json --videos raw/videos "
+            f"--subset {subset} --frames 20 --size {size} --out {root}"
+        )
+    return (
+        f"Make it with: python main/preprocess.py --metadata raw/WLASL_v0.3.json --videos raw/videos --subset N "
+        f"--frames 20 --size SIZE --out {root} (N: 100, 300, 1000 or 2000; SIZE: the model's input side, "
+        "172 for MoViNet, 224 for I3D, S3D and X3D)"
+    )
 
 
 @dataclass(frozen=True)
@@ -84,15 +108,12 @@ class ClipStore:
         self.root = Path(root)
         missing = [n for n in ("store.json", "labels.txt", "manifest.csv") if not (self.root / n).is_file()]
         if missing:
-            raise StoreError(
-                f"no clip store at {self.root} (missing {', '.join(missing)}). Make one with: "
-                f"python main/preprocess.py --metadata WLASL_v0.3.json --videos raw/ --subset 100 "
-                f"--frames 20 --size 224 --out {self.root}"
-            )
+            raise StoreError(f"no clip store at {self.root} (missing {', '.join(missing)}). {make_store_hint(self.root)}")
         self.meta = json.loads((self.root / "store.json").read_text())
         self.labels: list[str] = (self.root / "labels.txt").read_text(encoding="utf-8").splitlines()
         with (self.root / "manifest.csv").open(newline="", encoding="utf-8") as f:
             self.rows: list[dict] = list(csv.DictReader(f))
+        self._check_labels()
         self.entries = [
             ClipEntry(
                 video_id=r["video_id"],
@@ -104,6 +125,32 @@ class ClipStore:
             )
             for r in self.rows
         ]
+
+    def _check_labels(self) -> None:
+        """labels.txt, store.json and the manifest must tell one story, or training learns a wrong head."""
+        fix = "the store was edited or mixed with another one: make it again with main/preprocess.py"
+        declared = self.meta.get("num_classes")
+        if declared is not None and len(self.labels) != declared:
+            raise StoreError(
+                f"{self.root / 'labels.txt'}: expected {declared} lines (num_classes in store.json), "
+                f"received {len(self.labels)}; {fix}"
+            )
+        for k, r in enumerate(self.rows, start=2):  # line 1 is the header
+            where = f"{self.root / 'manifest.csv'}: line {k} (video_id {r.get('video_id')})"
+            try:
+                label = int(r["label"])
+            except (KeyError, TypeError, ValueError):
+                raise StoreError(f"{where}: label expected an integer, received {r.get('label')!r}; {fix}") from None
+            if not 0 <= label < len(self.labels):
+                raise StoreError(
+                    f"{where}: label {label} expected 0..{len(self.labels) - 1} "
+                    f"({len(self.labels)} classes in labels.txt); {fix}"
+                )
+            if r.get("gloss") != self.labels[label]:
+                raise StoreError(
+                    f"{where}: gloss {r.get('gloss')!r} expected {self.labels[label]!r} "
+                    f"(line {label + 1} of labels.txt); {fix}"
+                )
 
     @property
     def frames(self) -> int:
@@ -125,10 +172,30 @@ class ClipStore:
         """One clip as uint8 ``(T, H, W, 3)``; memory-mapped unless ``mmap=False``.
 
         A memory map costs no RAM until pages are touched, so datasets of any
-        size stay flat in resident memory.
+        size stay flat in resident memory. The dtype and shape are checked
+        against store.json (reading the header only): a wrong clip would
+        otherwise reach the model as garbage (a resize into a buffer of
+        another shape leaves the buffer uninitialised).
+
+        Raises:
+            StoreError: the file is not a clip of this store; names the file.
         """
         path = entry.path if isinstance(entry, ClipEntry) else Path(entry)
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        try:
+            clip = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise StoreError(
+                f"{path}: cannot read the clip ({e}); delete it and rerun main/preprocess.py "
+                "with the same arguments (finished clips are kept)"
+            ) from None
+        expected = (self.frames, self.size, self.size, 3)
+        if clip.dtype != np.uint8 or clip.shape != expected:
+            raise StoreError(
+                f"{path}: expected a uint8 clip of shape {expected} ({self.root / 'store.json'}), "
+                f"received {clip.dtype} {clip.shape}; the file is damaged or from another store: delete it "
+                "and rerun main/preprocess.py with the same arguments"
+            )
+        return clip
 
     def check_frames(self, frames: int) -> None:
         """Raise unless the store holds at least ``frames`` frames per clip."""

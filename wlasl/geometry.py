@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FrameRange", "resolve_range", "sample_indices", "square_crop"]
+__all__ = ["FrameRange", "resolve_range", "sample_indices", "square_crop", "step_indices"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,36 @@ def sample_indices(first: int, last: int, frames: int) -> np.ndarray:
     n = last - first + 1
     centers = (np.arange(frames) + 0.5) * n / frames - 0.5
     return first + np.clip(np.round(centers), 0, n - 1).astype(np.int64)
+
+
+def step_indices(first: int, last: int, frames: int, step: int = 1) -> tuple[np.ndarray, bool]:
+    """``frames`` indices ``step`` apart, centred in ``[first, last]``; uniform when they do not fit.
+
+    ``step == 1`` is :func:`sample_indices` (uniform over the whole range).
+    With ``step > 1`` (the seed thesis takes 20 frames every 2nd frame) the
+    indices span ``1 + (frames - 1) * step`` frames, centred in the range
+    (an odd surplus frame goes after the window). A range shorter than that
+    span falls back to uniform sampling over the whole range, which the
+    caller records (like padding).
+
+    Returns:
+        ``(indices, fell_back)``: int64 indices in time order, and whether
+        the fallback was taken.
+    """
+    if step < 1:
+        raise ValueError(f"frame step expected >= 1, received {step}")
+    if step == 1:
+        return sample_indices(first, last, frames), False
+    if frames < 1:
+        raise ValueError(f"frames expected >= 1, received {frames}")
+    if last < first:
+        raise ValueError(f"empty range: first {first} > last {last}")
+    span = 1 + (frames - 1) * step
+    length = last - first + 1
+    if span > length:
+        return sample_indices(first, last, frames), True
+    start = first + (length - span) // 2
+    return start + step * np.arange(frames, dtype=np.int64), False
 
 
 def square_crop(

@@ -1,10 +1,19 @@
-"""tf.data loaders over the clip store, for the Keras engine.
+"""tf.data loaders over the clip store: whole uint8 batches from the host, augmentation in the train step.
 
-Clips stay on disk as memory-mapped uint8 ``.npy`` files; each element is
-read and cut by :func:`wlasl.transforms.clip_transform` when the pipeline
-asks for it, so resident memory does not grow with the dataset (the seed
-project held every clip as float32 in RAM and needed 100 GB jobs, and its
+Each element of the pipeline is a whole batch, gathered by one
+``tf.numpy_function`` call (:class:`wlasl.batches.BatchReader`: one read
+per clip straight into the batch buffer; the reads release the GIL, so
+``workers`` parallel calls overlap). Clips stay on disk as uint8 ``.npy``
+files, so resident memory does not grow with the dataset (the seed project
+held every clip as float32 in RAM and needed 100 GB jobs, and its
 ``cache()`` froze the "random" crop after epoch 1).
+
+A training batch is ``(inputs, labels)`` with ``inputs`` a dict: uint8
+``clips`` (the stored frames of each clip's window), ``index`` (each clip's
+position in ``Loaders.ids["train"]``) and the ``boxes`` of their random
+views; the Keras engine cuts the views inside its train step
+with ``Loaders.augment`` (:func:`wlasl.augment.augment_tf`), on the GPU when
+there is one. Evaluation batches are plain ``(uint8 clips, labels)``.
 
 Training order and augmentation are a pure function of (seed, epoch, clip):
 :meth:`TrainStream.epoch` gives the same batches for the same epoch in any
@@ -14,60 +23,49 @@ uninterrupted one.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from utils.core.tf_env import tf
+from wlasl.augment import BOXES, CLIPS, INDEX, augment_tf
+from wlasl.batches import BatchReader
 from wlasl.clip_store import ClipEntry, ClipStore
-from wlasl.transforms import Loaders, clip_transform
+from wlasl.transforms import Loaders
 
 __all__ = ["TrainStream", "eval_dataset", "make_loaders"]
 
 
-def _reader(entries: list[ClipEntry], store: ClipStore, frames: int, size: int, seed: int | None, crop_scale, flip):
-    """A numpy function (index, epoch) -> uint8 clip; seed None = evaluation view."""
-
-    def read(index, epoch):
-        index, epoch = int(index), int(epoch)
-        rng = None if seed is None else np.random.default_rng([seed, epoch, index])
-        clip = store.load(entries[index])  # memory map: only the window's pages are read
-        return clip_transform(clip, frames, size, rng=rng, crop_scale=tuple(crop_scale), flip=flip)
-
-    return read
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def _pipeline(indices: tf.data.Dataset, entries, read, frames, size, batch_size, workers, epoch, with_index=False):
-    labels = tf.constant([e.label for e in entries], tf.int32)
-
-    def load(i):
-        clip = tf.numpy_function(read, [i, tf.constant(epoch, tf.int64)], tf.uint8, stateful=False)
-        clip.set_shape((frames, size, size, 3))
-        # Distillation runs also get the clip's index into ids["train"] (the soft-target row).
-        return (clip, labels[i], i) if with_index else (clip, labels[i])
-
+def _pipeline(count: int, load, workers: int) -> tf.data.Dataset:
     # deterministic=True keeps batch order fixed whatever the thread timing,
-    # so a run's history is reproducible; parallel reads still overlap.
-    ds = indices.map(load, num_parallel_calls=max(1, workers), deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # so a run's history is reproducible; parallel batches still overlap.
+    # workers 0 and 1 both gather one batch at a time, off the training thread
+    # (a plain map, run by the prefetch thread, measured no faster).
+    ds = tf.data.Dataset.range(count).map(load, num_parallel_calls=max(1, workers), deterministic=True)
+    return ds.prefetch(max(2, workers))
 
 
 class TrainStream:
-    """The training split as one tf.data pipeline per epoch (shuffled, augmented).
+    """The training split as one tf.data pipeline per epoch (shuffled; views cut by ``augment_tf``).
 
     Args:
         store: the clip store.
         entries: training clips.
         frames, size: model input.
         batch_size: clips per batch.
-        workers: parallel reads.
+        workers: batches gathered in parallel.
         seed: run seed; order and augmentation derive from (seed, epoch, clip).
-        crop_scale, flip: augmentation (see ``clip_transform``).
-        index: batches are ``(clips, labels, clip indices into entries)`` (distillation).
+        crop_scale, flip: augmentation (see :func:`wlasl.augment.draw_view`).
     """
 
-    def __init__(self, store, entries, *, frames, size, batch_size, workers, seed, crop_scale, flip, index=False):
-        self.entries, self.frames, self.size, self.index = entries, frames, size, index
+    def __init__(self, store, entries, *, frames, size, batch_size, workers, seed, crop_scale, flip):
+        self.entries, self.frames, self.size = entries, frames, size
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
-        self._read = _reader(entries, store, frames, size, seed, crop_scale, flip)
+        self.reader = BatchReader(store, entries, frames=frames, size=size, seed=seed, crop_scale=crop_scale, flip=flip)
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -81,21 +79,45 @@ class TrainStream:
         order = self.order(epoch)
         if max_batches is not None:
             order = order[: max_batches * self.batch_size]
-        order = order[skip_batches * self.batch_size :]
-        indices = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
-        return _pipeline(
-            indices, self.entries, self._read, self.frames, self.size, self.batch_size, self.workers, epoch, self.index
-        )
+        batches = _batches(order[skip_batches * self.batch_size :], self.batch_size)
+        h, w = self.reader.stored[1:]
+
+        def gather(b):
+            inputs, labels = self.reader.train_batch(batches[int(b)], epoch)
+            return inputs[CLIPS], inputs[INDEX], inputs[BOXES], labels.astype(np.int32)
+
+        def load(b):
+            clips, index, box, labels = tf.numpy_function(
+                gather, [b], [tf.uint8, tf.int64, tf.int32, tf.int32], stateful=False
+            )
+            clips.set_shape((None, self.frames, h, w, 3))
+            index.set_shape((None,))
+            box.set_shape((None, 5))
+            labels.set_shape((None,))
+            return {CLIPS: clips, INDEX: index, BOXES: box}, labels
+
+        return _pipeline(len(batches), load, self.workers)
 
     def __iter__(self):
         return iter(self.epoch(0))
 
 
 def eval_dataset(store, entries, *, frames, size, batch_size, workers) -> tf.data.Dataset:
-    """Val / test batches: fixed order, centre window, whole frame resized."""
-    read = _reader(entries, store, frames, size, None, (1.0, 1.0), False)
-    indices = tf.data.Dataset.range(len(entries))
-    return _pipeline(indices, entries, read, frames, size, batch_size, workers, 0)
+    """Val / test batches: fixed order, centre window, whole frame at the model's size."""
+    reader = BatchReader(store, entries, frames=frames, size=size)
+    batches = _batches(np.arange(len(entries)), batch_size)
+
+    def gather(b):
+        clips, labels = reader.eval_batch(batches[int(b)])
+        return clips, labels.astype(np.int32)
+
+    def load(b):
+        clips, labels = tf.numpy_function(gather, [b], [tf.uint8, tf.int32], stateful=False)
+        clips.set_shape((None, frames, size, size, 3))
+        labels.set_shape((None,))
+        return clips, labels
+
+    return _pipeline(len(batches), load, workers)
 
 
 def make_loaders(store: ClipStore, cfg) -> Loaders:
@@ -116,14 +138,18 @@ def make_loaders(store: ClipStore, cfg) -> Loaders:
     common = {"frames": frames, "size": size, "batch_size": cfg.data.batch_size, "workers": cfg.data.workers}
     return Loaders(
         train=TrainStream(
-            store, train, seed=cfg.train.seed, crop_scale=cfg.data.crop_scale, flip=cfg.data.flip,
-            index=bool(cfg.train.teachers), **common,
-        ),  # fmt: skip
+            store, train, seed=cfg.train.seed, crop_scale=cfg.data.crop_scale, flip=cfg.data.flip, **common
+        ),
         train_eval=eval_dataset(store, train, **common),
         val=eval_dataset(store, val, **common),
         test=eval_dataset(store, test, **common),
-        ids={"train": [e.video_id for e in train], "val": [e.video_id for e in val], "test": [e.video_id for e in test]},
+        ids={
+            "train": [e.video_id for e in train],
+            "val": [e.video_id for e in val],
+            "test": [e.video_id for e in test],
+        },
         num_classes=store.num_classes,
         glosses=list(store.labels),
         train_size=len(train),
+        augment=partial(augment_tf, size=size),
     )

@@ -1,83 +1,135 @@
-"""PyTorch loaders over the memory-mapped clip store.
+"""PyTorch loaders over the clip store: whole uint8 batches from the host, augmentation on the device.
 
-Each sample is read through a memory map (only the frames of the temporal
-window are touched) and cut by :func:`wlasl.transforms.clip_transform`, the
-augmentation the tf.data loader shares. Batches stay uint8; the model
-converts and normalises on its device.
+A batch is gathered whole (:class:`wlasl.batches.BatchReader`: one read per
+clip straight into the batch buffer) by ``workers`` threads that run ahead
+of the training loop; file reads release the GIL, so threads overlap
+without the worker processes and shared-memory hand-over of a
+``DataLoader`` (a fresh shared-memory batch cost ~20 ms of page faults
+here, more than reading it). With CUDA the buffer is pinned memory, so the
+engine's non-blocking copy to the GPU overlaps the step.
 
-Augmentation is fresh every epoch yet reproducible: a sample's generator is
-seeded from ``(seed, epoch, index)``, and the epoch travels with the index
-(the sampler yields ``(index, epoch)``), so persistent worker processes need
-no epoch broadcast. The sampler also shards for DistributedDataParallel and
-can start mid-epoch, which is how a preempted run resumes exactly.
+A training batch is ``(inputs, labels)`` with ``inputs`` a dict: uint8
+``clips`` (the stored frames of each clip's window), ``index`` (each clip's
+position in ``Loaders.ids["train"]``) and the ``boxes`` of their random
+views. The engine moves it to the model's device and cuts the views there
+with ``Loaders.augment`` (:func:`wlasl.augment.augment_torch`).
+Evaluation batches are plain ``(uint8 clips, labels)``, centre view.
+
+Augmentation is fresh every epoch yet reproducible: a clip's view is drawn
+from ``(seed, epoch, index)`` and the sampler yields ``(index, epoch)``. The
+sampler also shards for DistributedDataParallel and can start mid-epoch,
+which is how a preempted run resumes exactly.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.core.config import RunConfig
 from utils.core.distenv import dist_env
+from wlasl.augment import CLIPS, augment_torch
+from wlasl.batches import BatchReader
 from wlasl.clip_store import ClipEntry, ClipStore, StoreError
-from wlasl.transforms import Loaders, clip_transform
+from wlasl.transforms import Loaders
 
-__all__ = ["ClipDataset", "EpochSampler", "limit_clips", "make_loaders"]
+__all__ = ["BatchStream", "ClipBatches", "EpochSampler", "limit_clips", "make_loaders"]
 
 
-class ClipDataset(Dataset):
-    """Clips of one split as ``(uint8 (frames, size, size, 3), label)``.
+def _tensor(array) -> torch.Tensor:
+    return array if isinstance(array, torch.Tensor) else torch.from_numpy(array)
+
+
+class ClipBatches:
+    """One split's clips, served a whole batch at a time.
 
     Args:
-        store: the clip store.
-        entries: the clips (one split, maybe limited).
-        frames: frames the model takes.
-        size: input side.
-        train: random window / crop / flip (seeded per epoch and clip) vs the centre view.
-        seed: run seed.
-        crop_scale: area share range of the random resized crop.
-        flip: random horizontal flip.
-        index: also yield the clip's index into ``entries`` (distillation
-            runs look their soft targets up by it).
+        reader: the split's :class:`wlasl.batches.BatchReader`.
+        train: training batches (random views, boxes for the device) vs the centre view.
     """
 
-    def __init__(
-        self,
-        store: ClipStore,
-        entries: list[ClipEntry],
-        *,
-        frames: int,
-        size: int,
-        train: bool,
-        seed: int = 0,
-        crop_scale=(0.7, 1.0),
-        flip: bool = False,
-        index: bool = False,
-    ):
-        self.store, self.entries, self.index = store, list(entries), index
-        self.frames, self.size, self.train = frames, size, train
-        self.seed, self.crop_scale, self.flip = seed, tuple(crop_scale), flip
+    def __init__(self, reader: BatchReader, *, train: bool):
+        self.reader, self.train = reader, train
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.reader)
 
-    def __getitem__(self, item):
-        index, epoch = item if isinstance(item, tuple) else (item, 0)
-        entry = self.entries[index]
-        clip = self.store.load(entry)  # memory map: pages are read on touch
-        if clip.shape[0] < self.frames:
-            raise StoreError(
-                f"{entry.path} holds {clip.shape[0]} frames, the model takes {self.frames}; preprocess again"
-            )
-        rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
-        out = clip_transform(clip, self.frames, self.size, rng, crop_scale=self.crop_scale, flip=self.flip)
-        if not out.flags.writeable:  # an uncropped centre view is still a view of the memory map
-            out = out.copy()
-        return (torch.from_numpy(out), entry.label, index) if self.index else (torch.from_numpy(out), entry.label)
+    def _out(self, n: int) -> torch.Tensor | None:
+        """Pinned memory with CUDA, else None (the reader's own buffer: reused heap, no page faults)."""
+        if not torch.cuda.is_available():
+            return None
+        r = self.reader
+        shape = (n, r.frames, *(r.stored[1:] if self.train else (r.size, r.size)), 3)
+        # The caching host allocator hands a block out again only once its copies to the GPU are done.
+        return torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+
+    def __getitems__(self, items: list) -> tuple:
+        """Items are ``(index, epoch)`` pairs (training) or indices; returns one batch."""
+        pairs = [item if isinstance(item, tuple) else (item, 0) for item in items]
+        indices = [i for i, _ in pairs]
+        out = self._out(len(pairs))
+        buffer = None if out is None else out.numpy()  # the reader fills it through numpy
+        if not self.train:
+            clips, labels = self.reader.eval_batch(indices, buffer)
+            return (_tensor(clips) if out is None else out), _tensor(labels)
+        epochs = {e for _, e in pairs}
+        if len(epochs) != 1:
+            raise ValueError(f"a batch mixes epochs {sorted(epochs)}; the sampler yields one epoch per pass")
+        inputs, labels = self.reader.train_batch(indices, epochs.pop(), buffer)
+        if out is not None:
+            inputs[CLIPS] = out  # the pinned tensor itself, not a numpy view of it
+        return {k: _tensor(v) for k, v in inputs.items()}, _tensor(labels)
 
 
-class EpochSampler(Sampler):
+class BatchStream:
+    """Batches of ``dataset`` in ``sampler`` order, gathered by ``workers`` threads ahead of the consumer.
+
+    Args:
+        dataset: a :class:`ClipBatches`.
+        sampler: an iterable of items (:class:`EpochSampler`, or a range for evaluation).
+        batch_size: items per batch.
+        workers: threads (0: each batch is gathered when asked for).
+        drop_last: drop a last partial batch.
+    """
+
+    def __init__(self, dataset: ClipBatches, sampler, *, batch_size: int, workers: int, drop_last: bool):
+        self.dataset, self.sampler = dataset, sampler
+        self.batch_size, self.workers, self.drop_last = batch_size, workers, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _chunks(self):
+        items = list(self.sampler)
+        for s in range(0, len(items), self.batch_size):
+            chunk = items[s : s + self.batch_size]
+            if len(chunk) == self.batch_size or not self.drop_last:
+                yield chunk
+
+    def __iter__(self):
+        if self.workers == 0:
+            for chunk in self._chunks():
+                yield self.dataset.__getitems__(chunk)
+            return
+        # Two batches in flight per thread keep every thread busy; order is the sampler's.
+        pool, pending = ThreadPoolExecutor(self.workers, thread_name_prefix="clip-batches"), deque()
+        try:
+            for chunk in self._chunks():
+                pending.append(pool.submit(self.dataset.__getitems__, chunk))
+                if len(pending) >= 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # also when the consumer stops early (preemption): no thread outlives the epoch
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class EpochSampler:
     """Training order: a seeded permutation per epoch, this rank's share, from a given step.
 
     Yields ``(index, epoch)``. Every rank gets the same number of full
@@ -129,7 +181,7 @@ def limit_clips(entries: list[ClipEntry], max_clips: int | None, seed: int) -> l
 
 
 def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
-    """Train / val / test DataLoaders of uint8 batches for ``cfg`` (rank-aware under DDP).
+    """Train / val / test batch streams of uint8 clips for ``cfg`` (rank-aware under DDP).
 
     Raises:
         StoreError: the store holds fewer frames than the model takes, or too
@@ -142,29 +194,19 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
     rank, world, _ = dist_env()
     seed, d = cfg.train.seed, cfg.data
     splits = {s: limit_clips(store.split(s), d.max_clips, seed) for s in ("train", "val", "test")}
-    common = {
-        "batch_size": d.batch_size,
-        "num_workers": d.workers,
-        "pin_memory": torch.cuda.is_available(),
-        "persistent_workers": d.workers > 0,
-        # Its own generator: DataLoader would otherwise draw worker seeds from
-        # the global torch RNG, shifting dropout between a run and its resume.
-        "generator": torch.Generator().manual_seed(seed),
-    }
-    # A distillation run's batches carry each clip's index into ids["train"] (the soft-target row).
-    train_set = ClipDataset(
-        store, splits["train"], frames=frames, size=size, train=True, seed=seed, crop_scale=d.crop_scale, flip=d.flip,
-        index=bool(cfg.train.teachers),
-    )  # fmt: skip
+
+    def reader(split, **kw):
+        return BatchReader(store, splits[split], frames=frames, size=size, **kw)
+
+    train_set = ClipBatches(reader("train", seed=seed, crop_scale=d.crop_scale, flip=d.flip), train=True)
     sampler = EpochSampler(
         len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world, max_steps=cfg.train.steps_per_epoch
     )
-    train = DataLoader(train_set, sampler=sampler, drop_last=True, **common)
+    train = BatchStream(train_set, sampler, batch_size=d.batch_size, workers=d.workers, drop_last=True)
 
     def evaluation(split):
-        return DataLoader(
-            ClipDataset(store, splits[split], frames=frames, size=size, train=False), shuffle=False, **common
-        )
+        data = ClipBatches(reader(split), train=False)
+        return BatchStream(data, range(len(data)), batch_size=d.batch_size, workers=d.workers, drop_last=False)
 
     return Loaders(
         train=train,
@@ -175,4 +217,5 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
         num_classes=store.num_classes,
         glosses=list(store.labels),
         train_size=len(train_set),
+        augment=partial(augment_torch, size=size),
     )

@@ -16,8 +16,11 @@ The nslt files map ``video_id -> {subset, action: [class, start, end]}``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from utils.core.ids import id_problem
 
 __all__ = [
     "Instance",
@@ -51,6 +54,9 @@ class Instance:
         frame_end: last frame, 1-based inclusive; -1 = to the end.
         fps_nominal: the metadata's fps (not the file's real rate).
         source: the site the video came from.
+        problem: ``(reason, detail)`` when this one instance cannot be used
+            (an unsafe ``video_id``, a non-finite ``bbox``): preprocessing
+            records it as a skip and goes on. Empty for a usable instance.
     """
 
     video_id: str
@@ -63,6 +69,7 @@ class Instance:
     frame_end: int
     fps_nominal: float
     source: str = ""
+    problem: tuple[str, str] | tuple[()] = ()
 
 
 def _read_json(path: Path, what: str):
@@ -99,7 +106,10 @@ def _field(entry: dict, key: str, where: str, types: type | tuple[type, ...]):
 
 def _parse_instance(raw: dict, gloss: str, label: int, where: str) -> Instance:
     video_id = _field(raw, "video_id", where, str)
-    where = f"{where} (video_id {video_id})"
+    unsafe = id_problem(video_id, "video_id")
+    # A hostile id is shown quoted and cut short, so the message stays one line.
+    shown = repr(video_id[:60]) if unsafe else video_id
+    where = f"{where} (video_id {shown})"
     bbox = _field(raw, "bbox", where, list)
     if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
         raise MetadataError(f"{where}: field 'bbox' expected [xmin, ymin, xmax, ymax], received {bbox!r}")
@@ -114,6 +124,15 @@ def _parse_instance(raw: dict, gloss: str, label: int, where: str) -> Instance:
     split = _field(raw, "split", where, str)
     if split not in SPLITS:
         raise MetadataError(f"{where}: field 'split' expected one of {SPLITS}, received {split!r}")
+    # Problems of one instance's values (not of the file's shape) make that
+    # instance a recorded skip: the rest of the set is still usable.
+    problem: tuple[str, str] | tuple[()] = ()
+    if not all(math.isfinite(v) for v in bbox):
+        # json reads Infinity and NaN; int(round(inf)) would raise OverflowError.
+        problem = ("bbox", f"{where}: field 'bbox' expected finite numbers, received {bbox!r}; fix or drop the instance")
+        bbox = [0, 0, 0, 0]
+    if unsafe:
+        problem = ("video_id", f"{where}: {unsafe}; rename the video file and its entry")
     return Instance(
         video_id=video_id,
         gloss=gloss,
@@ -125,6 +144,7 @@ def _parse_instance(raw: dict, gloss: str, label: int, where: str) -> Instance:
         frame_end=frame_end,
         fps_nominal=float(_field(raw, "fps", where, (int, float))),
         source=str(raw.get("source", "")),
+        problem=problem,
     )
 
 
@@ -155,6 +175,13 @@ def load_wlasl(path: str | Path) -> tuple[list[str], list[Instance]]:
     for i, entry in enumerate(data):
         where = f"{path}: entry {i}"
         gloss = _field(entry, "gloss", where, str)
+        if gloss.splitlines() != [gloss]:
+            # labels.txt holds one gloss per line: a line break inside one
+            # would split it in two and shift every class name after it.
+            raise MetadataError(
+                f"{where}: field 'gloss' expected one line of text, received {gloss!r} "
+                "(empty, or a line break such as \\n, \\r or U+2028); fix the gloss in the file"
+            )
         where = f"{where} (gloss '{gloss}')"
         raw_instances = _field(entry, "instances", where, list)
         label = len(glosses)

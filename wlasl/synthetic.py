@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["PATTERNS", "make_synthetic", "main", "synthetic_store", "write_mp4"]
+__all__ = ["PATTERNS", "REALSIZE_SOURCES", "make_realsize", "make_synthetic", "main", "synthetic_store", "write_mp4"]
 
 # Position along the path (0..1) as a function of progress (0..1).
 PATTERNS = {
@@ -92,24 +92,39 @@ def _render_video(
     write_mp4(path, frames, fps)
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """Encode BGR frames as h264 mp4 (what WLASL's files are), yuv420p."""
+def write_mp4(path: Path, frames, fps: float, *, preset: str = "ultrafast", gop: int = 12, crf: int = 18) -> None:
+    """Encode BGR frames (any iterable: frames are encoded as they come) as h264 mp4, yuv420p.
+
+    Args:
+        path: the file to write.
+        frames: BGR uint8 (H, W, 3) arrays, all of one size.
+        fps: frame rate of the file.
+        preset: x264 preset. ``ultrafast`` (the default, quick for tests)
+            has no B-frames and no CABAC; ``veryfast`` and slower encode like
+            web video (CABAC, B-frames), which costs more to decode.
+        gop: keyframe interval in frames.
+        crf: x264 constant quality (lower = more bits).
+    """
     from fractions import Fraction
 
     import av
 
-    height, width = frames[0].shape[:2]
     # faststart puts the index (moov) first, as streamed web video has it, so
     # a download cut short still opens and yields its first frames.
     with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        # Keyframes every 12 frames, as in web video: seeking has to decode
-        # forward from a keyframe, which the decoder tests rely on.
-        stream.options = {"preset": "ultrafast", "g": "12", "crf": "18"}
+        stream = None
         for frame in frames:
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                # Keyframes every `gop` frames, as in web video: seeking has to
+                # decode forward from a keyframe, which the decoder tests rely on.
+                stream.options = {"preset": preset, "g": str(gop), "crf": str(crf)}
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
                 container.mux(packet)
+        if stream is None:
+            raise ValueError(f"write_mp4({path}): no frames to write")
         for packet in stream.encode():
             container.mux(packet)
 
@@ -212,6 +227,109 @@ def make_synthetic(
     nslt_path = out / f"nslt_{glosses}.json"
     nslt_path.write_text(json.dumps(nslt))
     return {"metadata": meta_path, "nslt": nslt_path, "videos": videos, "missing": missing, "corrupt": corrupt}
+
+
+# WLASL's common source sizes (most files are 720p or 1080p, whole-range, 1-3 s).
+REALSIZE_SOURCES = ((1280, 720), (1920, 1080))
+
+
+def _signer_frames(rng: np.random.Generator, width: int, height: int, n_frames: int, label: int):
+    """Yield BGR frames of a signer-sized figure whose hands trace the class's pattern.
+
+    The figure fills the frame height like a WLASL signer (head, torso,
+    arms, hands); a textured backdrop, a slight camera shake and sensor
+    noise give the encoder real work, so decoding costs what camera
+    footage costs.
+    """
+    pattern, angle = _class_path(label)
+    # A room-like backdrop: large smooth blotches (a few per frame width).
+    smooth = cv2.resize(rng.integers(60, 190, (6, 10, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    grain = cv2.resize(rng.integers(0, 30, (height // 2, width // 2), dtype=np.uint8), (width, height))
+    bg = cv2.add(smooth, cv2.cvtColor(grain, cv2.COLOR_GRAY2BGR))
+    noise = [rng.integers(0, 7, (height, width, 3), dtype=np.uint8) for _ in range(3)]
+    cx, unit = width / 2 + rng.uniform(-0.1, 0.1) * width, height / 10
+    skin = tuple(int(c) for c in rng.integers(90, 200, 3))
+    shirt = tuple(int(c) for c in rng.integers(20, 160, 3))
+    shoulder_y, hip_y = int(3.3 * unit), int(10.5 * unit)
+    for t in range(n_frames):
+        frame = np.roll(bg, (int(rng.integers(-2, 3)), int(rng.integers(-2, 3))), axis=(0, 1))
+        # Torso with stripes (texture moving with the body), then the head.
+        sway = 0.15 * unit * np.sin(t / 9)
+        body = (int(cx + sway), int(hip_y))
+        cv2.ellipse(frame, body, (int(2.2 * unit), int(7 * unit)), 0, 180, 360, shirt, -1, cv2.LINE_AA)
+        for k in range(-2, 3):
+            x = body[0] + int(k * 0.8 * unit)
+            cv2.line(frame, (x, shoulder_y), (x, hip_y), tuple(c // 2 for c in shirt), max(1, int(unit / 8)))
+        cv2.circle(frame, (body[0], int(1.8 * unit)), int(1.2 * unit), skin, -1, cv2.LINE_AA)
+        p = PATTERNS[pattern](t / max(1, n_frames - 1)) * 2.0 - 1.0
+        for side in (-1, 1):
+            shoulder = (body[0] + side * int(1.8 * unit), shoulder_y)
+            hx = body[0] + side * unit * (1.2 + 1.5 * (p * np.cos(angle) + 1))
+            hy = 5.5 * unit - 2.5 * unit * p * (np.sin(angle) + 0.6 * side)
+            hand = (int(hx), int(hy))
+            cv2.line(frame, shoulder, hand, shirt, int(0.6 * unit), cv2.LINE_AA)
+            cv2.circle(frame, hand, int(0.45 * unit), skin, -1, cv2.LINE_AA)
+        frame = cv2.subtract(cv2.add(frame, noise[t % 3]), noise[(t + 1) % 3])
+        yield frame
+
+
+def make_realsize(
+    out: str | Path,
+    *,
+    videos: int = 8,
+    sources: tuple[tuple[int, int], ...] = REALSIZE_SOURCES,
+    frames: tuple[int, int] = (30, 90),
+    glosses: int = 2,
+    seed: int = 0,
+    first_id: int = 70000,
+) -> dict:
+    """Write WLASL-like sources: 720p/1080p h264, 30-90 frames, whole range, a signer filling the height.
+
+    What real WLASL files look like to a decoder (web-video h264 with
+    CABAC and B-frames, a keyframe a second), for the preprocessing
+    benchmark; :func:`make_synthetic` makes the small files the tests use.
+
+    Args:
+        out: directory; receives ``WLASL_v0.3.json`` and ``videos/``.
+        videos: number of videos, alternating over ``sources``.
+        sources: ``(width, height)`` frame sizes.
+        frames: inclusive range of frame counts.
+        glosses: number of classes (hand-motion patterns).
+        seed: everything is reproducible from it.
+        first_id: video ids count up from here.
+
+    Returns:
+        ``{"metadata", "videos", "frames"}``: paths and the total frame count.
+    """
+    out = Path(out)
+    folder = out / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    entries = [{"gloss": f"motion{g}_{_class_path(g)[0]}", "instances": []} for g in range(glosses)]
+    total = 0
+    for k in range(videos):
+        width, height = sources[k % len(sources)]
+        n_frames = int(rng.integers(frames[0], frames[1] + 1))
+        fps = (29.97, 25.0, 23.976)[k % 3]
+        label = k % glosses
+        video_id = f"{first_id + k:05d}"
+        write_mp4(
+            folder / f"{video_id}.mp4", _signer_frames(rng, width, height, n_frames, label), fps,
+            preset="veryfast", gop=30, crf=20,
+        )
+        total += n_frames
+        # The signer's box as WLASL draws it: about 0.7 of the height wide, head to frame bottom.
+        half = int(0.35 * height)
+        bbox = [width // 2 - half, int(0.05 * height), width // 2 + half, height]
+        split = ("train", "train", "val", "test")[k % 4]
+        entries[label]["instances"].append(
+            {"bbox": bbox, "fps": 25, "frame_end": -1, "frame_start": 1, "instance_id": k, "signer_id": k % 5,
+             "source": "synthetic-realsize", "split": split, "url": f"synthetic://{video_id}", "variation_id": 0,
+             "video_id": video_id}
+        )
+    meta = out / "WLASL_v0.3.json"
+    meta.write_text(json.dumps(entries, indent=1))
+    return {"metadata": meta, "videos": folder, "frames": total}
 
 
 def synthetic_store(

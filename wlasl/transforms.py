@@ -1,38 +1,49 @@
-"""Clip transforms shared by the tf.data and PyTorch loaders (numpy, uint8 in and out).
+"""What the loaders hand an engine (:class:`Loaders`) and the reference clip transform.
 
-Both frameworks call the same function, so a model sees the same
-augmentation whichever engine trains it. Randomness comes from a
-``numpy.random.Generator`` the loader seeds per epoch and clip, so
-augmentation is fresh every epoch yet reproducible for a given seed.
+The loaders ship uint8 batches and leave the training crop to the device
+(:mod:`wlasl.augment`). :func:`clip_transform` is the same view cut on the
+CPU, one clip at a time with OpenCV: the reference the device path is
+tested against, and the evaluation resize of a store cut at another size.
+Both draw the view with :func:`wlasl.augment.draw_view`, so a given
+``(seed, epoch, index)`` crops the same box on either path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["Loaders", "clip_transform", "temporal_window"]
+from wlasl.augment import centre_view, draw_view
+
+__all__ = ["Loaders", "clip_transform"]
 
 
 @dataclass
 class Loaders:
-    """What an engine receives: iterables of ``(uint8 clips, int labels)`` batches.
+    """What an engine receives.
 
     Attributes:
-        train: training batches (shuffled, augmented); in a distillation run
-            (``cfg.train.teachers``) ``(clips, labels, clip indices)``, the index
-            of each clip in ``ids["train"]`` (its row of the soft targets).
-        train_eval: the training clips again, fixed order, centre view (the
-            run's train-split scores, which distillation reads).
-        val: validation batches (fixed order, centre view).
-        test: test batches (fixed order, centre view).
+        train: training batches ``(inputs, labels)`` (shuffled); ``inputs`` is a
+            dict: uint8 ``clips`` (stored frames of each clip's window),
+            ``index`` (int64 position of each clip in ``ids["train"]``) and
+            ``boxes`` (int32 ``(B, 5)``: each clip's random view, see
+            :mod:`wlasl.augment`).
+        train_eval: the training clips again, fixed order, centre view
+            (the run's train-split scores, which distillation reads).
+        val: validation batches ``(uint8 clips, labels)`` (fixed order, centre view).
+        test: test batches, like ``val``.
         ids: ``{"train", "val", "test"}`` -> video ids in the order of
             ``train_eval``, ``val`` and ``test``.
         num_classes: classes in the store.
         glosses: class names, index = label.
         train_size: number of training clips.
+        augment: the engine calls it on a training batch's ``inputs`` right
+            where the model runs (torch: ``augment(inputs, device)``; TF:
+            ``augment(inputs)`` inside the train step); returns the uint8
+            model input ``(B, frames, size, size, 3)``.
     """
 
     train: object
@@ -43,15 +54,7 @@ class Loaders:
     num_classes: int
     glosses: list
     train_size: int
-
-
-def temporal_window(stored: int, frames: int, rng: np.random.Generator | None) -> slice:
-    """Which stored frames feed the model: a random window when training, the centre otherwise."""
-    if frames > stored:
-        raise ValueError(f"the model takes {frames} frames but the clip holds {stored}")
-    slack = stored - frames
-    start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
-    return slice(start, start + frames)
+    augment: Callable
 
 
 def clip_transform(
@@ -62,31 +65,29 @@ def clip_transform(
     crop_scale: tuple[float, float] = (0.7, 1.0),
     flip: bool = False,
 ) -> np.ndarray:
-    """Cut a model input from a stored clip.
+    """Cut a model input from a stored clip on the CPU (the reference of the device path).
 
     Args:
         clip: uint8 ``(T, H, W, 3)`` (a memory map is fine: only the window is read).
         frames: frames the model takes (<= T).
         size: output side.
-        rng: training randomness; None = evaluation (centre window, full frame).
+        rng: training randomness (:func:`wlasl.augment.clip_rng`); None = evaluation
+            (centre window, full frame).
         crop_scale: area share kept by the random resized crop.
         flip: random horizontal flip (training only).
 
     Returns:
         uint8 ``(frames, size, size, 3)``, contiguous.
     """
-    window = clip[temporal_window(clip.shape[0], frames, rng)]
-    h, w = window.shape[1:3]
-    if rng is not None:
-        # Random resized crop, square, one box for the whole clip (the same
-        # box in every frame keeps the motion intact).
-        area = rng.uniform(*crop_scale) * h * w
-        side = int(round(min(np.sqrt(area), h, w)))
-        y0 = int(rng.integers(0, h - side + 1))
-        x0 = int(rng.integers(0, w - side + 1))
-        window = window[:, y0 : y0 + side, x0 : x0 + side]
-        if flip and rng.random() < 0.5:
-            window = window[:, :, ::-1]
+    shape = {"stored": clip.shape[0], "frames": frames, "height": clip.shape[1], "width": clip.shape[2]}
+    if rng is None:
+        view = centre_view(**shape)
+    else:
+        view = draw_view(rng, crop_scale=crop_scale, flip=flip, **shape)
+    # One box for the whole clip: the same box in every frame keeps the motion intact.
+    window = clip[view.start : view.start + frames, view.y0 : view.y0 + view.height, view.x0 : view.x0 + view.width]
+    if view.flip:
+        window = window[:, :, ::-1]
     if window.shape[1:3] == (size, size):
         return np.ascontiguousarray(window)
     out = np.empty((frames, size, size, 3), np.uint8)

@@ -2,29 +2,51 @@
 
 Trusted text written here, never from a profile: profile values reach it
 only as the quoted variables ``data_root``, ``raw_root``, ``results_root``,
-``subset``, ``venv``, ``conda_env`` and the array ``modules``.
+``subset``, ``venv``, ``conda_env``, ``root_hint``, ``srun_tasks`` and the
+array ``modules``.
 """
 
 __all__ = ["BODY_ENV", "BODY_LAUNCH", "BODY_ROOT"]
 
 # sbatch runs a *copy* of the job file from its spool directory, so the file's own
-# path says nothing about the repo; the job starts in the directory sbatch was
-# called from. Submitted from elsewhere, the repo is found through the path sbatch
-# was given (scontrol's Command=); the log still goes to <submit dir>/<log_dir>.
+# path says nothing about the repo under SLURM; the job starts in the directory
+# sbatch was called from, and scontrol knows the path sbatch was given (Command=).
+# The root is the first folder holding main/make_slurm.py, looking upwards from
+# SLR_ROOT (or the root the file was generated for), the job file's folder and
+# the submit directory: so job files in slurm/, slurm/<cluster>/ or elsewhere all
+# find it. The log still goes to <submit dir>/<log_dir>.
 BODY_ROOT = r"""# ---- the repo root
+find_root() {  # the first folder upwards from $1 that holds main/make_slurm.py
+  local d
+  d=$(cd "$1" 2>/dev/null && pwd -P) || return 1
+  while :; do
+    [ -f "$d/main/make_slurm.py" ] && { printf '%s\n' "$d"; return 0; }
+    [ "$d" = / ] && return 1
+    d=$(dirname "$d")
+  done
+}
+starts=()
+[ -z "${SLR_ROOT:-}" ] || starts+=("$SLR_ROOT")
+[ -z "$root_hint" ] || starts+=("$root_hint")
 if [ -n "${SLURM_JOB_ID:-}" ]; then
-  cd "${SLURM_SUBMIT_DIR:-$PWD}"
-  if [ ! -f main/make_slurm.py ]; then
+  submit_dir=${SLURM_SUBMIT_DIR:-$PWD}
+  if [ -f "$submit_dir/main/make_slurm.py" ]; then
+    starts+=("$submit_dir")
+  else
     script=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1)
-    [ -z "$script" ] || cd "$(dirname "$script")/.." 2>/dev/null || true
+    [ -z "$script" ] || starts+=("$(dirname "$script")")
+    starts+=("$submit_dir")
   fi
 else
-  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  starts+=("$(dirname "${BASH_SOURCE[0]}")" "$PWD")
 fi
-if [ ! -f main/make_slurm.py ]; then
-  echo "error: expected to run in the SLR Suite repo root, but $PWD is not; submit from it: cd <repo> && sbatch slurm/<job>.slurm" >&2
+root=
+for start in "${starts[@]}"; do root=$(find_root "$start") && break; done
+if [ -z "$root" ]; then
+  echo "error: found no SLR Suite repo (a folder with main/make_slurm.py) above ${starts[*]}; submit from the repo root (cd <repo> && sbatch slurm/<job>.slurm) or set SLR_ROOT=/path/to/the/repo" >&2
   exit 2
-fi"""
+fi
+cd "$root" || exit 2"""
 
 BODY_ENV = r"""
 # ---- environment
@@ -55,9 +77,12 @@ fi"""
 # SLURM's warning signal (--signal=B:USR1@s, or scancel --signal=USR1 --batch)
 # reaches only this batch shell, and a shell does not run traps while it waits
 # for a foreground child: so the command runs in the background, the traps pass
-# the signal on, and `wait` is repeated until the child is really gone.
+# the signal on, and `wait` is repeated until the child is really gone. The
+# header names an array task as squeue does (18_1), so logs and queue agree.
 BODY_LAUNCH = r"""# ---- run, passing SLURM's signals on; exit @REQUEUE@ = checkpointed, requeue me
-echo "[job] ${SLURM_JOB_NAME:-local} ${SLURM_JOB_ID:+job $SLURM_JOB_ID }on $(hostname) at $(date -u +%FT%TZ) (restarts: ${SLURM_RESTART_COUNT:-0})" >&2
+job_label=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-}}
+job_label=${job_label:-${SLURM_JOB_ID:-}}
+echo "[job] ${SLURM_JOB_NAME:-local} ${job_label:+job $job_label }on $(hostname) at $(date -u +%FT%TZ) (restarts: ${SLURM_RESTART_COUNT:-0}) in $PWD" >&2
 child=
 forward() {
   echo "[job] got SIG$1: passing it to the command (pid ${child:-none}) so it checkpoints" >&2
@@ -66,6 +91,9 @@ forward() {
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 launch() {
+  # Several tasks under SLURM: srun starts the command once per task and passes
+  # the forwarded signals on to each; srun's exit code is the tasks' highest.
+  if [ "$srun_tasks" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then set -- srun "$@"; fi
   "$@" &
   child=$!
   local rc
@@ -75,10 +103,9 @@ launch() {
   done
   if [ "$rc" = @REQUEUE@ ]; then
     if [ -n "${SLURM_JOB_ID:-}" ]; then
-      target=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
-      echo "[job] checkpointed: requeueing ${target:-$SLURM_JOB_ID}; the same run resumes" >&2
+      echo "[job] checkpointed: requeueing $job_label; the same run resumes" >&2
       # Refused when the job was cancelled (scancel also sends TERM) or SLURM requeues it itself.
-      scontrol requeue "${target:-$SLURM_JOB_ID}" || { echo "[job] not requeued (see above)" >&2; exit "$rc"; }
+      scontrol requeue "$job_label" || { echo "[job] not requeued (see above)" >&2; exit "$rc"; }
       exit 0
     fi
     echo "[job] checkpointed (exit @REQUEUE@): run the same command again to resume" >&2

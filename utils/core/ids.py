@@ -3,7 +3,7 @@
 Run ids, video ids and study names end up as path components. A value such
 as ``../../x``, an absolute path or a 300-character name would write outside
 its folder or fail deep inside a run; these checks refuse it up front and
-name the value.
+name the value. Every written path can also be checked to stay under its root.
 """
 
 from __future__ import annotations
@@ -11,35 +11,47 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["MAX_ID_LEN", "SAFE_ID", "check_id", "inside", "is_safe_id"]
+__all__ = ["MAX_ID_LEN", "SAFE_ID", "check_id", "check_under", "id_problem", "is_safe_id"]
 
 # Letters, digits, '_', '.', '-'; not starting with '.' or '-' (hidden files,
-# option-like names); short enough for every filesystem's 255-byte names
-# with room for suffixes such as ``-dryrun`` or ``.npy.tmp``.
+# "." and "..", option-like names); short enough that a temp name built on it
+# (".<name>~<host>~<pid>~<hex>.tmp") stays under the 255-byte limit of common
+# filesystems.
 MAX_ID_LEN = 128
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
+def id_problem(value, what: str = "id") -> str:
+    """Why ``value`` cannot be used as one path component ("" when it can)."""
+    if not isinstance(value, str):
+        return f"{what} expected a string, received {type(value).__name__}"
+    shown = value if len(value) <= 60 else f"{value[:40]}...({len(value)} characters)"
+    if len(value) > MAX_ID_LEN:
+        return f"{what} {shown!r} is too long for a file name (max {MAX_ID_LEN} characters)"
+    if SAFE_ID.fullmatch(value):
+        return ""
+    return (
+        f"{what} {shown!r} is not a safe file name: expected letters, digits, '_', '.', '-' "
+        "(not starting with '.' or '-'; no path separators)"
+    )
+
+
 def is_safe_id(value) -> bool:
     """True when ``value`` can be used as one path component as it is."""
-    return isinstance(value, str) and len(value) <= MAX_ID_LEN and SAFE_ID.fullmatch(value) is not None
+    return not id_problem(value)
 
 
 def check_id(value, what: str = "id") -> str:
-    """``value`` if it is a safe id, else ValueError naming it and the rule."""
-    if not is_safe_id(value):
-        shown = value if not isinstance(value, str) or len(value) <= 60 else value[:60] + "..."
-        raise ValueError(
-            f"{what} expected letters, digits, '_', '.', '-' (not starting with '.' or '-', at most {MAX_ID_LEN} "
-            f"characters), received {shown!r}"
-        )
+    """``value`` if it is a safe id, else ValueError saying why."""
+    problem = id_problem(value, what)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-def inside(root: str | Path, *parts: str) -> Path:
-    """``root/parts...``, refused (ValueError) if it would resolve outside ``root``."""
-    root_path = Path(root).resolve()
-    path = root_path.joinpath(*parts).resolve()
-    if path != root_path and root_path not in path.parents:
-        raise ValueError(f"path {Path(root).joinpath(*parts)} leaves its folder {root}; refusing to write there")
-    return path
+def check_under(root: str | Path, path: str | Path) -> Path:
+    """``path`` if it stays inside ``root`` once resolved, else ValueError naming both."""
+    root_r, path_r = Path(root).resolve(), Path(path).resolve()
+    if path_r != root_r and root_r not in path_r.parents:
+        raise ValueError(f"{path} resolves to {path_r}, outside {root_r}; refusing to write there")
+    return Path(path)

@@ -32,6 +32,7 @@ from pathlib import Path
 from utils.core.files import atomic_write_text
 
 __all__ = [
+    "FRAMEWORKS",
     "SCHEMA_VERSION",
     "STATUSES",
     "HISTORY_COLUMNS",
@@ -51,6 +52,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "failed", "stopped")
+# Who wrote the record: a training engine, or models/ensemble.py (fused scores of other runs).
+FRAMEWORKS = ("keras", "torch", "ensemble")
 # Per-epoch keys every engine emits (train_* on the training split, val_* on val).
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top2", "val_top5", "lr", "wall_s")
 # Keys of metrics[split] after the final evaluation (see utils/core/metrics.py).
@@ -69,7 +72,8 @@ class RunRecord:
         schema_version: bumped when fields change meaning.
         run_id: stable id (model, data, seed), so a requeued job resumes its run.
         model: registry name, e.g. ``movinet_a3``.
-        framework: ``keras`` or ``torch``.
+        framework: ``keras`` or ``torch`` (the engine), or ``ensemble``
+            (models/ensemble.py: ``tags`` name the member runs and weights).
         config: the resolved RunConfig as a dict.
         epochs: epochs completed.
         best: ``{"epoch": k, "val_top1": x}`` of the checkpoint kept.
@@ -177,8 +181,8 @@ def validate_record(data: dict, source: str | Path = "record") -> RunRecord:
             raise RecordError(f"{source}: missing field '{key}'")
         if not isinstance(data[key], types) or isinstance(data[key], bool):
             raise RecordError(f"{source}: field '{key}' has type {type(data[key]).__name__}")
-    if data["framework"] not in ("keras", "torch"):
-        raise RecordError(f"{source}: field 'framework' expected keras or torch, received {data['framework']!r}")
+    if data["framework"] not in FRAMEWORKS:
+        raise RecordError(f"{source}: field 'framework' expected one of {FRAMEWORKS}, received {data['framework']!r}")
     if data["status"] not in STATUSES:
         raise RecordError(f"{source}: field 'status' expected one of {STATUSES}, received {data['status']!r}")
     if data["status"] == "completed":
@@ -218,12 +222,27 @@ def validate_record(data: dict, source: str | Path = "record") -> RunRecord:
     for key, value in data["best"].items():
         if (key == "epoch" or key.startswith("val_")) and not number(value):
             raise bad(f"best['{key}']", "a number", value)
+    if data["framework"] == "ensemble":
+        _check_ensemble(data, source, bad)
     for key in ("num_classes", "params"):
         value = data["env"].get(key)
         if not number(value) or (key == "num_classes" and isinstance(value, float)):
             raise bad(f"env['{key}']", "an integer" if key == "num_classes" else "a number", value)
     known = {f for f in RunRecord.__dataclass_fields__}
     return RunRecord(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_ensemble(data: dict, source, bad) -> None:
+    """An ensemble (models/ensemble.py) names its member runs and their weights; the report shows them."""
+    members, weights = data["tags"].get("members"), data["tags"].get("weights")
+    if not (isinstance(members, list) and len(members) >= 2 and all(isinstance(m, str) for m in members)):
+        raise bad("tags['members'] of an ensemble", "a list of two or more run ids", members)
+    if not (isinstance(weights, list) and len(weights) == len(members)
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):  # fmt: skip
+        raise bad("tags['weights'] of an ensemble", f"a list of {len(members)} numbers (one per member)", weights)
+    models = data["config"].get("members")
+    if not (isinstance(models, list) and len(models) == len(members) and all(isinstance(m, str) for m in models)):
+        raise bad("config['members'] of an ensemble", f"a list of {len(members)} model names", models)
 
 
 def read_record(path: str | Path) -> RunRecord:

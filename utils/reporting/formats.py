@@ -114,12 +114,20 @@ def _num(value) -> str:
 
 
 def format_notes(rows: list[Row]) -> str:
-    """Warnings about rows that average runs with different settings (empty when none)."""
+    """Warnings about rows that average runs with different settings, and the runs each ensemble fuses (empty when none)."""
     lines = [
         f"- {one_line(r.label)} ({_subset_text(r.subset)}) averages runs with different settings: "
         f"{one_line('; '.join(r.differs))}"
         for r in rows
         if r.differs
+    ]
+    # An ensemble row names its member runs and the weights each got (validated by validate_record).
+    lines += [
+        f"- {one_line(r.label)} ({_subset_text(r.subset)}): {one_line(run.record.run_id)} fuses "
+        + " + ".join(f"{one_line(m)} (weight {w:.2f})" for m, w in zip(run.record.tags["members"], run.record.tags["weights"]))
+        for r in rows
+        for run in r.runs
+        if run.record.framework == "ensemble"
     ]
     return "Notes:\n" + "\n".join(lines) + "\n" if lines else ""
 

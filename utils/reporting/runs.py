@@ -51,7 +51,13 @@ def model_sort_key(model: str) -> tuple[int, str]:
 
 
 def display_name(model: str) -> str:
-    """The registry's display name (``movinet_a3`` -> ``MoViNet-A3``); an unknown model keeps its name."""
+    """The registry's display name (``movinet_a3`` -> ``MoViNet-A3``); an unknown model keeps its name.
+
+    An ensemble's model is its members' joined with ``+`` (models/ensemble.py):
+    ``x3d_s+pose_lstm`` -> ``Ensemble: X3D-S + Pose-LSTM``.
+    """
+    if "+" in model:
+        return "Ensemble: " + " + ".join(display_name(m) for m in model.split("+"))
     try:
         return get_model(model).display
     except KeyError:
@@ -265,6 +271,8 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
     studies: dict[str, list[LoadedRun]] = {}
     seen: dict[tuple, Path] = {}
     for path in sorted(Path(results).rglob("metrics.json")):
+        if path.parent.parent.name == "exports":
+            continue  # <run>/exports/<name>/metrics.json: an export's figures (utils/reporting/exports.py), not a run
         try:
             record = read_record(path)
         except (RecordError, TypeError, ValueError) as e:

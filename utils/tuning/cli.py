@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from models.registry import family_models, get_model
+from models.train import open_store
 from utils.core.config import RunConfig
 from utils.core.preempt import REQUEUE_EXIT_CODE
 from utils.train_cli import add_model_options, add_train_args, config_from_args, variant_names
@@ -30,9 +31,9 @@ from utils.tuning.study import (
     save_best,
     study_name,
 )
-from wlasl.clip_store import ClipStore, StoreError
+from wlasl.clip_store import StoreError
 
-__all__ = ["demo_stage", "main", "tune", "tune_parser"]
+__all__ = ["main", "tune", "tune_parser"]
 
 OBJECTIVE_NAMES = ("val_accuracy", "val_top1", "val_top2", "val_top5", "val_per_class_top1", "val_loss")
 # What --dry-run means for a search: a handful of tiny trials.
@@ -100,9 +101,8 @@ def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
 
 def _check_store(base: RunConfig, model_names: list[str]) -> None:
     """Fail before the search, not in every trial: the store exists and is long enough."""
-    store = ClipStore(base.data.root)
-    for name in model_names:
-        store.check_frames(base.model.frames or get_model(name).frames)
+    for name in model_names:  # the store kind each model reads (clip or keypoint store), checked as training does
+        store = open_store(get_model(name), base.data.root, base.model.frames or get_model(name).frames)
     if not store.split("train") or not store.split("val"):
         raise StoreError(f"{store.root} needs train and val clips to tune (val picks the trials); see prepare_report.json")
 
@@ -197,34 +197,6 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
           f"test top1 {test.get('top1', float('nan')):.4f} top5 {test.get('top5', float('nan')):.4f}  "
           f"-> {cfg.run_dir}")
     return 0 if record.status == "completed" else 1
-
-
-def demo_stage(root: Path, store: Path, *, family: str = "x3d", variant: str | None = "xs") -> Path:
-    """The demo's tuning step: a dry-run Hyperband study on the demo store.
-
-    The study lands in ``<root>/results/tuning/<study>``; running the demo
-    again reloads the finished study (nothing trains twice).
-
-    Returns:
-        The study directory (best.json, best.yaml, runs/).
-
-    Raises:
-        RuntimeError: the search did not finish with a best trial.
-    """
-    results = Path(root) / "results"
-    clips = ClipStore(store)  # the demo store's clip length and side, whatever the model defaults
-    space = results / "tuning" / "demo_space.yaml"
-    space.parent.mkdir(parents=True, exist_ok=True)
-    space.write_text("# demo: batches of 2 fit the few clips of a dry run\nbatch_size: 2\n")
-    argv = ["--tuner", "hyperband", "--data", str(store), "--results", str(results), "--dry-run", "--workers", "0",
-            "--frames", str(clips.frames), "--size", str(clips.size), "--space", str(space)]
-    if variant:
-        argv += ["--variant", variant]
-    code = main(family, argv)
-    if code != 0:
-        raise RuntimeError(f"demo tuning of {family} exited with {code}; see the messages above")
-    label = f"{family}_{variant}" if variant else family
-    return results / "tuning" / study_name(label, "hyperband", str(store), dry_run=True)
 
 
 def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:

@@ -7,7 +7,8 @@ variables; when they are unset they are derived here:
 
 - ``KERASTUNER_TUNER_ID``: ``chief`` or ``tuner<N>``. In a SLURM job array the
   first task (``SLURM_ARRAY_TASK_MIN``, usually 0) is the chief and task N is
-  ``tuner<N>``.
+  ``tuner<N>``. This is the only place roles are decided: the job files
+  (``slurm/tune_<family>_distributed.slurm``) just run the tuning script.
 - ``KERASTUNER_ORACLE_PORT``: a port derived from the study name (stable, so a
   requeued chief listens where its workers look).
 - ``KERASTUNER_ORACLE_IP``: the chief listens on all interfaces and writes its
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 import zlib
@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.core.distenv import first_node
 from utils.core.records import write_json
 
 __all__ = ["ADDRESS_FILE", "Role", "apply_env", "connect_worker", "first_node", "publish_chief", "resolve_role", "serve_oracle"]
@@ -85,22 +86,17 @@ def resolve_role(environ: Mapping[str, str], study: str) -> Role:
     return Role(tuner_id=tuner_id, host=environ.get(ENV_IP) or None, port=port)
 
 
-def first_node(nodelist: str) -> str | None:
-    """The first host of a SLURM node list (``gpu[03-05,07],cpu1`` -> ``gpu03``)."""
-    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
-    if not match:
-        return None
-    prefix, ranges = match.groups()
-    if not ranges:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
-
-
 def apply_env(role: Role, host: str) -> None:
-    """Set the variables keras-tuner reads (before the Tuner is built)."""
+    """Set the variables keras-tuner reads (before the Tuner is built).
+
+    The chief only serves the oracle: it hides the GPUs (before TensorFlow
+    or PyTorch is imported), so a GPU of its node stays free for a worker.
+    """
     os.environ[ENV_ID] = role.tuner_id
     os.environ[ENV_IP] = host
     os.environ[ENV_PORT] = str(role.port)
+    if role.is_chief:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def publish_chief(role: Role, study_root: Path) -> str:

@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 # The Keras side's one switch: TF_USE_LEGACY_KERAS=1 before TensorFlow is
@@ -30,6 +31,7 @@ import utils.core.tf_env  # noqa: F401
 # isort: split
 import keras_tuner
 from keras_tuner.errors import FailedTrialError, FatalError
+from keras_tuner.src.engine.oracle import Display
 
 from models.registry import get_model
 from utils.core.config import RunConfig
@@ -89,6 +91,26 @@ def make_hyperparameters(space: dict) -> keras_tuner.HyperParameters:
     return hp
 
 
+class _TrialIdDisplay(Display):
+    """keras-tuner's progress lines, naming each trial by its id (as run dirs, records and best.json do).
+
+    keras-tuner counts trials from 1 on screen ("Trial #1") while their ids
+    (and so the suite's ``<study>-trial<id>`` runs) count from 0; a retried
+    trial even got a new number. Here the id is the only name.
+    """
+
+    def on_trial_begin(self, trial):
+        if self.verbose < 1:
+            return
+        now = datetime.now()
+        self.trial_start[trial.trial_id] = now
+        self.search_start = self.search_start or now
+        self.trial_number[trial.trial_id] = trial.trial_id  # on_trial_end prints "Trial <id> Complete"
+        print(f"\nSearch: running trial {trial.trial_id}\n")
+        self.show_hyperparameter_table(trial)
+        print()
+
+
 def make_oracle(
     kind: str,
     *,
@@ -121,10 +143,12 @@ def make_oracle(
     if kind == "hyperband":
         oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=max_epochs, factor=factor, **common)
         oracle.max_trials = max_trials  # the base Oracle stops creating trials at this count
-        return oracle
-    if kind == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials or 20, **common)
-    raise ValueError(f"--tuner expected 'hyperband' or 'bayesian', received {kind!r}")
+    elif kind == "bayesian":
+        oracle = keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials or 20, **common)
+    else:
+        raise ValueError(f"--tuner expected 'hyperband' or 'bayesian', received {kind!r}")
+    oracle._display = _TrialIdDisplay(oracle=oracle, verbose=oracle._display.verbose)
+    return oracle
 
 
 class StudyTuner(keras_tuner.Tuner):

@@ -1,0 +1,225 @@
+"""The keypoint store: ``data/<name>/`` written by keypoint extraction, read by pose models.
+
+Layout (the clip store's, with keypoints instead of pixels)::
+
+    store.json                keypoint layout (parts, K), max_frames, classes
+    labels.txt                one gloss per line; line number = class index
+    manifest.csv              one row per written clip (assembled from rows/)
+    keypoints_report.json     skipped instances with reasons; frames with no
+                              person or no hands, per clip
+    keypoints/<video_id>.npz  points float16 (T, K, 3), present bool (T, 4),
+                              frames int32 (T,) source frame indices (0-based)
+    rows/<video_id>.json      the clip's manifest row, written after its .npz
+
+``points[t, k] = (x, y, c)``: x and y are normalised by the *frame* width
+and height (MediaPipe's image coordinates: 0..1 inside the frame, a little
+outside for joints it places beyond the border; multiply by the row's
+``width``/``height`` for pixels, and mind that the two axes have different
+scales unless the frame is square). ``c`` is the landmark's confidence:
+MediaPipe's visibility for body joints, 1.0 for hand and face landmarks of a
+part that was found (MediaPipe gives them no per-landmark score); a part
+that was not found in a frame has x = y = c = 0 and ``present[t, part]``
+False. The keypoint order is :data:`PARTS` concatenated: body (MediaPipe
+Pose's 33), left hand (21), right hand (21), then :data:`FACE_SUBSET` of
+MediaPipe's face mesh. "Left" is the signer's left, as MediaPipe Holistic
+labels it.
+
+This module imports only numpy (and the clip store's StoreError): the pose models (main environment) and the
+extraction (pose environment) both use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wlasl.clip_store import StoreError
+
+__all__ = [
+    "FACE_SUBSET",
+    "KEYPOINT_COLUMNS",
+    "NUM_KEYPOINTS",
+    "PARTS",
+    "KeypointClip",
+    "KeypointEntry",
+    "KeypointStore",
+    "part_slices",
+]
+
+# Face mesh landmarks kept (of 468): enough for mouth shape, eye and brow
+# movement and head pose, which carry meaning in signing; the full mesh
+# would be 85% of the data for little of it.
+FACE_SUBSET = (
+    1,  # nose tip
+    33, 133, 362, 263,  # eye corners: right outer, right inner, left inner, left outer
+    159, 145, 386, 374,  # upper and lower eyelids, right then left
+    70, 105, 107, 336, 334, 300,  # brows, right then left
+    61, 291, 0, 17, 13, 14,  # mouth corners, outer lips top/bottom, inner lips top/bottom
+    152,  # chin
+    234, 454,  # cheek contour, right and left
+)
+
+# (name, number of keypoints), in array order.
+PARTS = (("body", 33), ("left_hand", 21), ("right_hand", 21), ("face", len(FACE_SUBSET)))
+NUM_KEYPOINTS = sum(n for _, n in PARTS)
+
+KEYPOINT_COLUMNS = (
+    "video_id",
+    "gloss",
+    "label",
+    "split",
+    "signer_id",
+    "source",
+    "frame_start",  # resolved source range, 1-based inclusive
+    "frame_end",
+    "frame_count",  # frames the file really holds (as far as it decoded)
+    "fps_nominal",
+    "fps_real",
+    "width",  # frame size the coordinates are normalised by
+    "height",
+    "frames",  # T: keypoint frames stored
+    "frames_body",  # frames in which each part was found
+    "frames_left_hand",
+    "frames_right_hand",
+    "frames_face",
+    "decoder",
+    "status",  # ok, or '+'-joined notes: clamped, capped, short_file
+    "path",  # relative to the store root
+)
+
+
+def part_slices() -> dict[str, slice]:
+    """``{part: slice of the K axis}``, e.g. ``points[:, part_slices()["left_hand"]]``."""
+    out, start = {}, 0
+    for name, n in PARTS:
+        out[name] = slice(start, start + n)
+        start += n
+    return out
+
+
+@dataclass(frozen=True)
+class KeypointEntry:
+    """One clip of the store, as the manifest lists it."""
+
+    video_id: str
+    label: int
+    gloss: str
+    split: str
+    path: Path
+    signer_id: int = -1
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class KeypointClip:
+    """One clip's keypoints: ``points`` (T, K, 3) float16, ``present`` (T, 4) bool, ``frames`` (T,)."""
+
+    points: np.ndarray
+    present: np.ndarray
+    frames: np.ndarray
+
+
+class KeypointStore:
+    """Read side of the keypoint store (the pose models use it), mirroring ``ClipStore``.
+
+    Args:
+        root: the store directory (``--out`` of ``main/extract_keypoints.py``).
+
+    Raises:
+        StoreError: not a finished keypoint store, or its labels disagree;
+            the message names the file and the fix.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        missing = [n for n in ("store.json", "labels.txt", "manifest.csv") if not (self.root / n).is_file()]
+        if missing:
+            raise StoreError(
+                f"no keypoint store at {self.root} (missing {', '.join(missing)}). Make it with: "
+                f"python main/extract_keypoints.py --metadata raw/WLASL_v0.3.json --videos raw/videos --subset N --out {self.root}"
+            )
+        self.meta = json.loads((self.root / "store.json").read_text())
+        if self.meta.get("num_keypoints") != NUM_KEYPOINTS:
+            raise StoreError(
+                f"{self.root / 'store.json'}: num_keypoints expected {NUM_KEYPOINTS} (this suite's layout), "
+                f"received {self.meta.get('num_keypoints')}; extract the store again"
+            )
+        self.labels: list[str] = (self.root / "labels.txt").read_text(encoding="utf-8").splitlines()
+        with (self.root / "manifest.csv").open(newline="", encoding="utf-8") as f:
+            self.rows: list[dict] = list(csv.DictReader(f))
+        fix = "the store was edited or mixed with another one: extract it again"
+        if len(self.labels) != self.meta.get("num_classes"):
+            raise StoreError(
+                f"{self.root / 'labels.txt'}: expected {self.meta.get('num_classes')} lines (num_classes in "
+                f"store.json), received {len(self.labels)}; {fix}"
+            )
+        self.entries = []
+        for k, r in enumerate(self.rows, start=2):
+            try:
+                label, signer, width, height = (int(r[c]) for c in ("label", "signer_id", "width", "height"))
+            except (KeyError, TypeError, ValueError):
+                raise StoreError(
+                    f"{self.root / 'manifest.csv'}: line {k} (video_id {r.get('video_id')}): label, signer_id, width "
+                    f"and height expected integers, received {[r.get(c) for c in ('label', 'signer_id', 'width', 'height')]}; {fix}"
+                ) from None
+            if not 0 <= label < len(self.labels) or r["gloss"] != self.labels[label]:
+                raise StoreError(
+                    f"{self.root / 'manifest.csv'}: line {k} (video_id {r['video_id']}): label {label} / gloss "
+                    f"{r['gloss']!r} does not match labels.txt ({len(self.labels)} classes); {fix}"
+                )
+            self.entries.append(
+                KeypointEntry(
+                    video_id=r["video_id"], label=label, gloss=r["gloss"], split=r["split"],
+                    path=self.root / r["path"], signer_id=signer, width=width, height=height,
+                )
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_keypoints(self) -> int:
+        return NUM_KEYPOINTS
+
+    @property
+    def max_frames(self) -> int:
+        return int(self.meta["max_frames"])
+
+    def split(self, name: str) -> list[KeypointEntry]:
+        """The clips of one split (``train``, ``val`` or ``test``), in manifest order."""
+        return [e for e in self.entries if e.split == name]
+
+    def load(self, entry: KeypointEntry | str | Path) -> KeypointClip:
+        """One clip's arrays, checked against the layout (a wrong file raises, naming it)."""
+        path = entry.path if isinstance(entry, KeypointEntry) else Path(entry)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                clip = KeypointClip(z["points"], z["present"], z["frames"])
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise StoreError(f"{path}: cannot read the keypoints ({e}); delete it and rerun the extraction") from None
+        t = clip.points.shape[0]
+        ok = (
+            clip.points.dtype == np.float16 and clip.points.shape == (t, NUM_KEYPOINTS, 3)
+            and clip.present.dtype == np.bool_ and clip.present.shape == (t, len(PARTS))
+            and clip.frames.shape == (t,) and 1 <= t <= self.max_frames
+        )
+        if not ok:
+            raise StoreError(
+                f"{path}: expected points float16 (T, {NUM_KEYPOINTS}, 3), present bool (T, {len(PARTS)}), "
+                f"frames (T,) with 1 <= T <= {self.max_frames}, received {clip.points.dtype} {clip.points.shape}, "
+                f"{clip.present.dtype} {clip.present.shape}, {clip.frames.shape}; delete it and rerun the extraction"
+            )
+        return clip
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        counts = {s: len(self.split(s)) for s in ("train", "val", "test")}
+        return f"KeypointStore({str(self.root)!r}, classes={self.num_classes}, K={NUM_KEYPOINTS}, {counts})"

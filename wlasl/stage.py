@@ -1,0 +1,361 @@
+"""The runner both data stages share: instances in; per-item files, a manifest and a report out.
+
+Preprocessing (``wlasl.prepare``, clips) and keypoint extraction
+(``wlasl.keypoints``, keypoint arrays) differ only in what they do with one
+instance. Everything around it lives here, once:
+
+* this shard's instances (``--shard i/n``, or the SLURM job array);
+* instances the metadata already marks unusable (an unsafe ``video_id``, a
+  non-finite bbox) become recorded skips without touching a file;
+* the work in ``--workers`` processes that survive a killed worker
+  (:mod:`wlasl.workers`): its item is reported ``lost``, the run ends with
+  the report written, and a rerun retries it;
+* per-item row files (``rows/<video_id>.json``, written after the item's
+  data), from which ``manifest.csv`` and the stage report are assembled by
+  any shard, idempotently;
+* the store folder: a one-line error when it cannot be written, and the
+  temporary files of killed writers cleaned at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from utils.core.files import atomic_write_text, remove_stale_temps
+from utils.core.ids import check_under, id_problem
+from wlasl.clip_store import StoreError
+from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
+from wlasl.workers import Lost, run_pool
+
+__all__ = [
+    "Outcome",
+    "Stage",
+    "add_stage_args",
+    "assemble",
+    "item_path",
+    "lost_error",
+    "open_out",
+    "open_store",
+    "parse_shard",
+    "run_stage",
+    "select_instances",
+    "summary",
+]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one instance: ``written``, ``cached``, ``skipped`` or ``lost``."""
+
+    video_id: str
+    state: str
+    reason: str = ""  # skips: one of the stage's skip reasons; lost: worker_lost
+    detail: str = ""
+    notes: tuple[str, ...] = ()  # written items: the stage's notes (padded, clamped, ...)
+    cpu_s: dict = field(default_factory=dict)  # written items: CPU seconds per step
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage tells the runner.
+
+    Attributes:
+        name: the stage's word in messages and the progress bar (``clips``).
+        report: file name of the assembled report (``prepare_report.json``).
+        columns: manifest columns, in order.
+        skip_reasons: reasons a ``skipped`` outcome can carry.
+        notes: status notes listed by name in the report (``padded``, ...).
+        data_dirs: folders of per-item data (cleaned of stale temp files).
+        extra: more report fields computed from the rows, or None.
+    """
+
+    name: str
+    report: str
+    columns: tuple[str, ...]
+    skip_reasons: tuple[str, ...]
+    notes: tuple[str, ...]
+    data_dirs: tuple[str, ...]
+    extra: Callable[[list[dict]], dict] | None = None
+
+
+# Reasons the runner itself gives, whatever the stage.
+RUNNER_REASONS = ("video_id", "bbox")
+
+
+def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)``; without text, from the SLURM job array, else ``(0, 1)``."""
+    env = os.environ if env is None else env
+    if text:
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard expected i/n such as 0/4, received {text!r}") from None
+        return i, n
+    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+        # Arrays need not start at 0 (--array=1-4): index from the minimum.
+        base = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        return int(env["SLURM_ARRAY_TASK_ID"]) - base, int(env["SLURM_ARRAY_TASK_COUNT"])
+    return 0, 1
+
+
+def select_instances(metadata: Path, subset: int | None, nslt: Path | None) -> tuple[list[str], list[Instance]]:
+    """The class list and the instances a stage works on: WLASL-N, or what an nslt file lists.
+
+    Raises:
+        FileNotFoundError, MetadataError: unreadable or malformed files.
+        ValueError: ``subset`` disagrees with the nslt file's classes.
+    """
+    glosses, instances = load_wlasl(metadata)
+    if nslt is not None:
+        chosen = select_nslt(instances, load_nslt(nslt), nslt)
+        n_classes = max((i.label for i in chosen), default=-1) + 1
+        if subset is not None and subset != n_classes:
+            raise ValueError(f"--subset {subset} disagrees with {nslt}, which holds {n_classes} classes; drop one of them")
+        return glosses[:n_classes], chosen
+    chosen = select_subset(glosses, instances, subset)
+    return glosses[: subset or len(glosses)], chosen
+
+
+def item_path(out: Path, folder: str, video_id: str, suffix: str) -> Path:
+    """``out/folder/<video_id><suffix>``, refused unless the id is a safe name that stays under ``out``."""
+    problem = id_problem(video_id, "video_id")
+    if problem:
+        raise ValueError(problem)
+    return check_under(out, Path(out) / folder / f"{video_id}{suffix}")
+
+
+def open_out(out: Path, stage: Stage) -> None:
+    """Make the store folder (or say in one line why it cannot be), and clean killed writers' temps."""
+    out = Path(out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"{out} is a file")
+        for sub in ("rows", "reports", *stage.data_dirs):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        why = e.strerror or str(e)
+        if isinstance(e, (NotADirectoryError, FileExistsError)):
+            why = "it or a folder above it is a regular file"
+        raise StoreError(
+            f"--out {out}: cannot write the store there ({why}); "
+            "pass a directory you can write to (it is created if missing)"
+        ) from None
+    for sub in ("rows", *stage.data_dirs):
+        remove_stale_temps(out / sub)
+
+
+def open_store(
+    out: Path, stage: Stage, meta: dict, keys: tuple[str, ...], glosses: list[str], *, assumed: dict | None = None
+) -> None:
+    """Create the store (``store.json``, ``labels.txt``), or check that an existing one was made the same way.
+
+    Args:
+        meta: what ``store.json`` holds.
+        keys: the entries that must agree with an existing store (its geometry, class count).
+        assumed: values of keys that stores made by older versions lack.
+
+    Raises:
+        StoreError: the folder cannot be written, or holds a store made with other ``keys``.
+    """
+    open_out(out, stage)
+    path = Path(out) / "store.json"
+    if path.is_file():
+        old = {**(assumed or {}), **json.loads(path.read_text())}
+        if any(old.get(k) != meta[k] for k in keys):
+            have = ", ".join(f"{k}={old.get(k)}" for k in keys)
+            want = ", ".join(f"{k}={meta[k]}" for k in keys)
+            raise StoreError(
+                f"{out} holds a store made with {have}; this run asks for {want}. "
+                "Use another --out (one store per geometry) or delete the old store."
+            )
+    else:
+        atomic_write_text(path, json.dumps(meta, indent=2))
+    atomic_write_text(Path(out) / "labels.txt", "".join(f"{g}\n" for g in glosses))
+
+
+def add_stage_args(p, *, store: str) -> None:
+    """The command-line options both data stages share (selection, output, sharding, workers, reporting)."""
+    p.add_argument("--metadata", required=True, type=Path, help="raw/WLASL_v0.3.json")
+    p.add_argument("--videos", required=True, type=Path, help="directory of <video_id>.mp4 files (raw/videos)")
+    p.add_argument("--out", required=True, type=Path, help=f"{store} directory to write")
+    p.add_argument("--subset", type=int, help="WLASL-N: first N glosses (100, 300, 1000, 2000); default all")
+    p.add_argument("--nslt", type=Path, help="nslt_N.json: take videos, splits and classes from it")
+    p.add_argument(
+        "--shard",
+        help="i/n: process every n-th instance from i (0-based); default from "
+        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else 0/1",
+    )
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any instance is skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _progress(total: int, desc: str, enabled: bool, unit: str):
+    from tqdm import tqdm
+
+    # On a SLURM log (not a TTY) redraws become thousands of lines: update less often.
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 30)
+
+
+def run_stage(
+    stage: Stage,
+    *,
+    out: Path,
+    chosen: Sequence[Instance],
+    work: Callable[[Instance], Outcome],
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Run ``work`` on this shard's instances, write the shard report, assemble manifest and report.
+
+    Args:
+        stage: what the stage declares (report name, columns, ...).
+        out: the store folder (already opened with :func:`open_out`).
+        chosen: every selected instance, all shards (the manifest lists them in this order).
+        work: makes one item; must pickle when workers > 1 (a module-level
+            function or a ``functools.partial`` of one).
+        shard: ``(i, n)``: this run handles instances i, i+n, ...
+        workers: processes; 1 runs in this process.
+        progress: show a progress bar.
+
+    Returns:
+        The assembled report (as written to ``stage.report``), plus ``"run"``:
+        this shard's lost instances and their descriptions (not written).
+    """
+    i, n = shard
+    mine = list(chosen[i::n])
+    start = time.perf_counter()
+    outcomes = [Outcome(x.video_id, "skipped", *x.problem) for x in mine if x.problem]
+    todo = [x for x in mine if not x.problem]
+    bar = _progress(len(mine), f"shard {i}/{n}" if n > 1 else stage.name, progress, stage.name.rstrip("s"))
+    bar.update(len(outcomes))
+    if workers > 1 and len(todo) > 1:
+        for k, result in run_pool(work, todo, workers=workers):
+            if isinstance(result, Lost):
+                result = Outcome(todo[k].video_id, "lost", "worker_lost", f"{result.describe()} while processing it")
+            outcomes.append(result)
+            bar.update(1)
+    else:
+        for inst in todo:
+            outcomes.append(work(inst))
+            bar.update(1)
+    bar.close()
+    shard_report = {
+        "shard": [i, n],
+        "instances": len(mine),
+        "wall_s": round(time.perf_counter() - start, 3),
+        "host": platform.node(),
+        "outcomes": [asdict(o) for o in sorted(outcomes, key=lambda o: o.video_id)],
+    }
+    shard_path = Path(out) / "reports" / f"shard-{i}-of-{n}.json"
+    atomic_write_text(shard_path, json.dumps(shard_report, indent=1))
+    report = assemble(stage, out, [x.video_id for x in chosen], n)
+    lost = [o for o in outcomes if o.state == "lost"]
+    report["run"] = {"shard": [i, n], "shard_report": str(shard_path), "lost": [asdict(o) for o in lost]}
+    return report
+
+
+def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict:
+    """Build ``manifest.csv`` and the stage report from what is on disk.
+
+    A pure function of the row files and shard reports, so any shard (or a
+    rerun) can call it; the last shard to finish writes the complete result.
+    """
+    out = Path(out)
+    rows = []
+    for vid in video_ids:
+        if id_problem(vid):
+            continue  # never a row: it was a recorded skip
+        row_path = out / "rows" / f"{vid}.json"
+        if row_path.is_file():
+            rows.append(json.loads(row_path.read_text()))
+    buf = io.StringIO()
+    # extrasaction: rows may carry more than the manifest shows (the keypoint stage's frame lists).
+    writer = csv.DictWriter(buf, fieldnames=stage.columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "manifest.csv", buf.getvalue())
+
+    written = {r["video_id"] for r in rows}
+    skipped, lost, done_shards, wall_s = {}, {}, [], 0.0
+    for k in range(shards):
+        path = out / "reports" / f"shard-{k}-of-{shards}.json"
+        if not path.is_file():
+            continue
+        rep = json.loads(path.read_text())
+        done_shards.append(k)
+        wall_s += rep["wall_s"]
+        for o in rep["outcomes"]:
+            if o["video_id"] in written:
+                continue
+            entry = {"video_id": o["video_id"], "reason": o["reason"], "detail": o["detail"]}
+            if o["state"] == "skipped":
+                skipped[o["video_id"]] = entry
+            elif o["state"] == "lost":
+                lost[o["video_id"]] = entry
+    reasons = tuple(dict.fromkeys(stage.skip_reasons + RUNNER_REASONS))
+    report = {
+        "requested": len(video_ids),
+        "written": len(rows),
+        "skipped": len(skipped),
+        "skipped_by_reason": {r: sum(1 for s in skipped.values() if s["reason"] == r) for r in reasons},
+        **{note: sorted(r["video_id"] for r in rows if note in r["status"].split("+")) for note in stage.notes},
+        "lost": sorted(lost),
+        "shards_done": done_shards,
+        "shards": shards,
+        "complete": len(done_shards) == shards,
+        "wall_s_total": round(wall_s, 3),
+        "skips": sorted(skipped.values(), key=lambda s: s["video_id"]),
+        "lost_detail": sorted(lost.values(), key=lambda s: s["video_id"]),
+    }
+    if stage.extra is not None:
+        report.update(stage.extra(rows))
+    atomic_write_text(out / stage.report, json.dumps(report, indent=1))
+    return report
+
+
+def summary(report: dict, unit: str = "clips") -> str:
+    """A few lines for the end of a run."""
+    notes = ", ".join(f"{len(report[k])} {k}" for k in ("padded", "clamped") if k in report)
+    lines = [
+        f"written {report['written']} / {report['requested']} {unit} ({report['skipped']} skipped"
+        + (f", {notes})" if notes else ")"),
+    ]
+    if report.get("step_fallback"):
+        lines.append(
+            f"  {len(report['step_fallback'])} ranges too short for --frame-step: sampled uniformly "
+            f"(step_fallback, e.g. {report['step_fallback'][0]})"
+        )
+    for reason, count in report["skipped_by_reason"].items():
+        if count:
+            example = next(s for s in report["skips"] if s["reason"] == reason)
+            lines.append(f"  skipped {count:>5} {reason:<12} e.g. {example['video_id']}: {example['detail']}")
+    if not report["complete"]:
+        missing = sorted(set(range(report["shards"])) - set(report["shards_done"]))
+        lines.append(f"  shards still to run: {missing} (manifest holds what is done so far)")
+    return "\n".join(lines)
+
+
+def lost_error(report: dict) -> str:
+    """One line for stderr when this run lost instances to a killed worker ("" when none)."""
+    lost = report.get("run", {}).get("lost", [])
+    if not lost:
+        return ""
+    named = "; ".join(f"{o['video_id']}: {o['detail']}" for o in lost[:5])
+    more = f" (and {len(lost) - 5} more)" if len(lost) > 5 else ""
+    return (
+        f"error: {len(lost)} instance(s) lost to a dead worker: {named}{more}. Finished items are kept: "
+        f"rerun the same command to retry (listed in {report['run']['shard_report']})"
+    )
