@@ -6,7 +6,9 @@ clips with its engine's optimizer (``engine_keras.make_optimizer`` /
 ``models._torch_optim.PolicyOptimizer``, Adam at the suite's defaults) and
 cross-entropy: the model's own cost, no data loading. Every model runs in
 its own process (TensorFlow and PyTorch do not share the cores), one after
-the other in the same run; the ratios are against the 2D-CNN.
+the other in the same run; the ratios are against the 2D-CNN. Denormal
+floats are flushed to zero on both sides (TensorFlow does it by default,
+PyTorch is told to).
 
 MoViNet-A0 runs in its released configuration (``conv_type=3d``), the one its
 checkpoints load into; ``--movinet-conv-type 2plus1d`` shows the (2+1)D
@@ -76,6 +78,11 @@ def _torch(name: str, args) -> dict:
     from utils.core.config import TrainConfig
 
     torch.manual_seed(0)
+    # TensorFlow's CPU threads flush denormal floats to zero; PyTorch's do not by default, and a freshly
+    # initialised X3D then runs 2-7 s steps instead of ~0.35 s on this CPU (8 x 64², batch 4): flush them
+    # here too, so the rows compare the models (--keep-denormals shows PyTorch's default).
+    if not args.keep_denormals:
+        torch.set_flush_denormal(True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = get_model(name).build(num_classes=NUM_CLASSES, frames=args.frames, size=args.size, dropout=0.0).to(device)
     opt = PolicyOptimizer(model.parameters(), policy.optimizer_settings(TrainConfig()))
@@ -124,7 +131,7 @@ def child(args) -> None:
 def _run_child(name: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--frames", str(args.frames), "--size", str(args.size),
            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--movinet-conv-type", args.movinet_conv_type]  # fmt: skip
+           "--movinet-conv-type", args.movinet_conv_type] + (["--keep-denormals"] if args.keep_denormals else [])  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -140,9 +147,10 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per model (the median is reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (graph tracing, allocation)")
+    p.add_argument("--steps", type=int, default=7, help="timed training steps per model (the median is reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (graph tracing, allocation)")
     p.add_argument("--movinet-conv-type", default="3d", choices=["3d", "2plus1d"])
+    p.add_argument("--keep-denormals", action="store_true", help="PyTorch: leave denormal floats on (its CPU default)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated registry names (default {','.join(MODELS)})")
     p.add_argument("--out", type=Path, help="also write the results as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
