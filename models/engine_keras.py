@@ -16,6 +16,10 @@ this module holds what is TensorFlow-specific:
   ``tf.train.Checkpoint``), fsynced once per epoch.
 
 ``--compile`` turns on XLA (``jit_compile``) for the train step on this side.
+
+Distillation: :func:`kd_loss`, the TensorFlow form of
+:func:`models.distill.kd_loss`, on soft targets looked up by each clip's
+``inputs["index"]``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from models import policy
+from models.distill import Distillation, check_fit
 from models.lifecycle import NonFiniteLoss, Run, Sums
 from utils.core.files import fsync_files
 from utils.core.metrics import evaluate_logits
@@ -36,7 +41,7 @@ from utils.core.records import RunRecord, environment
 from utils.core.tf_env import set_precision, tf, tf_keras
 from utils.core.tf_strategy import choose_strategy
 
-__all__ = ["NonFiniteLoss", "build_scope", "fit", "load_weights", "make_optimizer", "prepare_process"]
+__all__ = ["NonFiniteLoss", "build_scope", "fit", "kd_loss", "load_weights", "make_optimizer", "predict_logits", "prepare_process"]
 
 
 def prepare_process(cfg) -> None:
@@ -86,12 +91,22 @@ def make_optimizer(train, variables):
     return opt
 
 
-class _Steps:
-    """The compiled train and eval steps of one model under its strategy."""
+def kd_loss(logits, labels, teacher_probs, *, alpha: float, temperature: float):
+    """Per-clip ``A * CE + (1 - A) * T² * KL(teacher_T || student_T)`` (:func:`models.distill.kd_loss`)."""
+    ce = tf_keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    log_q = tf.nn.log_softmax(logits / temperature, axis=-1)
+    kl = tf.reduce_sum(tf.math.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_q, axis=-1)  # 0 log 0 = 0
+    return alpha * ce + (1.0 - alpha) * temperature**2 * kl
 
-    def __init__(self, model, optimizer, cfg, augment):
-        self.model, self.optimizer, self.augment = model, optimizer, augment
+
+class _Steps:
+    """The compiled train and eval steps of one model under its strategy (and its soft targets, when distilling)."""
+
+    def __init__(self, model, optimizer, cfg, augment, distill: Distillation | None = None):
+        self.model, self.optimizer, self.augment, self.distill = model, optimizer, augment, distill
         self.strategy = model.distribute_strategy
+        # The table lives on the device; each replica gathers its clips' rows by inputs["index"].
+        self.targets = tf.constant(distill.targets) if distill else None
         if cfg.dry_run:
             # Two steps run faster eagerly than tracing MoViNet's graph (~30 s on CPU).
             self.train, self.eval = self._train, self._eval
@@ -104,7 +119,11 @@ class _Steps:
         model, opt = self.model, self.optimizer
         with tf.GradientTape() as tape:
             logits = model(self.augment(x), training=True)  # the loaders' crop, where the step runs
-            per_clip = tf_keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            if self.distill is None:
+                per_clip = tf_keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            else:
+                soft = tf.gather(self.targets, x["index"])
+                per_clip = kd_loss(logits, y, soft, alpha=self.distill.alpha, temperature=self.distill.temperature)
             loss = tf.nn.compute_average_loss(per_clip)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -167,16 +186,19 @@ class _Checkpoints:
             status.expect_partial()
 
 
-def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
+def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None = None) -> RunRecord:
     """Train ``model`` on ``loaders.train``, keep the best on val, evaluate it on every split.
 
-    Resumes from ``run_dir/checkpoints`` when it holds a checkpoint.
+    Resumes from ``run_dir/checkpoints`` when it holds a checkpoint. ``distill``
+    holds the soft targets of a distillation run (``models.distill.prepare``).
 
     Raises:
-        ValueError: the checkpoint does not fit this run.
+        ValueError: the checkpoint does not fit this run, or ``cfg`` names
+            teachers and ``distill`` is missing (or the reverse).
         NonFiniteLoss: the loss became NaN/inf (the record says failed).
         Preempted: SIGUSR1/SIGTERM arrived; checkpoint saved, record "stopped".
     """
+    check_fit(cfg, distill, train_size=len(loaders.ids["train"]), num_classes=loaders.num_classes)
     env = environment(
         params=int(model.count_params()),
         trainable_params=int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
@@ -193,7 +215,7 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
         optimizer = make_optimizer(cfg.train, model.trainable_variables)
         optimizer.build(model.trainable_variables)
     ckpt = _Checkpoints(run.ckpt_dir, model, optimizer, run.main)
-    steps = _Steps(model, optimizer, cfg, loaders.augment)
+    steps = _Steps(model, optimizer, cfg, loaders.augment, distill)
     with PreemptionFlag() if flag is None else contextlib.nullcontext(flag) as flag, run.active():
         sums = run.resume(ckpt)
         for epoch in run.epochs():
@@ -213,6 +235,18 @@ def fit(model, loaders, cfg, run_dir, *, flag=None) -> RunRecord:
             sums = Sums()
         evaluation = {"train": loaders.train_eval, "val": loaders.val, "test": loaders.test}
         return run.finish(ckpt, lambda split: steps.predict(evaluation[split], loaders.num_classes), loaders.ids, loaders.glosses)
+
+
+def predict_logits(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Centre-view logits and labels of a restored model over ``dataset``.
+
+    What :mod:`models.distill` scores an older teacher's train split with.
+    """
+    logits, labels = [], []
+    for x, y in dataset:
+        logits.append(model(x, training=False).numpy())
+        labels.append(y.numpy())
+    return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
 def load_weights(model, folder: Path, files: list[str]) -> None:

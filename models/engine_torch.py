@@ -15,7 +15,9 @@ PyTorch-specific:
 - checkpoint files (``last-*.pt``: model, optimizer, scaler, RNG states;
   ``best-*.pt``: weights), written atomically and fsynced;
 - preemption: SIGUSR1/SIGTERM (see :mod:`utils.core.preempt`) -> checkpoint
-  at the next step boundary, record "stopped", raise ``Preempted``.
+  at the next step boundary, record "stopped", raise ``Preempted``;
+- distillation: :func:`kd_loss`, the torch form of :func:`models.distill.kd_loss`,
+  on soft targets looked up by each clip's ``inputs["index"]``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 from models import policy
 from models._torch_checkpoint import rng_state, set_rng_state
 from models._torch_optim import PolicyOptimizer
+from models.distill import Distillation, check_fit
 from models.lifecycle import Run, Sums
 from utils.core.config import RunConfig
 from utils.core.distenv import dist_env, set_master_env
@@ -42,7 +45,7 @@ from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 
-__all__ = ["build_scope", "fit", "load_weights", "predict", "seed_everything", "train_one_epoch"]
+__all__ = ["build_scope", "fit", "kd_loss", "load_weights", "predict", "predict_logits", "seed_everything", "train_one_epoch"]
 
 
 def seed_everything(seed: int) -> None:
@@ -102,9 +105,20 @@ class _Stop(Exception):
     """Internal: the preemption flag was seen at a step boundary."""
 
 
+def kd_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor, *, alpha: float, temperature: float) -> torch.Tensor:
+    """Per-clip ``A * CE + (1 - A) * T² * KL(teacher_T || student_T)`` (:func:`models.distill.kd_loss`)."""
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    log_q = F.log_softmax(logits / temperature, dim=1)
+    kl = (torch.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_q).sum(dim=1)  # xlogy: 0 log 0 = 0
+    return alpha * ce + (1.0 - alpha) * temperature**2 * kl
+
+
 def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run, *, epoch: int, flag, sums: Sums,
-                    augment) -> Sums:  # fmt: skip
+                    augment, distill: Distillation | None = None, targets: torch.Tensor | None = None) -> Sums:  # fmt: skip
     """Train over ``loader`` (continuing ``sums`` of a resumed partial epoch); returns the epoch's sums.
+
+    With ``distill``, the loss is :func:`kd_loss` against ``targets`` (the soft-target
+    table on the device), row = each clip's ``inputs["index"]``.
 
     Raises:
         NonFiniteLoss: the loss became NaN/inf (names the epoch, step and learning rate).
@@ -119,7 +133,11 @@ def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run
         labels = labels.to(setup.device, non_blocking=True)
         with setup.autocast():
             logits = model(clips)
-            loss = F.cross_entropy(logits.float(), labels)
+            if distill is None:
+                loss = F.cross_entropy(logits.float(), labels)
+            else:
+                soft = targets[inputs["index"].to(setup.device, non_blocking=True)]
+                loss = kd_loss(logits.float(), labels, soft, alpha=distill.alpha, temperature=distill.temperature).mean()
         opt.zero_grad()
         setup.scaler.scale(loss).backward()
         opt.step(setup.scaler)
@@ -142,6 +160,21 @@ def predict(model, loader, setup: _Setup) -> tuple[np.ndarray, np.ndarray]:
     n_cls = getattr(_unwrap(model), "num_classes", 0)
     if not logits:
         return np.zeros((0, n_cls), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Centre-view logits and labels of a restored model over ``loader``, on the GPU when there is one.
+
+    What :mod:`models.distill` scores an older teacher's train split with.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = _unwrap(model).to(device).eval()
+    logits, labels = [], []
+    for clips, y in loader:
+        logits.append(model(clips.to(device)).float().cpu().numpy())
+        labels.append(y.numpy())
     return np.concatenate(logits), np.concatenate(labels)
 
 
@@ -178,7 +211,7 @@ class _Checkpoints:
             set_rng_state(state["rng"])
 
 
-def fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: str | Path, *, flag=None) -> RunRecord:
+def fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: str | Path, *, flag=None, distill: Distillation | None = None) -> RunRecord:
     """Train ``model``, keep the best-on-val weights, evaluate them on every split.
 
     Args:
@@ -188,25 +221,28 @@ def fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: str | Path, *, flag=
         run_dir: ``results/runs/<run_id>``; resumed when it holds a checkpoint.
         flag: preemption flag (``.requested``); default: a
             :class:`utils.core.preempt.PreemptionFlag` installed for the run.
+        distill: the soft targets of a distillation run (``models.distill.prepare``).
 
     Returns:
         The run record (also ``run_dir/metrics.json``).
 
     Raises:
         Preempted: a signal asked to stop; the checkpoint is saved.
-        ValueError: the checkpoint does not fit this run, or the loss diverged.
+        ValueError: the checkpoint does not fit this run, the loss diverged, or
+            ``cfg`` names teachers and ``distill`` is missing (or the reverse).
     """
+    check_fit(cfg, distill, train_size=len(loaders.ids["train"]), num_classes=loaders.num_classes)
     # The flag is up before anything is written, so a signal never kills a run half-way.
     with PreemptionFlag() if flag is None else nullcontext(flag) as flag:
         setup = _Setup(cfg)
         try:
-            return _fit(model, loaders, cfg, Path(run_dir), flag, setup)
+            return _fit(model, loaders, cfg, Path(run_dir), flag, setup, distill)
         finally:
             if setup.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
 
-def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: _Setup) -> RunRecord:
+def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: _Setup, distill) -> RunRecord:
     plain = _unwrap(model)
     n_out = getattr(plain, "num_classes", loaders.num_classes)
     if n_out != loaders.num_classes:
@@ -225,6 +261,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
             plain.input.channels_last = True
     opt = PolicyOptimizer(plain.parameters(), policy.optimizer_settings(cfg.train))
     ckpt = _Checkpoints(run.ckpt_dir, plain, opt, setup)
+    targets = torch.from_numpy(distill.targets).to(setup.device) if distill else None
     with run.active():
         sums = run.resume(ckpt)
         net = torch.compile(plain) if cfg.train.compile else plain
@@ -237,7 +274,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
             loaders.train.sampler.set_epoch(epoch, sums.step)
             try:
                 sums = train_one_epoch(net, loaders.train, opt, setup, run, epoch=epoch, flag=flag, sums=sums,
-                                       augment=loaders.augment)  # fmt: skip
+                                       augment=loaders.augment, distill=distill, targets=targets)  # fmt: skip
             except _Stop:
                 run.preempt(ckpt, epoch, sums, flag.requested)
             val_logits, val_labels = predict(net, loaders.val, setup)

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.build import build_model, engine_of
 from models.lifecycle import STATE_FILE
 from models.registry import ModelSpec, get_model
-from models.train import build_model, engine_of
 from utils.core.config import RunConfig, config_from_dict
 
 __all__ = ["RestoredRun", "restore_run"]

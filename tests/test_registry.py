@@ -91,6 +91,7 @@ def test_unknown_options_and_models_are_refused_with_the_valid_names(toy_family)
 # channel (PyTorch Hub's X3D page, PySlowFast's _C.DATA.MEAN/STD).
 UPSTREAM = {
     "i3d": ((0.5,) * 3, (0.5,) * 3),
+    "cnn2d": ((0.5,) * 3, (0.5,) * 3),  # keras-applications MobileNetV2: [-1, 1]
     "movinet": ((0.0,) * 3, (1.0,) * 3),
     "s3d": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
     "x3d": ((0.45,) * 3, (0.225,) * 3),

@@ -51,6 +51,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action="store_true", default=None, help="PyTorch: channels_last_3d")
     g.add_argument("--seed", type=int, help="random seed (default 0); part of the run id")
     g.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="refuse to resume an existing run")
+    g = p.add_argument_group("knowledge distillation (models/distill.py, docs/distillation.md)")
+    g.add_argument("--teacher", dest="teachers", type=_run_dirs, metavar="RUN_DIR[,RUN_DIR...]",
+                   help="finished runs (either engine) whose train-split scores are the soft targets; several are averaged")
+    g.add_argument("--kd-alpha", type=float, help="A in A*CE(labels) + (1-A)*T^2*KL(teacher||student) (default 0.5; 0 = soft targets only)")
+    g.add_argument("--kd-temperature", type=float, help="softmax temperature T of teacher and student (default 4)")
     g = p.add_argument_group("run")
     g.add_argument("--config", help="YAML preset (sections model/data/train); options given here override it")
     g.add_argument("--run-id", help="run directory name (default <model>-<store>-s<seed>, stable across requeues)")
@@ -83,10 +88,22 @@ _ARG_TO_CONFIG = {
     "channels_last": ("train", "channels_last"),
     "seed": ("train", "seed"),
     "resume": ("train", "resume"),
+    "teachers": ("train", "teachers"),
+    "kd_alpha": ("train", "kd_alpha"),
+    "kd_temperature": ("train", "kd_temperature"),
     "run_id": (None, "run_id"),
     "results": (None, "results"),
     "dry_run": (None, "dry_run"),
 }
+
+
+def _run_dirs(text: str) -> list[str]:
+    """``--teacher a,b`` -> ["a", "b"]; an empty name is an error."""
+    dirs = [d.strip() for d in text.split(",")]
+    if not all(dirs):
+        raise argparse.ArgumentTypeError(f"expected run directories separated by commas, received {text!r}")
+    return dirs
+
 
 _OPTION_DEST = "model_option__"  # argparse dest prefix of the family's builder options
 

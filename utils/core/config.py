@@ -146,6 +146,13 @@ class TrainConfig:
         resume: continue from the run directory's checkpoint if there is one.
         compile: PyTorch only: torch.compile the model.
         channels_last: PyTorch only: channels_last_3d memory format.
+        teachers: knowledge distillation: finished run directories whose
+            train-split scores (``scores_train.npz``) are the soft targets
+            (``models/distill.py``); empty = plain training on the labels.
+        kd_alpha: weight A of the label loss in
+            ``A * CE(labels) + (1 - A) * T^2 * KL(teacher_T || student_T)``;
+            0 = soft targets only, 1 = labels only.
+        kd_temperature: softmax temperature T of teacher and student (> 0).
     """
 
     epochs: int = 30
@@ -162,6 +169,9 @@ class TrainConfig:
     resume: bool = True
     compile: bool = False
     channels_last: bool = False
+    teachers: tuple[str, ...] = ()
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
 
     def __post_init__(self):
         _check_range(self, "epochs", 1)
@@ -174,6 +184,15 @@ class TrainConfig:
         _check_range(self, "steps_per_epoch", 1)
         _check_choice(self, "optimizer")
         _check_choice(self, "schedule")
+        _check_range(self, "kd_alpha", 0.0, 1.0)
+        if not self.kd_temperature > 0:
+            raise ValueError(f"TrainConfig.kd_temperature expected > 0, received {self.kd_temperature!r}")
+        teachers = self.teachers
+        if isinstance(teachers, str) or not all(isinstance(t, str) and t.strip() for t in teachers):
+            raise TypeError(f"TrainConfig.teachers expected a list of run directories, received {teachers!r}")
+        if len(set(teachers)) != len(teachers):
+            raise ValueError(f"TrainConfig.teachers names a run twice: {list(teachers)}; list each teacher once")
+        object.__setattr__(self, "teachers", tuple(teachers))  # a list from YAML/JSON: frozen and hashable
 
 
 @dataclass(frozen=True)
@@ -229,6 +248,8 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
 def _type_name(t) -> str:
+    if typing.get_origin(t) is tuple and typing.get_args(t)[-1] is Ellipsis:
+        return f"a list of {_type_name(typing.get_args(t)[0])}"
     if typing.get_origin(t) is tuple:
         return f"a list of {len(typing.get_args(t))} numbers"
     if typing.get_origin(t) is Literal:
@@ -256,6 +277,11 @@ def _coerce_value(hint, value, where: str, key: str):
         out = float(value) if ok else value
     elif target is str or typing.get_origin(target) is Literal:
         ok = isinstance(value, str)
+    elif typing.get_origin(target) is tuple and typing.get_args(target)[-1] is Ellipsis:
+        # A list of any length (``teachers``): every item of the one item type.
+        item = typing.get_args(target)[0]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+        out = tuple(value) if ok else value
     elif typing.get_origin(target) is tuple:
         n = len(typing.get_args(target))
         ok = isinstance(value, (list, tuple)) and len(value) == n

@@ -74,6 +74,8 @@ class Row:
         published: source id -> metric -> published value (percent).
         differs: config keys whose values differ between the averaged runs
             (``train.lr: 0.001, 0.01``); a row should average seeds only.
+        teachers: for distilled students, the teachers' run ids
+            (``tags["teachers"]``); they get their own row, without published figures.
     """
 
     model: str
@@ -87,6 +89,7 @@ class Row:
     params: float | None = None
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     differs: list[str] = field(default_factory=list)
+    teachers: str = ""
     runs: list[LoadedRun] = field(default_factory=list, repr=False)
 
 
@@ -141,8 +144,9 @@ def _row(model: str, subset: int | None, runs: list[LoadedRun], split: str, metr
 
 
 def _sort_key(row: Row) -> tuple:
-    # Per subset, family by family; a study's best trial follows the seed-averaged row.
-    return (row.subset is None, row.subset or 0, model_sort_key(row.model), row.study is not None, row.study or "")
+    # Per subset, family by family; a study's best trial and distilled students follow the seed-averaged row.
+    return (row.subset is None, row.subset or 0, model_sort_key(row.model), row.study is not None, row.study or "",
+            row.teachers)  # fmt: skip
 
 
 def summarise(runs: RunSet, *, split: str = "test", metrics=DEFAULT_METRICS, subset: int | None = None) -> list[Row]:
@@ -156,11 +160,16 @@ def summarise(runs: RunSet, *, split: str = "test", metrics=DEFAULT_METRICS, sub
     """
     if split not in ("test", "val"):
         raise ValueError(f"split expected 'test' or 'val', received {split!r}")
-    groups: dict[tuple[str, int | None], list[LoadedRun]] = {}
+    groups: dict[tuple[str, int | None, str], list[LoadedRun]] = {}
     for r in runs.completed:
         if subset is None or r.subset == subset:
-            groups.setdefault((r.record.model, r.subset), []).append(r)
-    rows = [_row(m, s, g, split, metrics, display_name(m)) for (m, s), g in groups.items()]
+            # A student distilled from teachers is not the same model trained on labels: its own row.
+            groups.setdefault((r.record.model, r.subset, str(r.record.tags.get("teachers", ""))), []).append(r)
+    rows = []
+    for (m, s, teachers), g in groups.items():
+        label = display_name(m) + (f" (distilled from {teachers})" if teachers else "")
+        rows.append(_row(m, s, g, split, metrics, label))
+        rows[-1].teachers = teachers
     for r in runs.best_trials:
         if subset is None or r.subset == subset:
             study, trial = str(r.record.tags["study"]), r.record.tags["trial"]
@@ -237,7 +246,7 @@ def add_published(rows: list[Row], published: list[Published], *, subset: int | 
     Best-trial rows get no published figures (they are not the same protocol).
     """
     subsets = {subset} if subset is not None else {r.subset for r in rows}
-    keys = {(r.model, r.subset) for r in rows if r.study is None}
+    keys = {(r.model, r.subset) for r in rows if r.study is None and not r.teachers}
     extra = {}
     for pub in published:
         for model, sub in pub.values:
@@ -245,7 +254,7 @@ def add_published(rows: list[Row], published: list[Published], *, subset: int | 
                 extra.setdefault((model, sub), Row(model=model, subset=sub, label=display_name(model), n=0))
     rows = rows + list(extra.values())
     for row in rows:
-        if row.study is None:
+        if row.study is None and not row.teachers:
             for pub in published:
                 if (row.model, row.subset) in pub.values:
                     row.published[pub.source] = pub.values[(row.model, row.subset)]
