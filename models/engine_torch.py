@@ -71,6 +71,10 @@ class _Setup:
         self.device = torch.device(f"cuda:{local}" if cuda else "cpu")
         if cuda:
             torch.cuda.set_device(self.device)
+        if not cuda:
+            # TensorFlow flushes denormal floats on CPU, PyTorch does not by default: a freshly
+            # initialised X3D then runs 5-20x slower per step on denormal activations.
+            torch.set_flush_denormal(True)
         if self.world > 1 and not torch.distributed.is_initialized():
             set_master_env()  # the job's first node and a port from its id (utils.core.distenv)
             torch.distributed.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.world)

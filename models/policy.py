@@ -199,7 +199,21 @@ def fingerprint(cfg: RunConfig | dict) -> dict:
     return flat
 
 
+def _defaults() -> dict:
+    """The fingerprint of the code defaults: what a setting missing from an older checkpoint was."""
+    from utils.core.config import config_from_dict
+
+    return fingerprint(config_from_dict({"model": {"name": ""}, "data": {"root": ""}}))
+
+
 def fingerprint_diff(saved: dict, current: dict) -> list[str]:
-    """``key: saved -> current`` for every setting that differs (empty when the run may resume)."""
+    """``key: saved -> current`` for every setting that differs (empty when the run may resume).
+
+    A setting the saved fingerprint lacks (an option added to the suite after
+    the run started) counts as its code default, so adding options never
+    breaks the resume of older runs that did not use them.
+    """
+    defaults = _defaults()
+    saved = {**{k: v for k, v in defaults.items() if k not in ("model.name", "data.root")}, **saved}
     keys = sorted(set(saved) | set(current))
     return [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}" for k in keys if saved.get(k) != current.get(k)]

@@ -81,3 +81,12 @@ def test_fingerprint_names_what_changed_and_allows_more_epochs():
     assert policy.fingerprint_diff(base, policy.fingerprint(moved)) == []  # the same store, moved
     diff = policy.fingerprint_diff(base, policy.fingerprint(_cfg(epochs=10, lr=0.1, optimizer="sgd", schedule="plateau")))
     assert [d.split(":")[0] for d in diff] == ["train.lr", "train.optimizer", "train.schedule"]
+
+
+def test_a_setting_added_later_counts_as_its_default_when_an_older_run_resumes():
+    current = policy.fingerprint(_cfg(epochs=10))
+    older = {k: v for k, v in current.items() if k not in ("train.clipnorm", "model.unfreeze_last")}
+    assert policy.fingerprint_diff(older, current) == []
+    assert policy.fingerprint_diff(older, policy.fingerprint(_cfg(epochs=10, clipnorm=1.0))) == [
+        "train.clipnorm: None -> 1.0"
+    ]
