@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))  # run from anywhere without install
 from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.keypoints import KeypointConfig, run_keypoints  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
-from wlasl.stage import add_stage_args, lost_error, parse_shard, summary  # noqa: E402
+from wlasl.stage import add_stage_args, exit_status, parse_shard, summary  # noqa: E402
 
 # Set on the re-run, so a pose environment without MediaPipe fails instead of looping.
 _REEXEC = "SLR_POSE_REEXEC"
@@ -129,13 +129,7 @@ def main(argv=None) -> int:
         f"{report['frames_no_hands']} with no hand (listed per clip in the report)"
     )
     print(f"keypoint store: {cfg.out} (report: {cfg.out / 'keypoints_report.json'})")
-    if lost_error(report):
-        print(lost_error(report), file=sys.stderr)
-        return 3
-    if cfg.strict and report["skipped"]:
-        print(f"error: --strict and {report['skipped']} instances were skipped", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(report, strict=cfg.strict)
 
 
 if __name__ == "__main__":

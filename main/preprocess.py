@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
 from wlasl.prepare import PrepareConfig, parse_shard, run_prepare, summary  # noqa: E402
-from wlasl.stage import add_stage_args, lost_error  # noqa: E402
+from wlasl.stage import add_stage_args, exit_status  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,13 +91,7 @@ def main(argv=None) -> int:
         return 2
     print(summary(report))
     print(f"clip store: {cfg.out} (report: {cfg.out / 'prepare_report.json'})")
-    if lost_error(report):
-        print(lost_error(report), file=sys.stderr)
-        return 3
-    if cfg.strict and report["skipped"]:
-        print(f"error: --strict and {report['skipped']} instances were skipped", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(report, strict=cfg.strict)
 
 
 if __name__ == "__main__":

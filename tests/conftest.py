@@ -28,6 +28,21 @@ def tiny_store(synthetic, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture()
+def suite_models_only(monkeypatch):
+    """Only the suite's own models in the registry, for tests that compare with the committed job files.
+
+    Job lists read the registry when they render, so a stand-in model that another
+    test in the same worker registered (tests/_tuning_fake.py's ``tinytune``) would
+    otherwise get a job file that is, rightly, not committed.
+    """
+    from models import registry
+
+    own = {name: spec for name, spec in registry._REGISTRY.items() if spec.builder.__module__.startswith("models.")}
+    monkeypatch.setattr(registry, "_REGISTRY", own)
+    return sorted(own)
+
+
 def prepare_cfg(synthetic: dict, out: Path, **kw) -> PrepareConfig:
     kw.setdefault("frames", 8)
     kw.setdefault("size", 32)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry_helpers import suite_models_only  # noqa: F401  (fixture)
 from utils.cluster.jobs import check_dir, job_models, render_all
 from utils.cluster.profile import RESOURCES, SlurmConfig, load_profile, parse_time_min, profile_from_dict, valid_keys
 from utils.cluster.sbatch import render_sbatch

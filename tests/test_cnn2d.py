@@ -64,6 +64,7 @@ def conv_model(release):
     return _build(temporal="conv", unfreeze_last=4, pretrained=str(release[0]))
 
 
+@pytest.mark.usefixtures("suite_models_only")
 def test_registered_with_its_defaults_flags_scripts_and_jobs():
     from pathlib import Path
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry_helpers import suite_models_only  # noqa: F401  (fixture)
 from utils.cluster.jobs import check_dir, job_models, render_all
 from utils.cluster.profile import JOB_KINDS, SlurmConfig, load_profile, profile_from_dict
 from utils.cluster.sbatch import render_sbatch, sanitize_job_name

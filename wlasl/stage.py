@@ -359,3 +359,14 @@ def lost_error(report: dict) -> str:
         f"error: {len(lost)} instance(s) lost to a dead worker: {named}{more}. Finished items are kept: "
         f"rerun the same command to retry (listed in {report['run']['shard_report']})"
     )
+
+
+def exit_status(report: dict, *, strict: bool) -> int:
+    """A stage's exit code, saying why on stderr: 3 instances lost to a dead worker, 1 skips under ``--strict``, else 0."""
+    if lost_error(report):
+        print(lost_error(report), file=sys.stderr)
+        return 3
+    if strict and report["skipped"]:
+        print(f"error: --strict and {report['skipped']} instances were skipped", file=sys.stderr)
+        return 1
+    return 0
