@@ -248,6 +248,31 @@ def test_two_teachers_are_averaged_and_named(teacher, store, tmp_path):
     assert (table.alpha, table.temperature) == (0.5, 4.0)
 
 
+def test_a_tuning_study_trains_every_trial_against_its_teacher(teacher, store, tmp_path):
+    """``--teacher`` is a shared training option, so ``main/tune_<family>.py`` takes it too: every trial distils."""
+    from utils.core.records import read_record
+    from utils.tuning.cli import main as tune_main
+
+    _, teacher_dir, _ = teacher
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {min: 1.0e-3, max: 3.0e-3, sampling: log}\noptimizer: adam\nweight_decay: 0.0\n"
+                     "dropout: 0.0\nfreeze: 0\nbatch_size: 4\n")  # fmt: skip
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text("train: {steps_per_epoch: 2}\n")
+    argv = ["--tuner", "bayesian", "--data", str(store), "--results", str(tmp_path / "results"), "--space", str(space),
+            "--config", str(preset), "--max-trials", "2", "--max-epochs", "1", "--study", "kd", "--workers", "0",
+            "--frames", str(FRAMES), "--size", str(SIZE), "--teacher", str(teacher_dir), "--kd-alpha", "0.0"]  # fmt: skip
+    assert tune_main("kdt", argv) == 0
+    root = tmp_path / "results" / "tuning" / "kd"
+    records = [read_record(p) for p in sorted((root / "runs").glob("*/metrics.json"))]
+    assert len(records) == 2 and all(r.status == "completed" for r in records)
+    for r in records:
+        assert r.tags["teachers"] == "teacher", r.tags
+        assert list(r.config["train"]["teachers"]) == [str(teacher_dir)] and r.config["train"]["kd_alpha"] == 0.0
+    best = json.loads((root / "best.json").read_text())
+    assert best["trial"] in {r.tags["trial"] for r in records}
+
+
 def test_the_report_shows_a_student_apart_with_its_teachers(teacher, torch_student):
     from utils.reporting.runs import collect_runs
     from utils.reporting.tables import summarise
