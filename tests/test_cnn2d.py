@@ -184,3 +184,37 @@ def test_trains_through_the_suite(tmp_path, capsys):
     assert record.status == "completed" and record.framework == "keras" and record.model == "cnn2d"
     assert record.config["model"]["options"] == {"temporal": "conv"} and record.env["params"] > 2_200_000
     assert (tmp_path / "r" / "runs" / "c2d" / "scores_train.npz").is_file()
+
+
+@pytest.mark.slow
+def test_the_temporal_conv_learns_the_motion_classes_from_scratch(tmp_path):
+    """Per-frame MobileNetV2 + temporal conv learns which way the blob moves, through ``models.train.run``.
+
+    The synthetic classes differ only in the direction of motion, so this
+    needs the order of the frames (average pooling cannot). No ImageNet
+    weights here: from scratch, 64 px (MobileNetV2 leaves 2x2 cells, enough
+    to tell where the blob is) and 288 training clips. With 144 clips it
+    memorised the backgrounds (train 0.76, val at chance); at 32 px (1x1
+    cells) it did not fit the training set.
+    Measured (seed 0, 2 CPU cores): val 0.97 after 5 epochs, 1.00 from epoch 7; ~100 s.
+    """
+    import models  # noqa: F401
+    from models.train import run
+    from utils.core.config import config_from_dict
+    from utils.core.records import read_history
+    from wlasl.synthetic import synthetic_store
+
+    store = synthetic_store(tmp_path / "s", frames=8, size=64, workers=2, glosses=3, per_gloss=160, seed=0, broken=False)
+    cfg = config_from_dict({
+        "model": {"name": "cnn2d", "frames": 8, "size": 64, "dropout": 0.3,
+                  "options": {"temporal": "conv", "bn_momentum": 0.9}},
+        "data": {"root": str(store), "batch_size": 8, "workers": 2},
+        "train": {"seed": 0, "schedule": "cosine", "optimizer": "adam", "epochs": 9, "lr": 1e-3},
+        "results": str(tmp_path / "r"), "run_id": "cnn2d_conv",
+    })  # fmt: skip
+    record = run(cfg)
+    history = read_history(cfg.run_dir)
+    assert record.status == "completed" and len(history) == 9
+    assert float(history[0]["val_top1"]) < 0.7, history[0]  # it learned, rather than starting high
+    assert record.metrics["val"]["top1"] >= 0.9, [r["val_top1"] for r in history]
+    assert record.metrics["test"]["top1"] >= 0.8, record.metrics["test"]
