@@ -39,7 +39,7 @@ demo: $(STAMP)
 # it waits on SLURM or on subprocesses); both environments first.
 TEST_WORKERS ?= 2
 test: $(STAMP) $(POSE_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py

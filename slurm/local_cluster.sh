@@ -90,7 +90,7 @@ start_munge() {
   chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
   if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return 0; fi
   install -d -o munge -g munge -m 0755 /run/munge   # /run is empty after a reboot
-  runuser -u munge -- /usr/sbin/munged || fail "munged did not start (see /var/log/munge/munged.log)"
+  runuser -u munge -- /usr/sbin/munged 9>&- || fail "munged did not start (see /var/log/munge/munged.log)"
   poll munged "" "" bash -c 'munge -n | unmunge'
   cp /run/munge/munged.pid "$DIR/run/munged.pid"   # ours: stop may end it
   say "munged up"
@@ -179,12 +179,12 @@ start_accounting() {
     # Only a socket (root by unix-socket auth): nothing listens on the network.
     setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DIR/mysql" --socket=$DBSOCK \
       --pid-file="$DIR/mysql/mariadbd.pid" --skip-networking --log-error="$DIR/log/mariadb.log" \
-      --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
+      --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 9>&- &
     poll mariadbd "$DIR/mysql/mariadbd.pid" mariadbd mariadb-admin --socket=$DBSOCK ping
     say "mariadbd up"
   fi
   if ! running "$DIR/run/slurmdbd.pid" slurmdbd || [ "$DBD_CHANGED" = 1 ]; then
-    slurmdbd || fail "slurmdbd did not start"   # a new one replaces a running one
+    slurmdbd 9>&- || fail "slurmdbd did not start"   # a new one replaces a running one
   fi
   poll slurmdbd "$DIR/run/slurmdbd.pid" slurmdbd sacctmgr -n list cluster
   say "slurmdbd up"
@@ -211,11 +211,11 @@ start() {
   write_configs
   start_accounting
   if ! running "$DIR/run/slurmctld.pid" slurmctld || [ "$CONF_CHANGED" = 1 ]; then
-    slurmctld || fail "slurmctld did not start"
+    slurmctld 9>&- || fail "slurmctld did not start"
   fi
   poll slurmctld "$DIR/run/slurmctld.pid" slurmctld bash -c 'scontrol ping | grep -q UP'
   if ! running "$DIR/run/slurmd.pid" slurmd || [ "$CONF_CHANGED" = 1 ]; then
-    slurmd || fail "slurmd did not start"
+    slurmd 9>&- || fail "slurmd did not start"
   fi
   local t=$(date +%s)
   until node_idle; do
@@ -272,9 +272,18 @@ status() {
   return 1
 }
 
+# One start or stop at a time: two at once (two terminals, two test processes)
+# would each find munged or MariaDB half started and start a second one.
+lock() {
+  mkdir -p "$DIR"
+  exec 9>"$DIR/.lock"
+  flock -w $((TIMEOUT * 3)) 9 || fail "another slurm/local_cluster.sh start or stop still runs (lock $DIR/.lock)"
+  # The daemons are started without fd 9 (9>&-): a daemon holding it would hold the lock for good.
+}
+
 case "${1:-}" in
-  start) start ;;
-  stop) stop "${2:-}" ;;
+  start) lock; start ;;
+  stop) lock; stop "${2:-}" ;;
   status) status ;;
   *) echo "usage: $0 start|stop [--purge]|status" >&2; exit 2 ;;
 esac

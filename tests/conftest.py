@@ -49,8 +49,26 @@ def prepare_cfg(synthetic: dict, out: Path, **kw) -> PrepareConfig:
     return PrepareConfig(metadata=synthetic["metadata"], videos=synthetic["videos"], out=out, **kw)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests on the one local SLURM cluster run in one xdist worker, one after the other (``--dist loadgroup``)."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+# The test files that use the one local SLURM cluster (their tests carry the ``slurm`` mark).
+SLURM_FILES = ("tests/test_slurm_cluster.py", "tests/test_slurm_experiment.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n N --dist load``: every test on its own, except the SLURM files, which run in one worker in turn.
+
+    Two workers on the one cluster would start (and stop) it at the same time
+    and fill its two CPUs with each other's jobs. xdist's own ``loadgroup``
+    cannot do this with pytest 9.2: it renames ``item._nodeid``, which pytest
+    no longer reads, so its groups were silently ignored. The scope below is
+    xdist's public scheduling hook and needs no mark.
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SlurmTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "slurm" if nodeid.split("::", 1)[0] in SLURM_FILES else nodeid
+
+    return SlurmTogether(config, log)

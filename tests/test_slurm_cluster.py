@@ -41,17 +41,37 @@ def _cannot_run_slurm() -> str | None:
     return None
 
 
+def _claim_for_this_worker(tmp_path_factory) -> None:
+    """Fail at once, naming both, when two xdist workers reach the one cluster (tests/conftest.py keeps them in one)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    claim = tmp_path_factory.getbasetemp().parent / "slurm-worker"  # shared by this run's workers
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        owner = claim.read_text()
+        if owner != worker:
+            pytest.fail(f"the SLURM tests reached both {owner} and {worker}: a test using the cluster sits in a "
+                        f"file missing from SLURM_FILES in tests/conftest.py, or the scheduler there was not used")  # fmt: skip
+        return
+    os.write(fd, worker.encode())
+    os.close(fd)
+
+
 @pytest.fixture(scope="session")
-def cluster():
+def cluster(tmp_path_factory):
     """Start the local cluster once; stop it at the end only if this session started it."""
     reason = _cannot_run_slurm()
     if reason:
         if os.environ.get("SLR_REQUIRE_SLURM") == "1":
             pytest.fail(f"SLR_REQUIRE_SLURM=1 but this machine cannot run SLURM: {reason}")
         pytest.skip(f"no local SLURM: {reason} (set SLR_REQUIRE_SLURM=1 to make this a failure)")
+    _claim_for_this_worker(tmp_path_factory)
     was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
     r = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"slurm/local_cluster.sh start failed:\n{r.stderr[-3000:]}"
+    # The first lines say what failed; the last ones are the daemons' log tails.
+    assert r.returncode == 0, f"slurm/local_cluster.sh start failed:\n{r.stderr[:1500]}\n...\n{r.stderr[-1500:]}"
     yield
     if not was_up:
         subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
