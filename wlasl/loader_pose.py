@@ -50,8 +50,8 @@ from wlasl.keypoint_store import (
     KeypointStore,
     part_slices,
 )
-from wlasl.loader_torch import EpochSampler, limit_clips
-from wlasl.transforms import Loaders
+from wlasl.loader_torch import EpochSampler
+from wlasl.transforms import Loaders, capped_splits
 
 __all__ = ["MIRROR", "PART_OF", "KeypointDataset", "PoseAugment", "make_loaders", "read_clips", "sample_keypoints"]
 
@@ -234,7 +234,7 @@ def make_loaders(store: KeypointStore, cfg: RunConfig, *, augment: PoseAugment =
         raise ValueError("cfg.model.frames is unresolved; call models.train.resolve(cfg) first")
     rank, world, _ = dist_env()
     seed, d = cfg.train.seed, cfg.data
-    splits = {s: limit_clips(store.split(s), d.max_clips, seed) for s in ("train", "val", "test")}
+    splits = capped_splits(store, d.max_clips, seed)
     for entries in splits.values():
         _check_frame_sizes(store, entries)
     clips = read_clips(store, [e for entries in splits.values() for e in entries])
@@ -257,17 +257,7 @@ def make_loaders(store: KeypointStore, cfg: RunConfig, *, augment: PoseAugment =
         dataset = KeypointDataset(store, splits[split], frames=frames, train=False, clips=clips)
         return DataLoader(dataset, shuffle=False, **common)
 
-    return Loaders(
-        train=train,
-        train_eval=evaluation("train"),
-        val=evaluation("val"),
-        test=evaluation("test"),
-        ids={split: [e.video_id for e in entries] for split, entries in splits.items()},
-        num_classes=store.num_classes,
-        glosses=list(store.labels),
-        train_size=len(train_set),
-        augment=_to_device,
-    )
+    return Loaders.assemble(store, splits, train=train, evaluation=evaluation, augment=_to_device)
 
 
 def _to_device(inputs: dict, device) -> torch.Tensor:

@@ -30,8 +30,8 @@ import numpy as np
 from utils.core.tf_env import tf
 from wlasl.augment import BOXES, CLIPS, INDEX, augment_tf
 from wlasl.batches import BatchReader
-from wlasl.clip_store import ClipEntry, ClipStore
-from wlasl.transforms import Loaders
+from wlasl.clip_store import ClipStore
+from wlasl.transforms import Loaders, capped_splits
 
 __all__ = ["TrainStream", "eval_dataset", "make_loaders"]
 
@@ -124,32 +124,10 @@ def make_loaders(store: ClipStore, cfg) -> Loaders:
     """Train / val / test pipelines for a RunConfig (``cfg.data.max_clips`` caps each split)."""
     frames, size = cfg.model.frames, cfg.model.size
     store.check_frames(frames)
-    limit = cfg.data.max_clips
-
-    def take(split: str) -> list[ClipEntry]:
-        entries = store.split(split)
-        if limit is None or len(entries) <= limit:
-            return entries
-        # Keep classes mixed in dry runs: a seeded sample, not the first N rows.
-        pick = np.sort(np.random.default_rng(cfg.train.seed).choice(len(entries), limit, replace=False))
-        return [entries[i] for i in pick]
-
-    train, val, test = take("train"), take("val"), take("test")
+    splits = capped_splits(store, cfg.data.max_clips, cfg.train.seed)
     common = {"frames": frames, "size": size, "batch_size": cfg.data.batch_size, "workers": cfg.data.workers}
-    return Loaders(
-        train=TrainStream(
-            store, train, seed=cfg.train.seed, crop_scale=cfg.data.crop_scale, flip=cfg.data.flip, **common
-        ),
-        train_eval=eval_dataset(store, train, **common),
-        val=eval_dataset(store, val, **common),
-        test=eval_dataset(store, test, **common),
-        ids={
-            "train": [e.video_id for e in train],
-            "val": [e.video_id for e in val],
-            "test": [e.video_id for e in test],
-        },
-        num_classes=store.num_classes,
-        glosses=list(store.labels),
-        train_size=len(train),
-        augment=partial(augment_tf, size=size),
+    train = TrainStream(
+        store, splits["train"], seed=cfg.train.seed, crop_scale=cfg.data.crop_scale, flip=cfg.data.flip, **common
     )
+    return Loaders.assemble(store, splits, train=train, evaluation=lambda split: eval_dataset(store, splits[split], **common),
+                            augment=partial(augment_tf, size=size))  # fmt: skip

@@ -34,10 +34,10 @@ from utils.core.config import RunConfig
 from utils.core.distenv import dist_env
 from wlasl.augment import CLIPS, augment_torch
 from wlasl.batches import BatchReader
-from wlasl.clip_store import ClipEntry, ClipStore, StoreError
-from wlasl.transforms import Loaders
+from wlasl.clip_store import ClipStore, StoreError
+from wlasl.transforms import Loaders, capped_splits
 
-__all__ = ["BatchStream", "ClipBatches", "EpochSampler", "limit_clips", "make_loaders"]
+__all__ = ["BatchStream", "ClipBatches", "EpochSampler", "make_loaders"]
 
 
 def _tensor(array) -> torch.Tensor:
@@ -172,14 +172,6 @@ class EpochSampler:
             yield int(index), self.epoch
 
 
-def limit_clips(entries: list[ClipEntry], max_clips: int | None, seed: int) -> list[ClipEntry]:
-    """At most ``max_clips`` entries, a seeded sample in manifest order (a prefix would be one class)."""
-    if not max_clips or len(entries) <= max_clips:
-        return list(entries)
-    keep = np.sort(np.random.default_rng(seed).choice(len(entries), max_clips, replace=False))
-    return [entries[i] for i in keep]
-
-
 def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
     """Train / val / test batch streams of uint8 clips for ``cfg`` (rank-aware under DDP).
 
@@ -193,7 +185,7 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
     store.check_frames(frames)
     rank, world, _ = dist_env()
     seed, d = cfg.train.seed, cfg.data
-    splits = {s: limit_clips(store.split(s), d.max_clips, seed) for s in ("train", "val", "test")}
+    splits = capped_splits(store, d.max_clips, seed)
 
     def reader(split, **kw):
         return BatchReader(store, splits[split], frames=frames, size=size, **kw)
@@ -208,14 +200,4 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
         data = ClipBatches(reader(split), train=False)
         return BatchStream(data, range(len(data)), batch_size=d.batch_size, workers=d.workers, drop_last=False)
 
-    return Loaders(
-        train=train,
-        train_eval=evaluation("train"),
-        val=evaluation("val"),
-        test=evaluation("test"),
-        ids={split: [e.video_id for e in entries] for split, entries in splits.items()},
-        num_classes=store.num_classes,
-        glosses=list(store.labels),
-        train_size=len(train_set),
-        augment=partial(augment_torch, size=size),
-    )
+    return Loaders.assemble(store, splits, train=train, evaluation=evaluation, augment=partial(augment_torch, size=size))

@@ -1,4 +1,4 @@
-"""What the loaders hand an engine (:class:`Loaders`) and the reference clip transform.
+"""What the loaders hand an engine (:class:`Loaders`), how they cap a split, and the reference clip transform.
 
 The loaders ship uint8 batches and leave the training crop to the device
 (:mod:`wlasl.augment`). :func:`clip_transform` is the same view cut on the
@@ -18,7 +18,7 @@ import numpy as np
 
 from wlasl.augment import centre_view, draw_view
 
-__all__ = ["Loaders", "clip_transform"]
+__all__ = ["Loaders", "capped_splits", "clip_transform"]
 
 
 @dataclass
@@ -55,6 +55,37 @@ class Loaders:
     glosses: list
     train_size: int
     augment: Callable
+
+    @classmethod
+    def assemble(cls, store, splits: dict, *, train, evaluation: Callable, augment: Callable) -> Loaders:
+        """One store's loaders: ``train`` and ``augment`` from the caller, ``evaluation(split)`` for each fixed-order
+        split; the ids, classes and training size come from ``store`` and ``splits`` (``{split: entries}``)."""
+        return cls(
+            train=train,
+            train_eval=evaluation("train"),
+            val=evaluation("val"),
+            test=evaluation("test"),
+            ids={split: [e.video_id for e in entries] for split, entries in splits.items()},
+            num_classes=store.num_classes,
+            glosses=list(store.labels),
+            train_size=len(splits["train"]),
+            augment=augment,
+        )
+
+
+def capped_splits(store, max_clips: int | None, seed: int) -> dict:
+    """``{"train", "val", "test"}`` -> the store's entries, each split at most ``max_clips`` (dry runs).
+
+    A capped split is a seeded sample kept in manifest order: a prefix would be one class.
+    """
+    splits = {}
+    for split in ("train", "val", "test"):
+        entries = store.split(split)
+        if max_clips and len(entries) > max_clips:
+            keep = np.sort(np.random.default_rng(seed).choice(len(entries), max_clips, replace=False))
+            entries = [entries[i] for i in keep]
+        splits[split] = list(entries)
+    return splits
 
 
 def clip_transform(
