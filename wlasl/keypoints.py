@@ -30,7 +30,7 @@ from utils.core.files import atomic_save_npz, atomic_write_text
 from wlasl.geometry import resolve_range, sample_indices
 from wlasl.keypoint_store import FACE_SUBSET, KEYPOINT_COLUMNS, NUM_KEYPOINTS, PARTS, part_slices
 from wlasl.metadata import Instance
-from wlasl.stage import Outcome, Stage, item_path, open_store, run_stage, select_instances
+from wlasl.stage import Outcome, Stage, check_workers_and_shard, item_path, open_store, run_stage, select_instances
 from wlasl.video import DecodeError, open_video
 
 __all__ = ["STAGE", "KeypointConfig", "extract_instance", "landmarks_to_array", "run_keypoints"]
@@ -95,11 +95,7 @@ class KeypointConfig:
     def __post_init__(self):
         if self.max_frames < 1:
             raise ValueError(f"--max-frames expected >= 1, received {self.max_frames}")
-        if self.workers < 1:
-            raise ValueError(f"--workers expected >= 1, received {self.workers}")
-        i, n = self.shard
-        if not (n >= 1 and 0 <= i < n):
-            raise ValueError(f"--shard expected i/n with 0 <= i < n, received {i}/{n}")
+        check_workers_and_shard(self.workers, self.shard)
 
 
 _HOLISTIC = None  # one graph per process, reset for every video

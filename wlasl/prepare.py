@@ -24,7 +24,17 @@ from utils.core.files import atomic_save_npy, atomic_write_text
 from wlasl.clip_store import MANIFEST_COLUMNS
 from wlasl.geometry import FrameRange, resolve_range, square_crop, step_indices
 from wlasl.metadata import Instance
-from wlasl.stage import Outcome, Stage, item_path, open_store, parse_shard, run_stage, select_instances, summary
+from wlasl.stage import (
+    Outcome,
+    Stage,
+    check_workers_and_shard,
+    item_path,
+    open_store,
+    parse_shard,
+    run_stage,
+    select_instances,
+    summary,
+)
 from wlasl.video import DecodeError, decode_frames
 
 __all__ = ["STAGE", "ClipSkip", "MadeClip", "Outcome", "PrepareConfig", "make_clip", "parse_shard", "process_instance", "run_prepare", "summary"]
@@ -91,13 +101,9 @@ class PrepareConfig:
             raise ValueError(f"--size expected >= 8 pixels, received {self.size}")
         if not 0 <= self.margin <= 1:
             raise ValueError(f"--margin expected 0..1 (fraction of the bbox side), received {self.margin}")
-        if self.workers < 1:
-            raise ValueError(f"--workers expected >= 1, received {self.workers}")
         if self.decode_threads < 1:
             raise ValueError(f"--decode-threads expected >= 1, received {self.decode_threads}")
-        i, n = self.shard
-        if not (n >= 1 and 0 <= i < n):
-            raise ValueError(f"--shard expected i/n with 0 <= i < n, received {i}/{n}")
+        check_workers_and_shard(self.workers, self.shard)
 
 
 def _item_paths(out: Path, video_id: str) -> tuple[Path, Path]:

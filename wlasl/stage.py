@@ -107,6 +107,15 @@ def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
     return 0, 1
 
 
+def check_workers_and_shard(workers: int, shard: tuple[int, int]) -> None:
+    """The checks every stage's config makes on ``--workers`` and ``--shard``."""
+    if workers < 1:
+        raise ValueError(f"--workers expected >= 1, received {workers}")
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard expected i/n with 0 <= i < n, received {i}/{n}")
+
+
 def select_instances(metadata: Path, subset: int | None, nslt: Path | None) -> tuple[list[str], list[Instance]]:
     """The class list and the instances a stage works on: WLASL-N, or what an nslt file lists.
 
