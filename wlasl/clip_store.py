@@ -27,13 +27,16 @@ import numpy as np
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "SOURCE_COLUMNS",
     "ClipEntry",
     "ClipStore",
     "StoreError",
     "make_store_hint",
 ]
 
-MANIFEST_COLUMNS = (
+# What every store's manifest says first about an instance and its source video
+# (the keypoint store's manifest starts the same way).
+SOURCE_COLUMNS = (
     "video_id",
     "gloss",
     "label",
@@ -42,9 +45,11 @@ MANIFEST_COLUMNS = (
     "source",
     "frame_start",  # resolved source range, 1-based inclusive
     "frame_end",
-    "frame_count",  # frames the file really holds
+    "frame_count",  # frames the file really holds (as far as it decoded)
     "fps_nominal",
     "fps_real",
+)
+MANIFEST_COLUMNS = SOURCE_COLUMNS + (
     "bbox",  # metadata bbox "xmin ymin xmax ymax"
     "crop",  # square box actually cut "x0 y0 x1 y1"
     "frames",

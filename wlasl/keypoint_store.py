@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wlasl.clip_store import StoreError
+from wlasl.clip_store import SOURCE_COLUMNS, StoreError
 
 __all__ = [
     "FACE_SUBSET",
@@ -67,18 +67,7 @@ FACE_SUBSET = (
 PARTS = (("body", 33), ("left_hand", 21), ("right_hand", 21), ("face", len(FACE_SUBSET)))
 NUM_KEYPOINTS = sum(n for _, n in PARTS)
 
-KEYPOINT_COLUMNS = (
-    "video_id",
-    "gloss",
-    "label",
-    "split",
-    "signer_id",
-    "source",
-    "frame_start",  # resolved source range, 1-based inclusive
-    "frame_end",
-    "frame_count",  # frames the file really holds (as far as it decoded)
-    "fps_nominal",
-    "fps_real",
+KEYPOINT_COLUMNS = SOURCE_COLUMNS + (
     "width",  # frame size the coordinates are normalised by
     "height",
     "frames",  # T: keypoint frames stored
