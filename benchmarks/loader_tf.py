@@ -18,7 +18,6 @@ for two epochs at batch 8 and prints clips/s and peak RSS side by side:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import resource
 import subprocess
@@ -30,33 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 import numpy as np  # noqa: E402
 
+from benchmarks.loader import make_store  # noqa: E402  (one synthetic store for the loader benchmarks)
+
 FRAMES = 20
 BATCH = 8
-
-
-def make_store(root: Path, clips: int, size: int, frames: int = FRAMES) -> Path:
-    """A clip store of ``clips`` random clips (all train, 3 classes), reused when present."""
-    from utils.core.files import atomic_write_text
-    from wlasl.clip_store import MANIFEST_COLUMNS
-
-    if (root / "manifest.csv").is_file():
-        return root
-    (root / "clips").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(clips):
-        vid = f"{i:05d}"
-        np.save(root / "clips" / f"{vid}.npy", rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8))
-        row = dict.fromkeys(MANIFEST_COLUMNS, "")
-        row.update(video_id=vid, gloss=f"g{i % 3}", label=i % 3, split="train", signer_id=0, path=f"clips/{vid}.npy")
-        rows.append(row)
-    with (root / "manifest.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write_text(root / "labels.txt", "g0\ng1\ng2\n")
-    atomic_write_text(root / "store.json", json.dumps({"frames": frames, "size": size, "margin": 0.1}))
-    return root
 
 
 def _peak_rss_mb() -> float:
@@ -149,7 +125,7 @@ def main(argv=None) -> int:
     )
     for size in args.sizes:
         for clips in args.clips:
-            store_dir = make_store(args.root / f"s{size}_n{clips}", clips, size)
+            store_dir = make_store(args.root / f"s{size}_n{clips}", clips=clips, size=size, frames=FRAMES)
             ours = _measure("tfdata", store_dir, size, args.epochs, args.workers)
             seed = _measure("seed", store_dir, size, args.epochs, args.workers)
             ours_data = ours["peak_rss_mb"] - ours["base_rss_mb"]
