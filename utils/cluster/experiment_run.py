@@ -17,14 +17,13 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 from utils.cluster.accounting import job_states
 from utils.cluster.experiment import Plan, Stage
 from utils.cluster.experiment_files import job_file, job_name, run_status_of, store_done, submitted
-from utils.cluster.profile import SlurmConfig, profile_from_dict
+from utils.cluster.profile import SlurmConfig, profile_from_dict, read_profile_file
 from utils.cluster.sbatch import render_sbatch
 from utils.cluster.shell import command_line, quote
 from utils.cluster.submit import check_fit, cluster_nodes, config_request, fit_config, run_sbatch
@@ -59,10 +58,7 @@ def profile_for(plan: Plan) -> dict[str, SlurmConfig]:
     path = Path(exp.profile)
     if not path.is_file():
         raise FileNotFoundError(f"{exp.path}: profile {path} not found; use slurm/cluster.toml or slurm/local.toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    data = read_profile_file(path)
     for kind, table in exp.cluster.items():
         if isinstance(table, dict) and isinstance(data.get(kind, {}), dict):
             data[kind] = {**data.get(kind, {}), **table}

@@ -29,6 +29,7 @@ __all__ = [
     "load_profile",
     "parse_time_min",
     "profile_from_dict",
+    "read_profile_file",
     "valid_keys",
 ]
 
@@ -336,14 +337,17 @@ def profile_from_dict(data: dict, where: str = "profile") -> dict[str, SlurmConf
     return profile
 
 
-def load_profile(path: str | Path) -> dict[str, SlurmConfig]:
-    """Read a TOML cluster profile (see ``slurm/cluster.toml``)."""
+def read_profile_file(path: str | Path) -> dict:
+    """A TOML cluster profile's tables as they are in the file (:func:`profile_from_dict` checks them)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cluster profile {path} not found; copy slurm/cluster.toml and edit it")
-    with path.open("rb") as fh:
-        try:
-            data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: not valid TOML: {e}") from None
-    return profile_from_dict(data, where=str(path))
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_profile(path: str | Path) -> dict[str, SlurmConfig]:
+    """Read a TOML cluster profile (see ``slurm/cluster.toml``)."""
+    return profile_from_dict(read_profile_file(path), where=str(path))
