@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import subprocess
 import sys
@@ -123,19 +124,8 @@ def _cfg(store_dir: str, frames: int, size: int, batch: int, workers: int):
     )  # fmt: skip
 
 
-def _torch_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -> tuple[float, float]:
-    from wlasl.loader_torch import make_loaders
-
-    train = make_loaders(store, _cfg(store_dir, frames, size, batch, workers)).train
-    state = {"epoch": 0}
-
-    def epochs():
-        while True:
-            train.sampler.set_epoch(state["epoch"])
-            state["epoch"] += 1
-            yield from train
-
-    stream = epochs()
+def _stream_rate(stream, seconds, repeats) -> tuple[float, float]:
+    """clips/s of an endless generator of ``(inputs, labels)`` training batches."""
     next(stream)  # worker start-up is not throughput
 
     def run(deadline):
@@ -150,28 +140,29 @@ def _torch_rate(store, store_dir, frames, size, batch, workers, seconds, repeats
     return rate
 
 
+def _torch_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -> tuple[float, float]:
+    from wlasl.loader_torch import make_loaders
+
+    train = make_loaders(store, _cfg(store_dir, frames, size, batch, workers)).train
+
+    def epochs():
+        for epoch in itertools.count():
+            train.sampler.set_epoch(epoch)
+            yield from train
+
+    return _stream_rate(epochs(), seconds, repeats)
+
+
 def _tf_rate(store, store_dir, frames, size, batch, workers, seconds, repeats) -> tuple[float, float]:
     from wlasl.loader_tf import make_loaders
 
     train = make_loaders(store, _cfg(store_dir, frames, size, batch, workers)).train
-    state = {"epoch": 0}
 
     def epochs():
-        while True:
-            yield from train.epoch(state["epoch"])
-            state["epoch"] += 1
+        for epoch in itertools.count():
+            yield from train.epoch(epoch)
 
-    stream = epochs()
-    next(stream)
-
-    def run(deadline):
-        n = 0
-        while time.perf_counter() < deadline:
-            _, labels = next(stream)
-            n += int(labels.shape[0])
-        return n
-
-    return _best_rate(run, seconds=seconds, repeats=repeats)
+    return _stream_rate(epochs(), seconds, repeats)
 
 
 def _augment_rate(framework, store, store_dir, frames, size, batch, seconds, repeats) -> tuple[float, float]:
