@@ -51,6 +51,10 @@ running() {
   [ "$state" != Z ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
 }
 
+# clear_stale PIDFILE NAME: drop a pid file whose daemon is gone (kill -9, reboot), so
+# that poll sees the new daemon's file, not the dead one's.
+clear_stale() { running "$1" "$2" || rm -f "$1"; }
+
 # poll WHAT PIDFILE NAME CMD...: retry CMD until it succeeds; give up after TIMEOUT,
 # or as soon as the daemon behind PIDFILE has died (PIDFILE "" = no daemon to watch).
 poll() {
@@ -58,7 +62,9 @@ poll() {
   shift 3
   until timeout 5 "$@" >/dev/null 2>&1; do
     (($(date +%s) - t < TIMEOUT)) || fail "no $what after ${TIMEOUT}s"
-    if [ -n "$pf" ] && (($(date +%s) - t >= 2)) && ! running "$pf" "$name"; then
+    # A daemon writes its pid file only once it is up (MariaDB after InnoDB starts:
+    # seconds on a busy machine), so a missing file means "not yet", never "died".
+    if [ -s "$pf" ] && (($(date +%s) - t >= 2)) && ! running "$pf" "$name"; then
       fail "$name died while starting"
     fi
     sleep 0.2
@@ -176,14 +182,20 @@ start_accounting() {
   if ! running "$DIR/mysql/mariadbd.pid" mariadbd; then
     mariadb-admin --socket=$DBSOCK ping >/dev/null 2>&1 &&
       fail "another MariaDB already serves $DBSOCK; stop it first (this script only stops what it started)"
+    # Its error log must be writable by the mysql user: fail() shows its tail.
+    [ -e "$DIR/log/mariadb.log" ] || install -o mysql -g mysql -m 0640 /dev/null "$DIR/log/mariadb.log"
     # Only a socket (root by unix-socket auth): nothing listens on the network.
     setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DIR/mysql" --socket=$DBSOCK \
       --pid-file="$DIR/mysql/mariadbd.pid" --skip-networking --log-error="$DIR/log/mariadb.log" \
       --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 9>&- &
-    poll mariadbd "$DIR/mysql/mariadbd.pid" mariadbd mariadb-admin --socket=$DBSOCK ping
+    # setsid execs mariadbd in place, so $! is its pid: watched from launch, before its pid file exists.
+    echo $! >"$DIR/run/mariadbd.launched"
+    poll mariadbd "$DIR/run/mariadbd.launched" mariadbd mariadb-admin --socket=$DBSOCK ping
+    rm -f "$DIR/run/mariadbd.launched"
     say "mariadbd up"
   fi
   if ! running "$DIR/run/slurmdbd.pid" slurmdbd || [ "$DBD_CHANGED" = 1 ]; then
+    clear_stale "$DIR/run/slurmdbd.pid" slurmdbd
     slurmdbd 9>&- || fail "slurmdbd did not start"   # a new one replaces a running one
   fi
   poll slurmdbd "$DIR/run/slurmdbd.pid" slurmdbd sacctmgr -n list cluster
@@ -211,10 +223,12 @@ start() {
   write_configs
   start_accounting
   if ! running "$DIR/run/slurmctld.pid" slurmctld || [ "$CONF_CHANGED" = 1 ]; then
+    clear_stale "$DIR/run/slurmctld.pid" slurmctld
     slurmctld 9>&- || fail "slurmctld did not start"
   fi
   poll slurmctld "$DIR/run/slurmctld.pid" slurmctld bash -c 'scontrol ping | grep -q UP'
   if ! running "$DIR/run/slurmd.pid" slurmd || [ "$CONF_CHANGED" = 1 ]; then
+    clear_stale "$DIR/run/slurmd.pid" slurmd
     slurmd 9>&- || fail "slurmd did not start"
   fi
   local t=$(date +%s)
