@@ -110,6 +110,7 @@ def main(argv=None) -> int:
             workers=args.workers,
             shard=parse_shard(args.shard),
             strict=args.strict,
+            drop_duplicates=args.drop_duplicates,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -82,6 +82,7 @@ def main(argv=None) -> int:
             decode_threads=args.decode_threads,
             shard=parse_shard(args.shard),
             strict=args.strict,
+            drop_duplicates=args.drop_duplicates,
         )
         if not cfg.videos.is_dir():
             raise FileNotFoundError(f"--videos {cfg.videos} is not a directory; point it at the folder of <video_id>.mp4 files")

@@ -11,6 +11,8 @@ from wlasl.synthetic import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_WLASL = REPO.parent / "shared" / "data" / "wlasl"
+# 198 genuine WLASL100 videos of 20 glosses (academic licence: read from ../shared, never committed).
+SHARED_REAL = REPO.parent / "shared" / "data" / "wlasl_real"
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,7 @@ SOURCE_COLUMNS = (
     "frame_count",  # frames the file really holds (as far as it decoded)
     "fps_nominal",
     "fps_real",
+    "sha256",  # of the source video's bytes: the same file under two ids shows (WLASL lists some URLs twice)
 )
 MANIFEST_COLUMNS = SOURCE_COLUMNS + (
     "bbox",  # metadata bbox "xmin ymin xmax ymax"

@@ -10,7 +10,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FrameRange", "resolve_range", "sample_indices", "square_crop", "step_indices"]
+__all__ = ["BBOX_SLACK", "RENDITION_HEIGHTS", "BoxFit", "FrameRange", "fit_bbox", "resolve_range", "sample_indices",
+           "square_crop", "step_indices"]  # fmt: skip
+
+# A bbox may overrun its frame by this fraction of the frame's side and still be
+# taken as measured on this file (clamped): person detectors' boxes touch the edge.
+BBOX_SLACK = 0.05
+# Frame heights of the renditions video sites serve (240p ... 2160p). WLASL measured
+# some bboxes on another rendition of the same video than the one a user downloads
+# (68011: bbox for 854x480, file 636x360; 17086: for 1280x720, file 736x414).
+RENDITION_HEIGHTS = (144, 240, 360, 480, 540, 576, 720, 1080, 1440, 2160)
+# At most this much larger than the file (360p against 1080p): beyond it a bbox
+# outside the frame is more likely wrong than measured elsewhere.
+MAX_RENDITION_SCALE = 3.0
 
 
 @dataclass(frozen=True)
@@ -147,3 +159,65 @@ def square_crop(
     x0 = min(max(x0, 0), width - side)
     y0 = min(max(y0, 0), height - side)
     return x0, y0, x0 + side, y0 + side
+
+
+@dataclass(frozen=True)
+class BoxFit:
+    """A metadata bbox fitted to the decoded frame (:func:`fit_bbox`).
+
+    Attributes:
+        bbox: ``(xmin, ymin, xmax, ymax)`` in this file's pixels.
+        status: ``""`` (it fits), ``bbox_clamped`` or ``bbox_rescaled``.
+        detail: what was done, for the report.
+    """
+
+    bbox: tuple[float, float, float, float]
+    status: str = ""
+    detail: str = ""
+
+
+def fit_bbox(bbox: tuple[float, float, float, float], width: int, height: int) -> BoxFit:
+    """Fit a WLASL bbox to the frame it will be cut from, by one stated rule.
+
+    1. It lies inside the frame: used as it is.
+    2. It overruns the frame by at most :data:`BBOX_SLACK` of the frame's
+       side: clamped to the frame (``bbox_clamped``).
+    3. It overruns by more, but fits the smallest common rendition of the
+       same video (:data:`RENDITION_HEIGHTS`, same aspect ratio) that is
+       larger than the file, and at most :data:`MAX_RENDITION_SCALE` times
+       larger: it was measured there, and is scaled down to this file
+       (``bbox_rescaled``).
+    4. Otherwise it cannot be placed: ``ValueError`` (a ``bbox`` skip).
+
+    Raises:
+        ValueError: a zero-area bbox, or one that no rule places.
+    """
+    xmin, ymin, xmax, ymax = (float(v) for v in bbox)
+    if xmax <= xmin or ymax <= ymin:
+        raise ValueError(f"zero-area bbox {list(bbox)}")
+    overrun = max(xmax / width - 1, ymax / height - 1, -xmin / width, -ymin / height)
+    if overrun <= 0:
+        return BoxFit((xmin, ymin, xmax, ymax))
+    if overrun <= BBOX_SLACK:
+        return BoxFit(
+            (xmin, ymin, xmax, ymax), "bbox_clamped",
+            f"bbox {list(bbox)} overruns the {width}x{height} frame by {overrun:.1%} (<= {BBOX_SLACK:.0%}): clamped to it",
+        )  # fmt: skip
+    for ref_h in RENDITION_HEIGHTS:
+        scale = ref_h / height
+        ref_w = width * scale
+        if scale <= 1 or min(xmin, ymin) < -BBOX_SLACK * ref_h:
+            continue
+        if scale > MAX_RENDITION_SCALE:
+            break
+        if xmax <= ref_w * (1 + BBOX_SLACK) and ymax <= ref_h * (1 + BBOX_SLACK):
+            fitted = (xmin / scale, ymin / scale, xmax / scale, ymax / scale)
+            return BoxFit(
+                fitted, "bbox_rescaled",
+                f"bbox {list(bbox)} lies outside the {width}x{height} file but inside its {round(ref_w)}x{ref_h} "
+                f"rendition, where it was measured: scaled by {1 / scale:.4f} to {[round(v) for v in fitted]}",
+            )  # fmt: skip
+    raise ValueError(
+        f"bbox {list(bbox)} lies outside the {width}x{height} frame, by more than a rendition of the video up to "
+        f"{MAX_RENDITION_SCALE:g}x its size explains; check the video against the metadata"
+    )

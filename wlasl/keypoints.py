@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.core.files import atomic_save_npz, atomic_write_text
+from utils.core.files import atomic_save_npz, atomic_write_text, file_sha256
 from wlasl.geometry import resolve_range, sample_indices
 from wlasl.keypoint_store import FACE_SUBSET, KEYPOINT_COLUMNS, NUM_KEYPOINTS, PARTS, part_slices
 from wlasl.metadata import Instance
@@ -78,6 +78,7 @@ class KeypointConfig:
         workers: processes (each holds one MediaPipe graph, ~16 frames/s).
         shard: ``(i, n)``: this job handles instances i, i+n, i+2n, ...
         strict: any skip makes the run fail (non-zero exit).
+        drop_duplicates: leave val/test videos byte-identical to a kept one out of the manifest.
         ext: video file extension.
     """
 
@@ -90,6 +91,7 @@ class KeypointConfig:
     workers: int = 1
     shard: tuple[int, int] = (0, 1)
     strict: bool = False
+    drop_duplicates: bool = False
     ext: str = ".mp4"
 
     def __post_init__(self):
@@ -220,6 +222,7 @@ def extract_instance(inst: Instance, cfg: KeypointConfig) -> Outcome:
         "frame_count": info.frame_count if "short_file" not in notes else decoded_until + 1,
         "fps_nominal": inst.fps_nominal,
         "fps_real": round(info.fps, 3),
+        "sha256": file_sha256(video),
         "width": info.width,
         "height": info.height,
         "frames": len(idx),
@@ -249,8 +252,10 @@ def _open_store(cfg: KeypointConfig, glosses: list[str]) -> None:
         "metadata": str(cfg.metadata),
         "nslt": str(cfg.nslt) if cfg.nslt else None,
         "extractor": "mediapipe holistic 0.10.21, model_complexity 1",
+        "drop_duplicates": cfg.drop_duplicates,
     }
-    open_store(cfg.out, STAGE, meta, ("kind", "num_keypoints", "max_frames", "num_classes"), glosses)
+    keys = ("kind", "num_keypoints", "max_frames", "num_classes", "drop_duplicates")
+    open_store(cfg.out, STAGE, meta, keys, glosses, assumed={"drop_duplicates": False})
 
 
 def run_keypoints(cfg: KeypointConfig, progress: bool = True) -> dict:
@@ -262,4 +267,5 @@ def run_keypoints(cfg: KeypointConfig, progress: bool = True) -> dict:
     glosses, chosen = select_instances(cfg.metadata, cfg.subset, cfg.nslt)
     _open_store(cfg, glosses)
     work = functools.partial(extract_instance, cfg=cfg)
-    return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers, progress=progress)
+    return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers,
+                     progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.core.files import atomic_save_npy, atomic_write_text
+from utils.core.files import atomic_save_npy, atomic_write_text, file_sha256
 from wlasl.clip_store import MANIFEST_COLUMNS
-from wlasl.geometry import FrameRange, resolve_range, square_crop, step_indices
+from wlasl.geometry import FrameRange, fit_bbox, resolve_range, square_crop, step_indices
 from wlasl.metadata import Instance
 from wlasl.stage import (
     Outcome,
@@ -46,7 +46,7 @@ STAGE = Stage(
     report="prepare_report.json",
     columns=MANIFEST_COLUMNS,
     skip_reasons=SKIP_REASONS,
-    notes=("padded", "clamped", "short_file", "step_fallback"),
+    notes=("padded", "clamped", "short_file", "step_fallback", "bbox_clamped", "bbox_rescaled"),
     data_dirs=("clips",),
 )
 
@@ -74,6 +74,7 @@ class PrepareConfig:
             with fewer videos than cores (``benchmarks/preprocess.py``).
         shard: ``(i, n)``: this job handles instances i, i+n, i+2n, ...
         strict: any skip makes the run fail (non-zero exit).
+        drop_duplicates: leave val/test videos byte-identical to a kept one out of the manifest.
         ext: video file extension.
     """
 
@@ -90,6 +91,7 @@ class PrepareConfig:
     decode_threads: int = 1
     shard: tuple[int, int] = (0, 1)
     strict: bool = False
+    drop_duplicates: bool = False
     ext: str = ".mp4"
 
     def __post_init__(self):
@@ -137,7 +139,8 @@ class MadeClip:
         range: the resolved frame range sampled from.
         crop: the square ``(x0, y0, x1, y1)`` cut from each frame.
         decoded: the decoder's result (frame count, fps, decoder, timings).
-        notes: ``short_file``, ``clamped``, ``padded``, ``step_fallback``.
+        notes: ``short_file``, ``clamped``, ``padded``, ``step_fallback``,
+            ``bbox_clamped``, ``bbox_rescaled`` (:func:`wlasl.geometry.fit_bbox`).
     """
 
     clip: np.ndarray
@@ -160,9 +163,13 @@ def make_clip(video: Path, inst: Instance, cfg: PrepareConfig) -> MadeClip:
             the frame, or the range starts past the end (``reason`` says which).
     """
 
+    fits = []
+
     def crop(width: int, height: int):
         try:
-            return square_crop(inst.bbox, width, height, cfg.margin)
+            fit = fit_bbox(inst.bbox, width, height)
+            fits.append(fit)
+            return square_crop(fit.bbox, width, height, cfg.margin)
         except ValueError as e:
             raise ClipSkip("bbox", str(e)) from None
 
@@ -189,7 +196,10 @@ def make_clip(video: Path, inst: Instance, cfg: PrepareConfig) -> MadeClip:
         raise ClipSkip("missing", str(e)) from None
     except DecodeError as e:
         raise ClipSkip("corrupt", str(e)) from None
-    box = square_crop(inst.bbox, decoded.width, decoded.height, cfg.margin)
+    fit = fits[-1]
+    box = square_crop(fit.bbox, decoded.width, decoded.height, cfg.margin)
+    if fit.status:
+        notes.append(fit.status)
     if rng.clamped:
         notes.append("clamped")
     if rng.length < cfg.frames:
@@ -232,6 +242,7 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
         "frame_count": decoded.frame_count if "short_file" not in notes else rng.last + 1,
         "fps_nominal": inst.fps_nominal,
         "fps_real": round(decoded.fps, 3),
+        "sha256": file_sha256(video),
         "bbox": " ".join(map(str, inst.bbox)),
         "crop": " ".join(map(str, made.crop)),
         "frames": cfg.frames,
@@ -258,14 +269,16 @@ def _store_meta(cfg: PrepareConfig, glosses: list[str]) -> dict:
         "subset": cfg.subset,
         "metadata": str(cfg.metadata),
         "nslt": str(cfg.nslt) if cfg.nslt else None,
+        "drop_duplicates": cfg.drop_duplicates,
     }
 
 
 def _open_store(cfg: PrepareConfig, glosses: list[str]) -> None:
     """Create the store, or check that an existing one was made the same way."""
-    keys = ("frames", "size", "frame_step", "margin", "num_classes")
-    # Stores made before --frame-step existed sampled uniformly: step 1.
-    open_store(cfg.out, STAGE, _store_meta(cfg, glosses), keys, glosses, assumed={"frame_step": 1})
+    keys = ("frames", "size", "frame_step", "margin", "num_classes", "drop_duplicates")
+    # Stores made before --frame-step / --drop-duplicates existed: step 1, duplicates kept.
+    assumed = {"frame_step": 1, "drop_duplicates": False}
+    open_store(cfg.out, STAGE, _store_meta(cfg, glosses), keys, glosses, assumed=assumed)
 
 
 def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
@@ -278,4 +291,5 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     glosses, chosen = select_instances(cfg.metadata, cfg.subset, cfg.nslt)
     _open_store(cfg, glosses)
     work = functools.partial(process_instance, cfg=cfg)
-    return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers, progress=progress)
+    return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers,
+                     progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip

@@ -20,12 +20,14 @@ instance. Everything around it lives here, once:
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,8 +89,28 @@ class Stage:
     extra: Callable[[list[dict]], dict] | None = None
 
 
-# Reasons the runner itself gives, whatever the stage.
-RUNNER_REASONS = ("video_id", "bbox")
+# Reasons the runner itself gives, whatever the stage: an unsafe id, a bbox the metadata
+# already marks unusable, an unexpected exception (``error``), and a val/test video
+# whose bytes another kept instance already has (``duplicate``, with --drop-duplicates).
+RUNNER_REASONS = ("video_id", "bbox", "error", "duplicate")
+# Splits in the order a duplicate is kept: train first (what a model learns from stays), then val.
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def guarded(work: Callable[[Instance], Outcome], inst: Instance) -> Outcome:
+    """``work(inst)``, with any exception it raises turned into a recorded ``error`` skip.
+
+    One instance's surprise (a file no reader expected, a bug) must not end a
+    stage over thousands of videos: the skip names the exception's type,
+    message and where it was raised, the item stays unwritten (a rerun
+    retries it), and the exit status says so (:func:`exit_status`).
+    """
+    try:
+        return work(inst)
+    except Exception as e:  # every other instance goes on; the report and the exit status carry this one
+        where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        at = f" (at {Path(where.filename).name}:{where.lineno} in {where.name})" if where else ""
+        return Outcome(inst.video_id, "skipped", "error", f"{type(e).__name__}: {e}{at}")
 
 
 def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
@@ -207,6 +229,12 @@ def add_stage_args(p, *, store: str) -> None:
         "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, else 0/1",
     )
     p.add_argument("--strict", action="store_true", help="exit non-zero if any instance is skipped")
+    p.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="leave val/test videos whose bytes equal another instance's (kept in train first) out of the store; "
+        "either way the report lists them as split_leakage",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -226,6 +254,7 @@ def run_stage(
     shard: tuple[int, int] = (0, 1),
     workers: int = 1,
     progress: bool = True,
+    drop_duplicates: bool = False,
 ) -> dict:
     """Run ``work`` on this shard's instances, write the shard report, assemble manifest and report.
 
@@ -238,6 +267,7 @@ def run_stage(
         shard: ``(i, n)``: this run handles instances i, i+n, ...
         workers: processes; 1 runs in this process.
         progress: show a progress bar.
+        drop_duplicates: leave val/test videos that duplicate a kept one out of the manifest.
 
     Returns:
         The assembled report (as written to ``stage.report``), plus ``"run"``:
@@ -250,6 +280,7 @@ def run_stage(
     todo = [x for x in mine if not x.problem]
     bar = _progress(len(mine), f"shard {i}/{n}" if n > 1 else stage.name, progress, stage.name.rstrip("s"))
     bar.update(len(outcomes))
+    work = functools.partial(guarded, work)
     if workers > 1 and len(todo) > 1:
         for k, result in run_pool(work, todo, workers=workers):
             if isinstance(result, Lost):
@@ -270,17 +301,66 @@ def run_stage(
     }
     shard_path = Path(out) / "reports" / f"shard-{i}-of-{n}.json"
     atomic_write_text(shard_path, json.dumps(shard_report, indent=1))
-    report = assemble(stage, out, [x.video_id for x in chosen], n)
+    report = assemble(stage, out, [x.video_id for x in chosen], n, drop_duplicates=drop_duplicates)
     lost = [o for o in outcomes if o.state == "lost"]
-    report["run"] = {"shard": [i, n], "shard_report": str(shard_path), "lost": [asdict(o) for o in lost]}
+    report["run"] = {
+        "shard": [i, n], "shard_report": str(shard_path), "report": str(Path(out) / stage.report),
+        "lost": [asdict(o) for o in lost],
+    }  # fmt: skip
     return report
 
 
-def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict:
+def duplicate_groups(rows: list[dict]) -> list[dict]:
+    """Instances whose source videos are byte-identical (same ``sha256``), as report entries.
+
+    WLASL lists some URLs twice, so one file can stand under two video ids,
+    sometimes in two splits: a test clip the model trained on. Each group:
+    ``sha256``, its ``videos`` (``video_id``, ``split``, ``gloss``, in keep
+    order: train first), and whether it spans splits (``leak``) or glosses.
+    """
+    by_hash: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("sha256"):
+            by_hash.setdefault(r["sha256"], []).append(r)
+    groups = []
+    for digest, members in sorted(by_hash.items()):
+        if len(members) < 2:
+            continue
+        members = sorted(members, key=_keep_order)
+        groups.append({
+            "sha256": digest,
+            "videos": [{"video_id": r["video_id"], "split": r["split"], "gloss": r["gloss"]} for r in members],
+            "leak": len({r["split"] for r in members}) > 1,
+            "glosses": sorted({r["gloss"] for r in members}),
+        })  # fmt: skip
+    return groups
+
+
+def _keep_order(row: dict) -> tuple:
+    split = row.get("split")
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), row["video_id"])
+
+
+def _dropped_duplicates(groups: list[dict]) -> dict[str, dict]:
+    """``--drop-duplicates``: the val and test members of each group after the first member kept, as skips."""
+    dropped = {}
+    for g in groups:
+        kept = g["videos"][0]
+        for v in g["videos"][1:]:
+            if v["split"] in ("val", "test"):
+                detail = f"same video bytes as {kept['video_id']} ({kept['split']}, sha256 {g['sha256'][:12]}...)"
+                dropped[v["video_id"]] = {"video_id": v["video_id"], "reason": "duplicate", "detail": detail}
+    return dropped
+
+
+def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int, *, drop_duplicates: bool = False) -> dict:
     """Build ``manifest.csv`` and the stage report from what is on disk.
 
     A pure function of the row files and shard reports, so any shard (or a
     rerun) can call it; the last shard to finish writes the complete result.
+    With ``drop_duplicates``, val and test instances whose video bytes a kept
+    instance already has leave the manifest (recorded skips, reason
+    ``duplicate``); either way every such group is listed in the report.
     """
     out = Path(out)
     rows = []
@@ -290,6 +370,9 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict
         row_path = out / "rows" / f"{vid}.json"
         if row_path.is_file():
             rows.append(json.loads(row_path.read_text()))
+    groups = duplicate_groups(rows)
+    dropped = _dropped_duplicates(groups) if drop_duplicates else {}
+    rows = [r for r in rows if r["video_id"] not in dropped]
     buf = io.StringIO()
     # extrasaction: rows may carry more than the manifest shows (the keypoint stage's frame lists).
     writer = csv.DictWriter(buf, fieldnames=stage.columns, lineterminator="\n", extrasaction="ignore")
@@ -298,7 +381,7 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict
     atomic_write_text(out / "manifest.csv", buf.getvalue())
 
     written = {r["video_id"] for r in rows}
-    skipped, lost, done_shards, wall_s = {}, {}, [], 0.0
+    skipped, lost, done_shards, wall_s = dict(dropped), {}, [], 0.0
     for k in range(shards):
         path = out / "reports" / f"shard-{k}-of-{shards}.json"
         if not path.is_file():
@@ -307,7 +390,7 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict
         done_shards.append(k)
         wall_s += rep["wall_s"]
         for o in rep["outcomes"]:
-            if o["video_id"] in written:
+            if o["video_id"] in written or o["video_id"] in dropped:
                 continue
             entry = {"video_id": o["video_id"], "reason": o["reason"], "detail": o["detail"]}
             if o["state"] == "skipped":
@@ -315,6 +398,7 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict
             elif o["state"] == "lost":
                 lost[o["video_id"]] = entry
     reasons = tuple(dict.fromkeys(stage.skip_reasons + RUNNER_REASONS))
+    errors = sorted(v for v, s in skipped.items() if s["reason"] == "error")
     report = {
         "requested": len(video_ids),
         "written": len(rows),
@@ -322,10 +406,16 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int) -> dict
         "skipped_by_reason": {r: sum(1 for s in skipped.values() if s["reason"] == r) for r in reasons},
         **{note: sorted(r["video_id"] for r in rows if note in r["status"].split("+")) for note in stage.notes},
         "lost": sorted(lost),
+        "errors": errors,
         "shards_done": done_shards,
         "shards": shards,
-        "complete": len(done_shards) == shards,
+        # Complete: every shard ran and no instance is owed a retry (lost to a dead worker, or an
+        # unexpected error). A store that is not complete is not ready to train on.
+        "complete": len(done_shards) == shards and not lost and not errors,
         "wall_s_total": round(wall_s, 3),
+        "duplicates_dropped": drop_duplicates,
+        "split_leakage": [g for g in groups if g["leak"]],
+        "duplicates": groups,
         "skips": sorted(skipped.values(), key=lambda s: s["video_id"]),
         "lost_detail": sorted(lost.values(), key=lambda s: s["video_id"]),
     }
@@ -351,8 +441,16 @@ def summary(report: dict, unit: str = "clips") -> str:
         if count:
             example = next(s for s in report["skips"] if s["reason"] == reason)
             lines.append(f"  skipped {count:>5} {reason:<12} e.g. {example['video_id']}: {example['detail']}")
-    if not report["complete"]:
-        missing = sorted(set(range(report["shards"])) - set(report["shards_done"]))
+    for note in ("bbox_rescaled", "bbox_clamped"):
+        if report.get(note):
+            lines.append(f"  {len(report[note])} bboxes did not fit their video ({note}, e.g. {report[note][0]}; see its manifest row)")
+    leaks = report.get("split_leakage", [])
+    if leaks:
+        example = ", ".join(f"{v['video_id']} ({v['split']})" for v in leaks[0]["videos"])
+        action = "dropped from val/test" if report.get("duplicates_dropped") else "kept: --drop-duplicates drops them from val/test"
+        lines.append(f"  split leakage: {len(leaks)} videos appear byte-identical in two splits, e.g. {example}; {action}")
+    missing = sorted(set(range(report["shards"])) - set(report["shards_done"]))
+    if missing:
         lines.append(f"  shards still to run: {missing} (manifest holds what is done so far)")
     return "\n".join(lines)
 
@@ -371,10 +469,26 @@ def lost_error(report: dict) -> str:
 
 
 def exit_status(report: dict, *, strict: bool) -> int:
-    """A stage's exit code, saying why on stderr: 3 instances lost to a dead worker, 1 skips under ``--strict``, else 0."""
+    """A stage's exit code, saying why on stderr.
+
+    3: instances lost to a dead worker; 4: instances that raised an
+    unexpected error (every other instance was processed); 1: skips under
+    ``--strict``; else 0. 3 and 4 leave the store incomplete: a rerun
+    retries exactly those instances.
+    """
     if lost_error(report):
         print(lost_error(report), file=sys.stderr)
         return 3
+    errors = [s for s in report["skips"] if s["reason"] == "error"]
+    if errors:
+        first = errors[0]
+        print(
+            f"error: {len(errors)} instance(s) raised an unexpected error, e.g. {first['video_id']}: {first['detail']}. "
+            f"Every other instance was processed; these are listed in {report.get('run', {}).get('report', 'the stage report')} "
+            "(reason 'error'). Rerun the same command to retry them; if one fails again, please report its message.",
+            file=sys.stderr,
+        )
+        return 4
     if strict and report["skipped"]:
         print(f"error: --strict and {report['skipped']} instances were skipped", file=sys.stderr)
         return 1

@@ -124,7 +124,7 @@ def make_synthetic_keypoints(
             rows.append(
                 {"video_id": video_id, "gloss": names[label], "label": label, "split": split, "signer_id": j % 5,
                  "source": "synthetic-pose", "frame_start": 1, "frame_end": t, "frame_count": t, "fps_nominal": 25.0,
-                 "fps_real": 25.0, "width": 1280, "height": 720, "frames": t, **counts, "decoder": "none",
+                 "fps_real": 25.0, "sha256": "", "width": 1280, "height": 720, "frames": t, **counts, "decoder": "none",
                  "status": "ok", "path": f"keypoints/{video_id}.npz"}
             )
     lines = [",".join(KEYPOINT_COLUMNS)] + [",".join(str(r[c]) for c in KEYPOINT_COLUMNS) for r in rows]

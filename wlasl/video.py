@@ -100,6 +100,8 @@ def open_video(path: str | Path, *, threads: int = 1, decoders: Iterable[str] = 
             continue  # e.g. no PyAV in the pose environment
         except DecodeError as e:
             first_error = first_error or e
+        except Exception as e:  # a file one reader cannot open goes to the next
+            first_error = first_error or DecodeError(f"{path}: {name} cannot open the file ({type(e).__name__}: {e})")
     raise first_error or DecodeError(f"{path}: none of the decoders {tuple(decoders)} is installed")
 
 
@@ -130,7 +132,8 @@ def decode_frames(
         size: scale the crop to ``size`` x ``size``; None = no scaling.
         threads: FFmpeg decoding threads per video.
         decoders: tried in order; the next one is tried when a decoder cannot
-            open the file or decodes no frame of it.
+            open the file, decodes no frame of it, or raises anything while
+            reading it.
 
     Exceptions raised by the ``wanted`` and ``crop`` functions propagate
     unchanged, so a caller can tell its own refusals from decoding errors.
@@ -143,13 +146,13 @@ def decode_frames(
     _check_exists(path)
     decoders = tuple(decoders)
     first_error = None
-    for k, name in enumerate(decoders):
+    for name in decoders:
         try:
             with open_video(path, threads=threads, decoders=(name,)) as video:
                 info = video.info
-                indices = wanted(info.frame_count) if callable(wanted) else wanted
+                indices = _call(wanted, info.frame_count) if callable(wanted) else wanted
                 indices = sorted({int(i) for i in indices})
-                box = crop(info.width, info.height) if callable(crop) else crop
+                box = _call(crop, info.width, info.height) if callable(crop) else crop
                 frames = dict(video.frames(indices, box, size)) if indices else {}
                 if indices and video.decoded_until < 0:
                     raise DecodeError(f"{path}: no decodable frame (corrupt or truncated file)")
@@ -157,8 +160,25 @@ def decode_frames(
                     frames, info.frame_count, video.decoded_until, info.fps, info.width, info.height,
                     info.decoder, video.decode_s, video.scale_s,
                 )
+        except _CallerError as e:
+            raise e.error from None
         except DecodeError as e:
             first_error = first_error or e
-            if k == len(decoders) - 1:
-                break
+        except Exception as e:  # a reader that breaks on a file hands it to the next one
+            first_error = first_error or DecodeError(f"{path}: {name} failed ({type(e).__name__}: {e})")
     raise first_error or DecodeError(f"{path}: none of the decoders {decoders} is installed")
+
+
+class _CallerError(Exception):
+    """Carries an exception raised by the caller's ``wanted`` or ``crop`` function past the readers' fallback."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # re-raised unchanged by decode_frames
+        raise _CallerError(e) from e

@@ -8,6 +8,7 @@ swscale pass straight from the decoder's YUV.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,15 @@ SEEK_MIN_FRAMES = 32
 SCALE_FLAGS = "area+full_chroma_int"
 
 Box = tuple[int, int, int, int]
+
+# FFmpeg filters that turn a frame with a display rotation of 0/90/180/270
+# degrees (counter-clockwise) upright.
+_TURN_FILTERS = {0: (), 1: (("transpose", "cclock"),), 2: (("hflip", ""), ("vflip", "")), 3: (("transpose", "clock"),)}
+
+
+def _quarter_turns(degrees: float) -> int:
+    """A display rotation in degrees -> counter-clockwise quarter turns 0..3 (nearest)."""
+    return int(round(float(degrees or 0) / 90.0)) % 4
 
 
 class DecodeError(ValueError):
@@ -89,9 +99,13 @@ class _PyAVReader(Reader):
         # issues 751, 909): never set one here.
         self._av, self._path = av, path
         try:
-            self._container = av.open(str(path))
-        except (av.error.FFmpegError, OSError) as e:
-            raise DecodeError(f"{path}: PyAV cannot open the file ({e})") from None
+            # About 1.6% of real WLASL files carry stream tags that are not
+            # UTF-8 (a Latin-1 or GBK handler name); PyAV decodes every tag
+            # at open and would raise UnicodeDecodeError. The tags are never
+            # read here, so undecodable bytes become U+FFFD.
+            self._container = av.open(str(path), metadata_errors="replace")
+        except Exception as e:  # whatever PyAV raises at open, the next reader tries
+            raise DecodeError(f"{path}: PyAV cannot open the file ({type(e).__name__}: {e})") from None
         if not self._container.streams.video:
             self._container.close()
             raise DecodeError(f"{path}: no video stream")
@@ -107,7 +121,18 @@ class _PyAVReader(Reader):
             # the duration, as OpenCV does; decoding shows the truth.
             count = int(round(float(stream.duration * stream.time_base) * fps))
         cc = stream.codec_context
-        self.info = VideoInfo(count, fps, int(cc.width), int(cc.height), "pyav")
+        # The display rotation (phone videos) is a property of the frames in
+        # PyAV, so the first frame is decoded now: the caller's crop is
+        # planned in the upright frame, as OpenCV (which turns frames upright
+        # itself) and every player show it.
+        self._decoding = self._container.decode(stream)
+        try:
+            self._peeked = next(self._decoding)
+        except (StopIteration, av.error.FFmpegError):
+            self._peeked = None  # frames() finds nothing either: decode_frames reports it
+        self._turns = _quarter_turns(self._peeked.rotation if self._peeked is not None else 0)
+        width, height = (int(cc.height), int(cc.width)) if self._turns % 2 else (int(cc.width), int(cc.height))
+        self.info = VideoInfo(count, fps, width, height, "pyav")
 
     def _graph(self, frame, crop: Box | None, size: int | None):
         """crop -> scale (+ YUV->RGB) -> rgb24, built for this frame's geometry."""
@@ -115,6 +140,10 @@ class _PyAVReader(Reader):
         graph = av.filter.Graph()
         src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=frame.time_base)
         nodes = [src]
+        # Upright first (the crop box is in upright coordinates): FFmpeg's
+        # rotation is counter-clockwise, as np.rot90.
+        for turn in _TURN_FILTERS[self._turns]:
+            nodes.append(graph.add(*turn))
         if crop is not None:
             x0, y0, x1, y1 = crop
             # exact=1: keep odd offsets (chroma moves by half a sample, well
@@ -137,6 +166,7 @@ class _PyAVReader(Reader):
         frame-rate arithmetic, so variable-rate files keep exact numbers.
         Demuxing reads no pixels; it stops a reorder window past ``last``.
         """
+        self._rewind()  # the index counts packets from the first one
         pts, keys = [], []
         for packet in self._container.demux(self._stream):
             if packet.size == 0 or packet.is_discard:
@@ -168,10 +198,14 @@ class _PyAVReader(Reader):
             except av.error.FFmpegError:
                 index = None
             if index is None:
-                self._container.seek(0, stream=self._stream, backward=True)
+                self._rewind()
+            decoding = self._container.decode(self._stream)
+        else:
+            # From the start: the frame decoded at open comes first.
+            decoding = itertools.chain([self._peeked] if self._peeked is not None else [], self._decoding)
+        self._peeked = None
         graph, shape = None, None
         count, prev = -1, None
-        decoding = self._container.decode(self._stream)
         clock = time.process_time
         while True:
             t0 = clock()
@@ -205,6 +239,9 @@ class _PyAVReader(Reader):
             if i >= last:
                 break
 
+    def _rewind(self) -> None:
+        self._container.seek(0, stream=self._stream, backward=True)
+
     def close(self) -> None:
         self._container.close()
 
@@ -224,7 +261,14 @@ class _OpenCVReader(Reader):
         cv2.setNumThreads(1)
         self._cv2, self._path = cv2, path
         # Its FFmpeg decoder otherwise starts one thread per core.
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, max(threads, 1)])
+        try:
+            self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, max(threads, 1)])
+        except Exception as e:  # whatever OpenCV raises at open, the next reader tries
+            raise DecodeError(f"{path}: OpenCV cannot open the file ({type(e).__name__}: {e})") from None
+        # Frames come upright (the display rotation applied), as from the PyAV reader.
+        # OpenCV's FFmpeg backend does this by default; said here so a changed default cannot turn them.
+        if hasattr(cv2, "CAP_PROP_ORIENTATION_AUTO"):
+            self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         if not self._cap.isOpened():
             self._cap.release()
             raise DecodeError(f"{path}: OpenCV/FFmpeg cannot open the file (corrupt or not a video)")

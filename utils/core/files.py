@@ -25,6 +25,7 @@ __all__ = [
     "atomic_save_npz",
     "atomic_write_bytes",
     "atomic_write_text",
+    "file_sha256",
     "fsync_files",
     "remove_stale_temps",
 ]
@@ -140,3 +141,14 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = 600.0) -> int:
         except FileNotFoundError:
             pass  # another shard cleaned it first
     return removed
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file's bytes (read in 1 MiB chunks: a 1080p clip is a few MB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
