@@ -28,8 +28,9 @@ FRAMES = 16
 CLASSES = 4
 # Small networks: seconds on two CPU cores.
 TINY = {
+    "pose_linear": {},
     "pose_lstm": {"hidden": 32, "layers": 1},
-    "pose_transformer": {"dim": 32, "heads": 4, "encoder_layers": 1, "decoder_layers": 1, "feedforward": 64},
+    "pose_transformer": {"dim": 32, "heads": 4, "layers": 1, "feedforward": 64},
 }
 
 
@@ -59,7 +60,7 @@ def _cfg(store, results, name, **train):
     })  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["pose_lstm", "pose_transformer"])
+@pytest.mark.parametrize("name", ["pose_linear", "pose_lstm", "pose_transformer"])
 def test_pose_models_learn_hand_motion_through_the_engine(pose_store, tmp_path, name):
     record = run(_cfg(pose_store, tmp_path, name))
     assert record.status == "completed" and record.framework == "torch"
@@ -75,18 +76,20 @@ def test_pose_models_learn_hand_motion_through_the_engine(pose_store, tmp_path, 
 
 
 def test_registry_entries():
-    assert [n for n in list_models() if get_model(n).family == "pose"] == ["pose_lstm", "pose_transformer"]
+    assert [n for n in list_models() if get_model(n).family == "pose"] == ["pose_linear", "pose_lstm", "pose_transformer"]
     # The suite's own RGB models (tests register stand-ins of their own in the same process).
     rgb = [get_model(n).order for n in list_models()
            if get_model(n).input == "clip" and get_model(n).builder.__module__.startswith("models.")]  # fmt: skip
-    for name, display in (("pose_lstm", "Pose-LSTM"), ("pose_transformer", "Pose-Transformer")):
+    for name, display, frames in (("pose_linear", "Pose-Linear", 20), ("pose_lstm", "Pose-LSTM", 50),
+                                  ("pose_transformer", "Pose-Transformer", 50)):  # fmt: skip
         spec = get_model(name)
-        assert (spec.input, spec.framework, spec.display, spec.frames, spec.size) == ("keypoints", "torch", display, 50, None)
+        assert (spec.input, spec.framework, spec.display, spec.frames, spec.size) == ("keypoints", "torch", display, frames, None)
         assert spec.order > max(rgb)
         assert spec.store_name(100) == "wlasl100_pose" and spec.store_name("${subset}") == "wlasl${subset}_pose"
     assert get_model("x3d_s").store_name(300) == "wlasl300_224"
     assert {o.name for o in get_model("pose_lstm").options} == {"hidden", "layers", "bidirectional"}
-    assert {o.name for o in get_model("pose_transformer").options} >= {"dim", "heads", "encoder_layers"}
+    assert {o.name for o in get_model("pose_transformer").options} == {"dim", "heads", "layers", "feedforward"}
+    assert get_model("pose_linear").options == ()
 
 
 @pytest.mark.parametrize(
@@ -153,7 +156,29 @@ def test_shoulders_set_centre_and_scale_and_missing_parts_are_zero():
     xy = f[..., : 2 * NUM_KEYPOINTS].reshape(2, 3, NUM_KEYPOINTS, 2)
     assert torch.allclose(xy[0, 0, 11], torch.tensor([0.5, 0.0])) and torch.allclose(xy[0, 0, 12], torch.tensor([-0.5, 0.0]))
     assert (xy[0, 1, part_slices()["left_hand"]] == 0).all()
-    assert f[0, 1, -3].item() == 0.0 and f[0, 0, -3].item() == 1.0  # the left hand's presence flag
+    flag = 3 * NUM_KEYPOINTS + 1  # the left hand's presence flag, after x, y and c of every keypoint
+    assert f[0, 1, flag].item() == 0.0 and f[0, 0, flag].item() == 1.0
+    shape = f[..., FEATURES - 84 : FEATURES - 42]  # the left hand's shape
+    assert (shape[0, 1] == 0).all() and shape[0, 0].abs().sum() > 0
+
+
+def test_hand_shape_features_ignore_where_the_hand_is_and_its_size_but_not_its_shape():
+    """The hand's own scale: moving or scaling one hand (not the body) leaves its shape features unchanged."""
+    from models._torch_pose import FEATURES, keypoint_features
+
+    x = _random_pose(np.random.default_rng(5), frames=4)
+    x[..., part_slices()["right_hand"], 3] = 1
+    hand = part_slices()["right_hand"]
+    moved = x.copy()
+    wrist = x[:, :, hand.start : hand.start + 1, :2]
+    moved[:, :, hand, :2] = (x[:, :, hand, :2] - wrist) * 0.4 + wrist + np.array([55.0, -20.0], np.float32)
+    a, b = keypoint_features(torch.from_numpy(x)), keypoint_features(torch.from_numpy(moved))
+    shape = slice(FEATURES - 42, FEATURES)
+    assert torch.allclose(a[..., shape], b[..., shape], atol=1e-4)
+    assert not torch.allclose(a[..., : 2 * NUM_KEYPOINTS], b[..., : 2 * NUM_KEYPOINTS], atol=1e-3)  # the body view moved
+    bent = x.copy()
+    bent[:, :, hand.start + 8, :2] += 30.0  # the index fingertip bends
+    assert not torch.allclose(a[..., shape], keypoint_features(torch.from_numpy(bent))[..., shape], atol=1e-2)
 
 
 def test_augmentation_is_reproducible_from_seed_epoch_and_index(pose_store):
@@ -234,4 +259,4 @@ def test_train_cli_offers_the_pose_options(capsys):
     args = p.parse_args(["--variant", "transformer", "--data", "d", "--dim", "64", "--heads", "4"])
     assert args.variant == "transformer"
     help_text = p.format_help()
-    assert "--hidden" in help_text and "--encoder-layers" in help_text and "lstm" in help_text
+    assert "--hidden" in help_text and "--layers" in help_text and "--feedforward" in help_text and "linear" in help_text
