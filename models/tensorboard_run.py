@@ -25,7 +25,10 @@ Points a killed process wrote after its last checkpoint go with them. That
 cannot be left to TensorBoard: measured with TensorBoard 2.20, a later file
 that repeats steps 3-4 of an earlier file's 1-5 is served as 1, 2, 3', 4' by
 the Rust data server (the default) but as 1, 2, 3, 4, 5, 3', 4' by the
-Python loader (``--load_fast=false``).
+Python loader (``--load_fast=false``). A server already running when a job
+restarts has read the old file: the Rust server replaces repeated steps as
+above; for the Python loader the new file opens with a ``SessionLog.START``
+(:func:`utils.core.tb_events.restart`), on which it drops what it held.
 """
 
 from __future__ import annotations
@@ -206,8 +209,9 @@ class RunBoard:
         old = ev.event_files(self.folder)
         path = self.folder / ev.event_file_name(self.folder)
         # The kept points reach their new file before the old files go: a kill in between
-        # leaves copies, which the next start drops the same way.
-        ev.write_file(path, _kept(old, keep_epochs, keep_steps))
+        # leaves copies, which the next start drops the same way. The restart marker first, so a
+        # TensorBoard that already shows the old file replaces its points instead of adding these.
+        ev.write_file(path, [ev.restart(), *_kept(old, keep_epochs, keep_steps)])
         for p in old:
             p.unlink(missing_ok=True)
         self._file = ev.EventFile(path)

@@ -3,11 +3,12 @@
 Under one ``results/`` folder: a finished PyTorch run, a run stopped with
 SIGUSR1 and resumed, a run killed with SIGKILL after writing an epoch it had
 not checkpointed and rerun, a Keras dry run with ``--tensorboard``, and a
-3-trial tuning study. Two servers read them: one over ``results/`` (the
-default Rust data server) and one over the study alone (the Python loader,
-``--load_fast=false``, which serves a repeated step as it is, so a duplicate
-would show). Training uses the tests' tiny PyTorch family (and a tiny Conv3D
-on the Keras side): the events do not depend on the network.
+3-trial tuning study. Two servers read them: one over ``results/`` with the
+Python loader (``--load_fast=false``, which serves a step written twice
+twice), already showing the stopped and the killed run when they restart,
+and one over the study alone with the default Rust data server. Training
+uses the tests' tiny PyTorch family (and a tiny Conv3D on the Keras side):
+the events do not depend on the network.
 """
 
 from __future__ import annotations
@@ -150,14 +151,14 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """TensorBoard over results/ (default loader) and over the study alone (Python loader).
+    """TensorBoard over results/ (Python loader) and over the study alone (default loader).
 
     Started before anything is written: a server takes ~8 s of CPU to start (it imports
     TensorFlow), which the training below overlaps, and it picks up folders as they appear.
     """
     root = tmp_path_factory.mktemp("tb") / "results"
     (root / "tuning" / STUDY).mkdir(parents=True)
-    every, study = Board(root), Board(root / "tuning" / STUDY, "--load_fast=false")
+    every, study = Board(root, "--load_fast=false"), Board(root / "tuning" / STUDY)
     yield root, every, study
     every.stop()
     study.stop()
@@ -183,11 +184,7 @@ def results(servers, store, toy):
     out["codes"] = {"cut": cut.returncode, "crash": crash.returncode}
     out["stopped_at"] = json.loads((results / "runs" / "cut" / "checkpoints" / "state.json").read_text())["checkpoints"][0]
     out["crash_files"] = len(tb_events.event_files(results / "runs" / "crash" / "tb"))
-    reruns = {name: _child(store, results, name) for name in ("cut", "crash")}
-    for name, proc in reruns.items():
-        out[name].append(proc.communicate(timeout=120)[0])
-        out["codes"][name + "_rerun"] = proc.returncode
-
+    # In-process runs meanwhile (the server starts on the other core).
     with pytest.MonkeyPatch.context() as mp:
         import models.lifecycle
 
@@ -209,6 +206,15 @@ def results(servers, store, toy):
             "--variant", "small", "--data", str(store), "--frames", "8", "--size", "32", "--results", str(results),
             "--workers", "0", "--config", str(store.parent / "short.yaml")]  # fmt: skip
     out["codes"]["study"] = tune("toy", argv)
+
+    # The server shows both runs as the killed processes left them (the crash run's unsaved epoch 2
+    # included) before they restart: what it serves afterwards must have replaced those points.
+    every = servers[1]
+    every.wait(lambda b: len(b.scalars("runs/crash/tb", "epoch/val_loss")) == 2 and b.scalars("runs/cut/tb", "epoch/val_loss"))
+    reruns = {name: _child(store, results, name) for name in ("cut", "crash")}
+    for name, proc in reruns.items():
+        out[name].append(proc.communicate(timeout=120)[0])
+        out["codes"][name + "_rerun"] = proc.returncode
     return out
 
 
@@ -363,4 +369,5 @@ def test_dry_runs_and_no_tensorboard_write_none_and_switching_it_never_blocks_a_
     # Not a result-shaping setting: the same run resumes for a second epoch with the event files on.
     assert main("toy", _argv(store, tmp_path, "quiet", "--epochs", "2", "--tensorboard")) == 0
     (events,) = tb_events.event_files(run_dir / "tb")
-    assert sorted({e.step for e in tb_events.read_events(events) if e.summary.value[0].tag == "epoch/val_top1"}) == [2]
+    steps = [e.step for e in tb_events.read_events(events) for v in e.summary.value if v.tag == "epoch/val_top1"]
+    assert steps == [2]

@@ -43,6 +43,7 @@ __all__ = [
     "image",
     "read_events",
     "remove_pending",
+    "restart",
     "scalar",
     "session_end",
     "session_start",
@@ -152,6 +153,17 @@ class EventFile:
 
     def close(self) -> None:
         self._f.close()
+
+
+def restart(wall_time: float | None = None) -> Event:
+    """A ``SessionLog.START`` at step 0: "what follows replaces everything before it in this folder".
+
+    TensorBoard's Python loader (``--load_fast=false``) ignores a folder's
+    first START and, at a later one, drops every point it holds with a step
+    >= the START's: at step 0, all of them. A server that was already
+    showing the folder then serves the rewritten file instead of both.
+    """
+    return Event(wall_time=wall_time or time.time(), step=0, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
 
 
 def scalar(tag: str, value: float, step: int, wall_time: float | None = None) -> Event:
