@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/loader.py --size 172 --clips 96
 	$(PY) benchmarks/loader_tf.py
 	$(PY) benchmarks/loader_torch.py
+	$(PY) benchmarks/tensorboard_events.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models.figures import confusion_figure, png_bytes
 from utils.core.files import atomic_write_bytes, atomic_write_text
 from utils.core.metrics import confusion_matrix, evaluate_logits, softmax
 
-__all__ = ["SCORE_SPLITS", "read_scores", "write_split"]
+__all__ = ["SCORE_SPLITS", "class_summary", "read_scores", "top_classes", "write_split"]
 
 SCORE_SPLITS = ("train", "val", "test")
 
@@ -51,26 +52,22 @@ def write_split(
     if split == "train":
         return metrics
     probs = softmax(logits.astype(np.float64)) if len(logits) else logits
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    order = top_classes(logits)
     rows = [["video_id", "label", "gloss", "pred", "pred_gloss", "correct", "top5", "prob"]]
     for vid, y, top, p in zip(video_ids, labels, order, probs):
         pred = int(top[0])
         rows.append([vid, int(y), glosses[int(y)], pred, glosses[pred], int(pred == int(y)), " ".join(map(str, top)), f"{p[pred]:.6f}"])
     _write_csv(run_dir / f"predictions_{split}.csv", rows)
 
-    n = len(glosses)
-    preds = order[:, 0] if len(order) else np.zeros(0, np.int64)
-    cm = confusion_matrix(labels, preds, n)
+    cm, top1, top5, counts = class_summary(labels, order, len(glosses))
     _write_csv(run_dir / f"confusion_{split}.csv", [["label", "gloss", *glosses]] + [[i, g, *row] for i, (g, row) in enumerate(zip(glosses, cm.tolist()))])
-    in5 = (order == labels[:, None]).any(axis=1) if len(order) else np.zeros(0, bool)
     per_class = [["label", "gloss", "n", "top1", "top5"]]
     for c, gloss in enumerate(glosses):
-        mask = labels == c
-        k = int(mask.sum())
-        per_class.append([c, gloss, k, _ratio((preds[mask] == c).sum(), k), _ratio(in5[mask].sum(), k)])
+        per_class.append([c, gloss, int(counts[c]), _ratio(top1[c]), _ratio(top5[c])])
     _write_csv(run_dir / f"per_class_{split}.csv", per_class)
     if split == "test":
-        _plot_confusion(run_dir / "plots" / "confusion_test.png", cm, glosses)
+        fig = confusion_figure(cm, glosses, "test confusion (row-normalised)")
+        atomic_write_bytes(run_dir / "plots" / "confusion_test.png", png_bytes(fig))
     return metrics
 
 
@@ -87,31 +84,37 @@ def read_scores(run_dir: str | Path, split: str) -> dict:
         return {k: z[k] for k in ("video_id", "label", "logits", "glosses")}
 
 
-def _ratio(num, den) -> str:
-    return "" if den == 0 else f"{num / den:.6f}"
+def class_summary(labels: np.ndarray, order: np.ndarray, num_classes: int) -> tuple[np.ndarray, ...]:
+    """The confusion matrix, per-class top-1 and top-5 (NaN for a class without clips) and clips per class.
+
+    Args:
+        labels: true class per clip.
+        order: each clip's classes by score, best first (at least the top 5, or all when fewer).
+        num_classes: the class count.
+    """
+    labels = np.asarray(labels, np.int64)
+    preds = order[:, 0] if len(order) else np.zeros(0, np.int64)
+    cm = confusion_matrix(labels, preds, num_classes)
+    in5 = (order[:, :5] == labels[:, None]).any(axis=1) if len(order) else np.zeros(0, bool)
+    counts = np.bincount(labels, minlength=num_classes)[:num_classes]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        top1 = np.diag(cm) / counts
+        top5 = np.bincount(labels[in5], minlength=num_classes)[:num_classes] / counts
+    return cm, np.where(counts > 0, top1, np.nan), np.where(counts > 0, top5, np.nan), counts
+
+
+def top_classes(logits: np.ndarray) -> np.ndarray:
+    """Each clip's 5 best classes (or all, when fewer), best first; ties go to the lower index."""
+    logits = np.asarray(logits, np.float64)
+    probs = softmax(logits) if len(logits) else logits
+    return np.argsort(-probs, axis=1, kind="stable")[:, :5]
+
+
+def _ratio(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.6f}"
 
 
 def _write_csv(path: Path, rows: list[list]) -> None:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def _plot_confusion(path: Path, cm: np.ndarray, glosses: list[str]) -> None:
-    """Row-normalised confusion matrix as a PNG (gloss labels up to 30 classes)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-
-    n = len(glosses)
-    side = min(4 + 0.12 * n, 20)
-    fig = Figure(figsize=(side, side))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-    ax.set(xlabel="predicted", ylabel="true", title="test confusion (row-normalised)")
-    if n <= 30:
-        ax.set_xticks(range(n), glosses, rotation=90)
-        ax.set_yticks(range(n), glosses)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())

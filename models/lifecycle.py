@@ -4,9 +4,10 @@
 run writes (``config.json``, ``metrics.json`` through running / stopped /
 failed / completed, ``history.csv``, the evaluation outputs), when it may
 resume, which epoch is best, the learning rate of each epoch and when to
-stop (through :mod:`models.policy`), the checkpoint bookkeeping and every
-log line. The engine supplies framework code only: a :class:`Checkpointer`
-that saves and loads its files, and the epochs and predictions themselves.
+stop (through :mod:`models.policy`), the checkpoint bookkeeping, every
+log line and the TensorBoard events (``tb/``, :mod:`models.tensorboard_run`).
+The engine supplies framework code only: a :class:`Checkpointer` that saves
+and loads its files, and the epochs and predictions themselves.
 
 Checkpoints (``checkpoints/``): the engine writes its files under names the
 run gives it (``last-e3s0``, ``best-e2``); ``state.json`` then records them,
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from models import policy
+from models.tensorboard_run import TB_DIR, RunBoard, run_hparams
 from utils.core.config import RunConfig
 from utils.core.files import atomic_write_text
 from utils.core.preempt import Preempted
@@ -113,6 +115,9 @@ class Run:
             env={**env, "num_classes": num_classes}, tags=dict(cfg.tags),
         )  # fmt: skip
         self.history: list[policy.EpochResult] = []
+        self.board: RunBoard | None = None  # opened by resume(), once the resume point is known
+        self._steps_per_epoch: int | None = None  # learnt from step(); kept in the checkpoint state
+        self._beat: tuple = (None, 0.0, 0.0, 0)  # (epoch, loss, correct, count) at the last heartbeat
         self.epoch = 0
         self.stopped_early = False
         self._best: dict | None = None
@@ -221,11 +226,17 @@ class Run:
             except BaseException as e:
                 error = str(e) if isinstance(e, NonFiniteLoss) else f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
                 self.save_record("failed", error)
+                if self.board:
+                    self.board.end("failure", self.epoch)
                 raise
+            finally:
+                if self.board:
+                    self.board.close()
 
     def resume(self, ckpt: Checkpointer) -> Sums:
         """Restore the newest loadable checkpoint (if any); returns the partial epoch's sums to continue from."""
         if self.state is None:
+            self._open_board(0, 0)
             return Sums()
         for i, entry in enumerate(self.state["checkpoints"]):
             try:
@@ -253,7 +264,14 @@ class Run:
         self.record.env["resumed_from"] = {"epoch": self.epoch + 1, "step": e["step"], "checkpoint": e["files"][0]}
         self.log(f"resuming {self.record.run_id} from epoch {self.epoch + 1}, step {e['step']} "
                  f"(checkpoint {self.ckpt_dir / e['files'][0]})")  # fmt: skip
+        self._steps_per_epoch = e.get("steps_per_epoch")
+        self._open_board(self.epoch, self.epoch * (self._steps_per_epoch or 0) + e["step"])
         return Sums(**e["sums"]) if e.get("sums") else Sums()
+
+    def _open_board(self, epochs: int, steps: int) -> None:
+        """TensorBoard's folder for this process: what the resume point keeps, then this start's session."""
+        if self.main and self.cfg.writes_tensorboard:
+            self.board = RunBoard(self.dir / TB_DIR, keep_epochs=epochs, keep_steps=steps, hparams=run_hparams(self.cfg))
 
     def epochs(self) -> Iterator[int]:
         """The 0-based epochs left to run."""
@@ -274,12 +292,19 @@ class Run:
                 f"non-finite training loss ({sums.loss}) at epoch {epoch + 1}, step {sums.step} with learning rate "
                 f"{lr:.3g}; lower --lr, check the data, or turn off --mixed-precision"
             )
+        self._steps_per_epoch = steps
         now = time.monotonic()
         if now - self._tick >= HEARTBEAT_S:
             self._tick = now
             loss, top1 = sums.means()
             self.log(f"epoch {epoch + 1}/{self.cfg.train.epochs}  step {sums.step}/{steps}  train loss {loss:.4f} "
                      f"top1 {top1:.3f}  ({now - self._epoch_t0:.0f} s into the epoch)")  # fmt: skip
+            # TensorBoard gets the mean since the previous heartbeat of this epoch, at the run's step count.
+            _, b_loss, b_correct, b_count = self._beat if self._beat[0] == epoch else (epoch, 0.0, 0.0, 0)
+            if self.board and sums.count > b_count:
+                n = sums.count - b_count
+                self.board.heartbeat(epoch * steps + sums.step, (sums.loss - b_loss) / n, (sums.correct - b_correct) / n)
+            self._beat = (epoch, sums.loss, sums.correct, sums.count)
 
     def preempt(self, ckpt: Checkpointer, epoch: int, sums: Sums, signum) -> None:
         """Checkpoint mid-epoch, record "stopped", raise Preempted."""
@@ -296,6 +321,8 @@ class Run:
                **{f"val_{k}": val[k] for k in ("loss", "top1", "top2", "top5")}, "lr": lr, "wall_s": wall}  # fmt: skip
         if self.main:
             append_history(self.dir, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+        if self.board:  # beside history.csv, before the checkpoint: a restart drops what outlives it, as there
+            self.board.epoch(row)
         result = policy.EpochResult(epoch + 1, val["top1"], val["loss"])
         best = policy.EpochResult(self._best["epoch"], self._best["val_top1"], self._best["val_loss"]) if self._best else None
         if policy.is_better(result, best):
@@ -322,12 +349,15 @@ class Run:
             glosses: class names.
         """
         from models.evaluation import SCORE_SPLITS, write_split
+        from models.tensorboard_run import FINAL_SPLITS, split_images
 
         if self._best:
             ckpt.load("best", self._best["files"])
-        metrics = {}
+        metrics, images = {}, {}
         for split in SCORE_SPLITS:
             logits, labels = predict(split)
+            if self.board and split in FINAL_SPLITS:
+                images.update(split_images(split, labels, logits, glosses))
             if self.main:
                 metrics[split] = write_split(self.dir, split, ids[split], labels, logits, glosses)
             else:
@@ -337,6 +367,8 @@ class Run:
         if math.isnan(metrics["val"]["top1"]):
             self.log("warning: the val split is empty; the best epoch is arbitrary")
         self.record.metrics = metrics
+        if self.board:  # before the record says completed: a rerun of a completed run writes nothing
+            self.board.finish(self.record.epochs, metrics, images)
         self.save_record("completed")
         return self.record
 
@@ -345,7 +377,8 @@ class Run:
     def _checkpoint(self, ckpt: Checkpointer, epoch: int, sums: Sums) -> None:
         files = ckpt.save("last", f"e{epoch}s{sums.step}")
         entry = {"epoch": epoch, "step": sums.step, "sums": asdict(sums) if sums.step else None, "files": files,
-                 "best": self._best, "wall_s": self.wall_s, "stopped_early": self.stopped_early}  # fmt: skip
+                 "best": self._best, "wall_s": self.wall_s, "stopped_early": self.stopped_early,
+                 "steps_per_epoch": self._steps_per_epoch}  # fmt: skip
         self._write_state(entry)
 
     def _best_public(self) -> dict:

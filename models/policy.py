@@ -168,7 +168,7 @@ def optimizer_settings(train: TrainConfig) -> dict:
 # Settings that may differ between a run and its resume without changing
 # what it computes: how long it runs, where it writes, how fast it goes.
 FINGERPRINT_EXEMPT = frozenset(
-    {"run_id", "results", "tags", "dry_run", "train.epochs", "train.resume", "train.compile",
+    {"run_id", "results", "tags", "dry_run", "tensorboard", "train.epochs", "train.resume", "train.compile",
      "train.channels_last", "data.workers"}
 )  # fmt: skip
 

@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 from models.restore import restore_run  # noqa: E402
 from models.train import run  # noqa: E402
 from tests.torch_helpers import make_store  # noqa: E402
+from utils.core import tb_events  # noqa: E402
 from utils.core.config import config_from_dict  # noqa: E402
 from utils.core.records import read_record  # noqa: E402
 
@@ -45,8 +46,10 @@ def pair(tmp_path_factory):
 
 def _files(run_dir):
     # Checkpoint files are the engines' own; their bookkeeping (state.json) is shared.
+    # TensorBoard event files are named by time, host and pid (models/tensorboard_run.py).
     return sorted(
-        str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
+        "tb/events.out.tfevents.*" if p.parent.name == "tb" and "tfevents" in p.name else str(p.relative_to(run_dir))
+        for p in run_dir.rglob("*")
         if p.is_file() and (p.parent.name != "checkpoints" or p.name == "state.json")
     )  # fmt: skip
 
@@ -62,7 +65,11 @@ def test_both_engines_leave_the_same_files_and_columns(pair):
     assert _files(keras) == _files(torch_)
     assert {"config.json", "metrics.json", "history.csv", "checkpoints/state.json", "scores_train.npz",
             "scores_val.npz", "scores_test.npz", "predictions_val.csv", "predictions_test.csv", "per_class_test.csv",
-            "confusion_test.csv", "plots/confusion_test.png"} <= set(_files(keras))  # fmt: skip
+            "confusion_test.csv", "plots/confusion_test.png", "tb/events.out.tfevents.*"} <= set(_files(keras))  # fmt: skip
+    # The same TensorBoard tags (models/tensorboard_run.py writes them for both); heartbeats come with wall time.
+    tags = [sorted({v.tag for p in tb_events.event_files(d / "tb") for e in tb_events.read_events(p) for v in e.summary.value
+                    if not v.tag.startswith("heartbeat/")}) for d in (keras, torch_)]  # fmt: skip
+    assert tags[0] == tags[1] and "epoch/val_top1" in tags[0] and "images/test_confusion" in tags[0]
     for name in _files(keras):
         if name.endswith(".csv"):
             assert _header(keras / name) == _header(torch_ / name), name

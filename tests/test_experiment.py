@@ -263,6 +263,18 @@ def test_shipped_experiments_speak_the_real_command_lines(path):
         assert args.data == next(s.out for s in plan.stores if s.name == run.store)
 
 
+def test_options_on_by_default_are_switched_off_by_their_no_flag():
+    """``tensorboard: false`` / ``resume: false`` in a run's options are ``--no-tensorboard`` / ``--no-resume``, not dropped."""
+    from utils.train_cli import train_parser
+
+    plan = plan_of(DEMO, "runs.1.options.tensorboard=false", "runs.1.options.resume=false")
+    argv = list(plan.runs[1].argv)
+    assert "--no-tensorboard" in argv and "--no-resume" in argv
+    args = train_parser("x3d").parse_args(argv[2:])
+    assert args.tensorboard is False and args.resume is False
+    assert "--tensorboard" in plan_of(DEMO, "runs.1.options.tensorboard=true").runs[1].argv
+
+
 def test_a_keypoint_store_is_extracted_and_feeds_the_pose_models(tmp_path):
     path = tmp_path / "pose.yaml"
     path.write_text(

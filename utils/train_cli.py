@@ -61,6 +61,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run-id", help="run directory name (default <model>-<store>-s<seed>, stable across requeues)")
     g.add_argument("--results", help="results root (default results/)")
     g.add_argument("--dry-run", action="store_true", default=None, help="a few clips, 2 steps, 1 epoch: check before queueing")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="TensorBoard event files in <run dir>/tb/ (curves, heartbeat loss, final images, HParams): "
+                        "on by default, off for --dry-run; watch with: tensorboard --logdir results")  # fmt: skip
 
 
 _ARG_TO_CONFIG = {
@@ -94,6 +97,7 @@ _ARG_TO_CONFIG = {
     "run_id": (None, "run_id"),
     "results": (None, "results"),
     "dry_run": (None, "dry_run"),
+    "tensorboard": (None, "tensorboard"),
 }
 
 

@@ -33,6 +33,7 @@ File format (every key but ``stores`` and ``runs`` is optional)::
         store: wlasl100_172
         seeds: 3                       # 0, 1, 2 (or a list)
         options: {optimizer: rmsprop, lr: 1.0e-3, stream: true}   # --optimizer rmsprop --lr 0.001 --stream
+                                       # (tensorboard: false -> --no-tensorboard)
         per_model: {movinet_a1: {batch_size: 2}}
         pretrained: checkpoints/movinet_{variant}_stream           # or {model: path}; {model}/{variant} filled in
     report: {published: true, metrics: [top1, top2, top5], formats: [md, csv, tex]}
@@ -237,11 +238,18 @@ def load_experiment(path: str | Path, sets: list[str] = ()) -> Experiment:
                       report=report, raw=data)  # fmt: skip
 
 
+# Options that are on unless switched off: ``false`` is their ``--no-`` flag, not an omitted one.
+_NEGATABLE = frozenset({"tensorboard", "resume"})
+
+
 def flags(options: dict, where: str) -> list[str]:
-    """``{batch_size: 4, stream: true, metrics: [a, b]}`` -> ``--batch-size 4 --stream --metrics a,b``."""
+    """``{batch_size: 4, stream: true, tensorboard: false}`` -> ``--batch-size 4 --stream --no-tensorboard``."""
     out: list[str] = []
     for key, value in _mapping(options, where).items():
         flag = "--" + str(key).replace("_", "-")
+        if value is False and key in _NEGATABLE:
+            out.append("--no-" + str(key).replace("_", "-"))
+            continue
         if value is None or value is False:
             continue
         if value is True:

@@ -208,6 +208,10 @@ class RunConfig:
         results: results root.
         dry_run: a few clips, two steps, one epoch.
         tags: labels copied into the run record (tuning study and trial).
+        tensorboard: write TensorBoard event files under ``<run_dir>/tb/``;
+            None = yes, except for a dry run (see :attr:`writes_tensorboard`).
+            Never part of what a run computes: switching it leaves the
+            result and the resume rules alone.
     """
 
     model: ModelConfig
@@ -217,6 +221,7 @@ class RunConfig:
     results: str = "results"
     dry_run: bool = False
     tags: dict = field(default_factory=dict)
+    tensorboard: bool | None = None
 
     def __post_init__(self):
         if self.run_id is not None:
@@ -226,6 +231,11 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def writes_tensorboard(self) -> bool:
+        """Whether the run writes TensorBoard event files: as ``tensorboard`` says, else all but dry runs."""
+        return self.tensorboard if self.tensorboard is not None else not self.dry_run
 
     def replace(self, **sections) -> RunConfig:
         """A copy with sections or section fields replaced: ``replace(train={"lr": 0.1})``."""

@@ -1,23 +1,22 @@
 """Report figures: training curves, accuracy bars, confusion matrix, accuracy vs parameters.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot,
-so no global figure state and no display needed on a cluster node) and
-saved atomically at a fixed size: ``<SIZE_IN> * DPI`` pixels, no tight
+so no global figure state and no display needed on a cluster node; the
+confusion matrix is :func:`models.figures.confusion_figure`, the one a run
+draws itself) and saved atomically at a fixed size: ``<SIZE_IN> * DPI`` pixels, no tight
 bounding box, so every PNG of a kind has the same shape.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from models.figures import CONFUSION_SIZE_IN, DPI, confusion_figure, figure, png_bytes
 from utils.core.files import atomic_write_bytes
 from utils.core.metrics import confusion_matrix
 from utils.core.records import read_history
@@ -35,25 +34,16 @@ __all__ = [
     "read_predictions",
 ]
 
-DPI = 100
 CURVES_SIZE_IN = (9.0, 3.5)
 BARS_SIZE_IN = (9.0, 4.5)
-CONFUSION_SIZE_IN = (7.0, 6.0)
 PARAMS_SIZE_IN = (7.0, 4.5)
-# Gloss names on the confusion axes up to this many classes; beyond, they overlap.
-_MAX_TICK_LABELS = 30
 
 
-def _figure(size_in: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=size_in, dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
+_figure = figure  # models.figures: the Agg canvas and the DPI every figure of the suite shares
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    atomic_write_bytes(path, buf.getvalue())
+def _save(fig, path: Path) -> Path:
+    atomic_write_bytes(path, png_bytes(fig))
     return path
 
 
@@ -195,30 +185,6 @@ def plot_confusion(run_dir: str | Path, out: str | Path, num_classes: int | None
     labels, preds, glosses = read_predictions(run_dir)
     seen = int(max(labels.max(initial=-1), preds.max(initial=-1))) + 1
     n = max(num_classes or 0, seen, 1)
-    cm = confusion_matrix(labels, preds, n)
-    totals = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, totals, out=np.zeros(cm.shape, float), where=totals > 0)
-    fig = _figure(CONFUSION_SIZE_IN)
-    ax = fig.subplots()
-    image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="share of the true class")
-    if n <= _MAX_TICK_LABELS:
-        names = [glosses.get(c, str(c)) for c in range(n)]
-        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), names, fontsize=7)
-        for (i, j), count in np.ndenumerate(cm):
-            if count:
-                ax.text(
-                    j,
-                    i,
-                    str(count),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    accuracy = float(np.trace(cm) / cm.sum()) if cm.sum() else math.nan
-    ax.set_title(f"{title or Path(run_dir).name}: top-1 {100 * accuracy:.2f}% on {int(cm.sum())} clips", fontsize=9)
+    names = [glosses.get(c, str(c)) for c in range(n)]
+    fig = confusion_figure(confusion_matrix(labels, preds, n), names, title or Path(run_dir).name)
     return _save(fig, Path(out))

@@ -105,7 +105,7 @@ def _params(runs: list[LoadedRun]) -> float | None:
 
 # Config keys that may differ between the seeds of one row without changing what is measured.
 _PER_RUN_KEYS = frozenset(
-    {"run_id", "results", "tags", "dry_run", "train.seed", "train.resume", "data.root", "data.workers"}
+    {"run_id", "results", "tags", "dry_run", "tensorboard", "train.seed", "train.resume", "data.root", "data.workers"}
 )
 
 

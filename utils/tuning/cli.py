@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from models.registry import family_models, get_model
+from models.tensorboard_run import write_experiment
 from models.train import open_store
 from utils.core.config import RunConfig
 from utils.core.preempt import REQUEUE_EXIT_CODE
@@ -129,6 +130,8 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
         "seed": base.train.seed, "steps_per_epoch": base.train.steps_per_epoch, "max_clips": base.data.max_clips,
     }
     check_settings(study, settings)
+    if base.writes_tensorboard:  # the HParams table's columns: tensorboard --logdir <study root>
+        write_experiment(study.root, base)
 
     chief_listen = None
     if args.distributed:

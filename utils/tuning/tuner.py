@@ -34,6 +34,7 @@ from keras_tuner.errors import FailedTrialError, FatalError
 from keras_tuner.src.engine.oracle import Display
 
 from models.registry import get_model
+from models.tensorboard_run import TB_DIR
 from utils.core.config import RunConfig
 from utils.core.preempt import Preempted, PreemptionFlag
 from utils.core.records import RecordError, RunRecord, environment, read_record, write_record
@@ -234,10 +235,11 @@ class StudyTuner(keras_tuner.Tuner):
         if values.get("tuner/trial_id"):
             tags["parent_trial"] = values["tuner/trial_id"]
         cfg = trial_config(self.base, values, self.family)
-        # resume=True always: a promoted or retried trial continues from its checkpoint.
+        # resume=True always: a promoted or retried trial continues from its checkpoint. The TensorBoard
+        # switch is resolved from the base config, as dry_run=False would otherwise turn it on.
         return cfg.replace(
             train={"epochs": epochs, "resume": True}, run_id=self.study.run_id(trial_id),
-            results=str(self.study.root), dry_run=False, tags=tags,
+            results=str(self.study.root), dry_run=False, tags=tags, tensorboard=self.base.writes_tensorboard,
         )
 
     def run_trial(self, trial, *args, **kwargs):
@@ -305,7 +307,7 @@ def _finished(run_dir: Path, epochs: int) -> RunRecord | None:
 
 
 def seed_from_parent(parent_dir: Path, run_dir: Path) -> bool:
-    """Copy the parent trial's checkpoints into a promoted trial's run dir.
+    """Copy the parent trial's checkpoints (and TensorBoard folder) into a promoted trial's run dir.
 
     A copy, not hard links: an engine that rewrites a checkpoint file in
     place would otherwise change the parent's. Skipped when the trial already
@@ -320,6 +322,11 @@ def seed_from_parent(parent_dir: Path, run_dir: Path) -> bool:
     if not src.is_dir() or not any(src.iterdir()):
         print(f"promoted trial: parent has no checkpoints in {src}; training from scratch", file=sys.stderr)
         return False
+    board = parent_dir / TB_DIR
+    if board.is_dir() and not (run_dir / TB_DIR).exists():
+        # The promoted trial's curves start with its parent's epochs; its first start keeps
+        # those up to the copied checkpoint and drops the parent's end-of-run images and session.
+        shutil.copytree(board, run_dir / TB_DIR)
     tmp = run_dir / ".checkpoints.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
