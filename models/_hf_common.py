@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from models.registry import Option
 
-__all__ = ["HFFamily", "IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMER_SPACE", "arch_options", "build_video_transformer"]
+__all__ = ["HFFamily", "IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMER_SPACE", "arch_options", "build_video_transformer",
+           "encoder_fields"]
 
 # ImageNet's statistics (the library's IMAGENET_DEFAULT_MEAN/STD): what VideoMAE's released
 # Kinetics checkpoints' preprocessor_config.json and V-JEPA 2's video processor normalise with.
@@ -79,14 +80,22 @@ class HFFamily:
         return self.head + tuple(f"{m}." for m in self.dropped)
 
 
+def encoder_fields(arch: dict) -> dict:
+    """The config fields every family names alike: width, depth, heads (its ``config`` adds the rest)."""
+    return {k: arch[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
+
+
 def arch_options(*, hidden_size: int, layers: int, heads: int, intermediate_size: int, patch_size: int,
                  tubelet: int) -> tuple[Option, ...]:  # fmt: skip
-    """The encoder's size and patching as builder options (defaults: the released checkpoint's)."""
+    """The encoder's size and patching as builder options (defaults: the released checkpoint's).
+
+    Unset, each variant keeps its released size (``--help`` shows the first variant's).
+    """
     return (
-        Option("hidden_size", int, hidden_size, "width of the encoder (tokens' dimension)"),
-        Option("layers", int, layers, "transformer layers of the encoder"),
-        Option("heads", int, heads, "attention heads per layer (divides --hidden-size)"),
-        Option("intermediate_size", int, intermediate_size, "width of each layer's MLP"),
+        Option("hidden_size", int, hidden_size, "width of the encoder (ViT-S 384, ViT-B 768, ViT-L 1024)"),
+        Option("layers", int, layers, "transformer layers of the encoder (ViT-S/B 12, ViT-L 24)"),
+        Option("heads", int, heads, "attention heads per layer, dividing --hidden-size (ViT-S 6, ViT-B 12, ViT-L 16)"),
+        Option("intermediate_size", int, intermediate_size, "width of each layer's MLP (4 x --hidden-size released)"),
         Option("patch_size", int, patch_size, "tubelet side in pixels (--size must be a multiple)"),
         Option("tubelet", int, tubelet, "tubelet length in frames (--frames must be a multiple)"),
     )

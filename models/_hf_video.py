@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models._torch_video import ClipClassifier
+from models._torch_video import ClipClassifier, refuse_unfit
 
 __all__ = ["DropoutLinear", "HFVideoClassifier", "build_hf_video", "import_transformers", "resample_positions"]
 
@@ -164,7 +164,7 @@ def _check_arch(path: Path, file_cfg: dict, ours: dict, family, name: str) -> No
 
 def _load(family, config, path: Path, file_cfg: dict, name: str, partial: bool):
     """The library's model with the checkpoint loaded (its loader renames old layouts); plus the report's lists."""
-    from models._pretrained import few, pretrained_report
+    from models._pretrained import pretrained_report
 
     transformers = import_transformers()
     model_class = getattr(transformers, family.model_class)
@@ -200,13 +200,8 @@ def _load(family, config, path: Path, file_cfg: dict, name: str, partial: bool):
     shapes = [f"{k} {a} vs {b}" for k, (a, b) in mismatched.items() if not k.startswith(skip)]
     state = net.state_dict()
     loaded = [k for k in state if not k.startswith(skip) and k not in info["missing_keys"] and k not in mismatched]
-    if shapes or not loaded or ((missing or unexpected) and not partial):
-        hint = " (or --pretrained-partial to load a file that holds only part of it)" if not shapes and loaded else ""
-        raise ValueError(
-            f"{path} is not a {name} backbone: missing keys: {few(missing)}; unexpected keys: {few(unexpected)}; "
-            f"shape mismatches (file vs model): {few(shapes)}. Use the {family.display} checkpoint of the same "
-            f"variant{hint}"
-        )
+    refuse_unfit(path, f"{name} checkpoint", missing=missing, unexpected=unexpected, shapes=shapes,
+                 any_loaded=bool(loaded), partial=partial, fix=f"Use the {family.display} checkpoint of the same variant")  # fmt: skip
     present_head = [k for k in state if k.startswith(family.head) and k not in info["missing_keys"]]
     dropped = [k for k in state if k.startswith(skip) and not k.startswith(family.head)]
     report = pretrained_report(

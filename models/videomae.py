@@ -30,6 +30,7 @@ from models._hf_common import (
     HFFamily,
     arch_options,
     build_video_transformer,
+    encoder_fields,
 )
 from models.registry import register_model
 
@@ -49,10 +50,8 @@ def _config(frames: int, size: int, arch: dict) -> dict:
         "image_size": size,
         "patch_size": arch["patch_size"],
         "tubelet_size": arch["tubelet"],
-        "hidden_size": arch["hidden_size"],
-        "num_hidden_layers": arch["num_hidden_layers"],
-        "num_attention_heads": arch["num_attention_heads"],
         "intermediate_size": arch["intermediate_size"],
+        **encoder_fields(arch),
     }
 
 

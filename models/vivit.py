@@ -29,7 +29,7 @@ grid, which fits images, not videos, so it is not used.)
 
 from __future__ import annotations
 
-from models._hf_common import TRANSFORMER_SPACE, HFFamily, arch_options, build_video_transformer
+from models._hf_common import TRANSFORMER_SPACE, HFFamily, arch_options, build_video_transformer, encoder_fields
 from models.registry import register_model
 
 __all__ = ["VIVIT", "VIVIT_MEAN", "VIVIT_STD"]
@@ -44,10 +44,8 @@ def _config(frames: int, size: int, arch: dict) -> dict:
         "num_frames": frames,
         "image_size": size,
         "tubelet_size": [arch["tubelet"], patch, patch],
-        "hidden_size": arch["hidden_size"],
-        "num_hidden_layers": arch["num_hidden_layers"],
-        "num_attention_heads": arch["num_attention_heads"],
         "intermediate_size": arch["intermediate_size"],
+        **encoder_fields(arch),
     }
 
 
