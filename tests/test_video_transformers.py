@@ -363,8 +363,9 @@ def test_tiny_transformers_learn_the_motion_classes(name, motion_store, tmp_path
     The classes differ only in the direction of motion, so the order of the
     frames (the position encodings) must be used. 64 wide, 2 layers, 8 px x 2
     frame tubelets; mild crops keep the whole path in view (as for X3D).
-    Measured (seed 0, 2 loaded CPU cores, one thread): val 0.98 (ViViT), 0.84
-    (VideoMAE), 0.96 (V-JEPA 2) after 20 epochs; ~60-120 s each.
+    Measured (seed 0, 2 heavily shared CPU cores): best val top-1 ViViT 0.98 / 0.97,
+    VideoMAE 0.84 / 0.84, V-JEPA 2 0.96 / 0.96 under OMP_NUM_THREADS=2 / 1; each
+    leaves chance between epochs 8 and 11; 70-250 s each on that machine.
     """
     from models.train import run
     from utils.core.config import config_from_dict
