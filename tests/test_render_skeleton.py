@@ -145,17 +145,17 @@ def test_x3d_xs_trains_on_skeleton_videos_and_the_run_is_in_the_table(tmp_path):
     from utils import report
     from utils.core.config import config_from_dict
 
-    kp = make_synthetic_keypoints(tmp_path / "pose", glosses=3, per_gloss=8, seed=1)
+    kp = make_synthetic_keypoints(tmp_path / "pose", glosses=3, per_gloss=5, seed=1)
     store = tmp_path / "wlasl3_skeleton_32"
     run_render(RenderConfig(keypoints=kp, out=store, frames=8, size=32, workers=2), progress=False)
     cfg = config_from_dict({
         "model": {"name": "x3d_xs", "frames": 8, "size": 32, "dropout": 0.0},
         "data": {"root": str(store), "batch_size": 4, "workers": 0},
-        "train": {"epochs": 2, "lr": 1e-3, "seed": 0},
+        "train": {"epochs": 2, "steps_per_epoch": 2, "lr": 1e-3, "seed": 0},
         "results": str(tmp_path / "results"), "run_id": "x3d-skeleton",
     })  # fmt: skip
     record = run(cfg)
-    assert record.status == "completed" and record.epochs == 2 and record.metrics["test"]["n"] == 6
+    assert record.status == "completed" and record.epochs == 2 and record.metrics["test"]["n"] == 3
     built = report.build_report(tmp_path / "results")
     row = next(r for r in built.rows if r.model == "x3d_xs")
     assert row.run_ids == ["x3d-skeleton"] and row.subset == 3
