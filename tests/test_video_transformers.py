@@ -363,9 +363,13 @@ def test_tiny_transformers_learn_the_motion_classes(name, motion_store, tmp_path
     The classes differ only in the direction of motion, so the order of the
     frames (the position encodings) must be used. 64 wide, 2 layers, 8 px x 2
     frame tubelets; mild crops keep the whole path in view (as for X3D).
-    Measured (seed 0, 2 heavily shared CPU cores): best val top-1 ViViT 0.98 / 0.97,
-    VideoMAE 0.84 / 0.84, V-JEPA 2 0.96 / 0.96 under OMP_NUM_THREADS=2 / 1; each
-    leaves chance between epochs 8 and 11; 70-250 s each on that machine.
+    Measured (seed 0, 2 shared CPU cores). OMP_NUM_THREADS=2, best val / test
+    top-1: ViViT 0.98 / 0.97, VideoMAE 0.84 / 0.89, V-JEPA 2 0.80 / 0.79.
+    OMP_NUM_THREADS=1, val at the last epoch: ViViT 0.97, VideoMAE 0.82,
+    V-JEPA 2 0.96. Each leaves chance between epochs 8 and 12 (the thread count
+    changes the float sums, hence the trajectory); 120-250 s each there, more
+    when the machine is busy. The bars leave that spread a margin and are still
+    far from luck.
     """
     from models.train import run
     from utils.core.config import config_from_dict
@@ -382,6 +386,6 @@ def test_tiny_transformers_learn_the_motion_classes(name, motion_store, tmp_path
     history = read_history(cfg.run_dir)
     assert record.status == "completed" and len(history) == 20 and record.metrics["val"]["n"] == 96
     assert float(history[0]["val_top1"]) < 0.6, history[0]  # it learned, rather than starting high
-    # 67 of 96 val clips right by luck (p = 1/3 each) has probability < 1e-12.
-    assert record.metrics["val"]["top1"] >= 0.7, [r["val_top1"] for r in history]
-    assert record.metrics["test"]["top1"] >= 0.6, record.metrics["test"]
+    # By luck (p = 1/3 a clip): 58 of 96 val clips right has probability 5e-8, 53 of 96 test clips 9e-6.
+    assert record.metrics["val"]["top1"] >= 0.6, [r["val_top1"] for r in history]
+    assert record.metrics["test"]["top1"] >= 0.55, record.metrics["test"]
