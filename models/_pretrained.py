@@ -47,6 +47,7 @@ def pretrained_report(
     skipped_head: list[str],
     left: list[str],
     partial: bool,
+    adapted: list[str] = (),
 ) -> dict:
     """The record of one pretrained load.
 
@@ -63,10 +64,14 @@ def pretrained_report(
         left: model entries of the backbone that the file did not fill (only
             non-empty for a load allowed to be partial).
         partial: whether a partial load was allowed (``pretrained_partial``).
+        adapted: file entries that were loaded after a change of shape that
+            the run's input geometry needs (ViViT's learned position table,
+            resampled from the checkpoint's frames and size to the run's);
+            they are counted in ``tensors_loaded`` too.
 
     Returns:
         ``{"file", "tensors_loaded", "unused", "unused_count", "skipped_head",
-        "skipped_head_count", "left", "left_count", "partial"}``.
+        "skipped_head_count", "left", "left_count", "partial", "adapted", "adapted_count"}``.
     """
     return {
         "file": os.path.abspath(file),
@@ -78,4 +83,6 @@ def pretrained_report(
         "left": [str(n) for n in left[:REPORT_NAMES_SHOWN]],
         "left_count": len(left),
         "partial": bool(partial),
+        "adapted": [str(n) for n in list(adapted)[:REPORT_NAMES_SHOWN]],
+        "adapted_count": len(adapted),
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ClipClassifier", "VideoInput", "check_input_size", "load_backbone", "unfreeze_last_layers"]
+__all__ = ["ClipClassifier", "VideoInput", "check_input_size", "load_backbone", "refuse_unfit", "unfreeze_last_layers"]
 
 
 class VideoInput(nn.Module):
@@ -201,6 +201,26 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
+def refuse_unfit(path, kind: str, *, missing: list[str], unexpected: list[str], shapes: list[str], any_loaded: bool,
+                 partial: bool, fix: str) -> None:  # fmt: skip
+    """The strictness every PyTorch loader here shares: refuse a file before anything is loaded from it.
+
+    Refused: any shape mismatch, nothing loadable, or (unless ``partial``)
+    backbone keys the file lacks or file keys that fit nothing.
+
+    Raises:
+        ValueError: names the missing, unexpected and mis-shaped keys, and ``fix``.
+    """
+    from models._pretrained import few
+
+    if shapes or not any_loaded or ((missing or unexpected) and not partial):
+        hint = " (or --pretrained-partial to load a file that holds only part of it)" if not shapes and any_loaded else ""
+        raise ValueError(
+            f"{path} is not a {kind}: missing keys: {few(missing)}; unexpected keys: {few(unexpected)}; "
+            f"shape mismatches (file vs model): {few(shapes)}. {fix}{hint}"
+        )
+
+
 def load_backbone(net: nn.Module, path: str | Path, *, head: tuple[str, ...], name: str, partial: bool = False) -> dict:
     """Load a local checkpoint into ``net``'s backbone; the head keeps its fresh weights.
 
@@ -230,7 +250,7 @@ def load_backbone(net: nn.Module, path: str | Path, *, head: tuple[str, ...], na
             (empty, truncated, pickled objects, another format), or not one
             of this backbone; names the missing, unexpected and mis-shaped keys.
     """
-    from models._pretrained import few, pretrained_report
+    from models._pretrained import pretrained_report
 
     path = Path(path)
     if not path.is_file():
@@ -246,13 +266,8 @@ def load_backbone(net: nn.Module, path: str | Path, *, head: tuple[str, ...], na
         if k in theirs and theirs[k].shape != ours[k].shape
     ]
     loadable = {k: v for k, v in theirs.items() if k in ours and v.shape == ours[k].shape}
-    if shapes or not loadable or ((missing or unexpected) and not partial):
-        hint = " (or --pretrained-partial to load a file that holds only part of it)" if not shapes and loadable else ""
-        raise ValueError(
-            f"{path} is not a {name} backbone state dict: missing keys: {few(missing)}; unexpected keys: "
-            f"{few(unexpected)}; shape mismatches (file vs model): {few(shapes)}. Use the upstream {name} weights "
-            f"of the same variant{hint}"
-        )
+    refuse_unfit(path, f"{name} backbone state dict", missing=missing, unexpected=unexpected, shapes=shapes,
+                 any_loaded=bool(loadable), partial=partial, fix=f"Use the upstream {name} weights of the same variant")  # fmt: skip
     net.load_state_dict(loadable, strict=False)
     return pretrained_report(
         file=path,

@@ -41,6 +41,8 @@ REPORT_KEYS = {
     "left",
     "left_count",
     "partial",
+    "adapted",
+    "adapted_count",
 }
 
 

@@ -95,6 +95,11 @@ UPSTREAM = {
     "movinet": ((0.0,) * 3, (1.0,) * 3),
     "s3d": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
     "x3d": ((0.45,) * 3, (0.225,) * 3),
+    # ViViT: Scenic's zero-centred [-1, 1] (models/vivit.py says why not the released processor's [-3, 1]).
+    "vivit": ((0.5,) * 3, (0.5,) * 3),
+    # VideoMAE: the released checkpoints' preprocessor_config.json; V-JEPA 2: the library's VJEPA2VideoProcessor.
+    "videomae": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "vjepa2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 

@@ -15,11 +15,15 @@ from models.registry import get_model, list_models  # noqa: E402
 
 TORCH_MODELS = [n for n in list_models(framework="torch") if get_model(n).input == "clip"]  # pose models: test_pose.py
 TINY = {"frames": 8, "size": 32, "dropout": 0.5, "freeze": 0, "pretrained": None}
+# The video transformers at their released size would be ViT-B/L (86-300 M weights): tiny encoders
+# through their builder options (ModelSpec.options) here; tests/test_video_transformers.py covers them.
+TINY_ENCODER = {"hidden_size": 32, "layers": 2, "heads": 2, "intermediate_size": 64, "patch_size": 8, "tubelet": 2}
 
 
 def build(name: str, **kw):
     torch.manual_seed(0)
-    return get_model(name).build(**{"num_classes": 3, **TINY, **kw})
+    options = TINY_ENCODER if get_model(name).family in ("vivit", "videomae", "vjepa2") else {}
+    return get_model(name).build(**{"num_classes": 3, **TINY, **options, **kw})
 
 
 def test_the_torch_families_are_registered():
