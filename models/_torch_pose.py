@@ -151,7 +151,7 @@ class PoseLinear(nn.Module):
 
 
 class PoseLSTM(nn.Module):
-    """Stacked (bidirectional) LSTM over standardised per-frame keypoint vectors, averaged over time, then a classifier."""
+    """Stacked (bidirectional) LSTM over standardised per-frame keypoint vectors, max-pooled over time, then a classifier."""
 
     def __init__(self, *, num_classes: int, hidden: int, layers: int, bidirectional: bool, dropout: float):
         super().__init__()
@@ -166,10 +166,11 @@ class PoseLSTM(nn.Module):
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(self.standardise(self.normalise(keypoints)))
-        # The mean of every frame's output rather than the last state: a sign is not at the end
-        # of its clip, and the gradient reaches every frame directly (on real WLASL the last
-        # state of a one-way LSTM fitted 147 clips far slower; docs/pose.md).
-        return self.head(self.dropout(out.mean(1)))
+        # Each unit's largest output over the frames rather than the last state: a sign is not at
+        # the end of its clip, and the gradient reaches the frames that matter directly. On real
+        # WLASL keypoints (3 seeds) the last state of a one-way LSTM did not fit the training
+        # clips; the mean over frames reached val top-1 0.71, the maximum 0.75 (docs/pose.md).
+        return self.head(self.dropout(out.amax(1)))
 
 
 class PoseTransformer(nn.Module):

@@ -145,12 +145,12 @@ def build_pose_lstm(
     layers: int = 2,
     bidirectional: bool = True,
 ):
-    """A stacked bidirectional LSTM over per-frame keypoint vectors, averaged over time.
+    """A stacked bidirectional LSTM over per-frame keypoint vectors, max-pooled over time.
 
     Each frame's features (shoulder-normalised x, y; confidences; part flags;
     both hands' shapes on their own scale), standardised, enter the first
-    LSTM layer; the top layer's outputs, averaged over the frames, go through
-    dropout to a linear classifier. The seed project's keypoint model read
+    LSTM layer; the top layer's outputs, each unit's maximum over the frames,
+    go through dropout to a linear classifier. The seed project's keypoint model read
     one direction and its last state; on real WLASL keypoints that fitted the
     training clips far slower and generalised worse (docs/pose.md).
 

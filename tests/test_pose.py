@@ -29,7 +29,7 @@ CLASSES = 4
 # Small networks: seconds on two CPU cores.
 TINY = {
     "pose_linear": {},
-    "pose_lstm": {"hidden": 32, "layers": 1},
+    "pose_lstm": {"hidden": 64, "layers": 1},
     "pose_transformer": {"dim": 32, "heads": 4, "layers": 1, "feedforward": 64},
 }
 
@@ -55,7 +55,7 @@ def _cfg(store, results, name, **train):
     return config_from_dict({
         "model": {"name": name, "frames": FRAMES, "dropout": 0.1, "options": TINY[name]},
         "data": {"root": str(store), "batch_size": 8, "workers": 0},
-        "train": {"epochs": 15, "lr": 3e-3, "schedule": "none", **train},
+        "train": {"epochs": 20, "lr": 3e-3, "schedule": "none", **train},
         "results": str(results), "run_id": f"{name}-test",
     })  # fmt: skip
 
@@ -67,8 +67,10 @@ def test_pose_models_learn_hand_motion_through_the_engine(pose_store, tmp_path, 
     test, chance = record.metrics["test"], 1 / CLASSES
     print(f"{name}: test top1 {test['top1']:.3f} (n={test['n']}), val top1 {record.metrics['val']['top1']:.3f}, "
           f"chance {chance:.2f}")  # fmt: skip
-    # 16 test clips: 12 right by chance has probability < 1e-4. Seen here: 1.0 for both (seeds 0-3).
-    assert test["n"] == 4 * CLASSES and test["top1"] >= 0.75
+    # 16 test clips: 10 or more right by chance (0.25 each) has probability < 1e-3. Seen here (seeds 0-3,
+    # 1 and 2 threads): pose_linear 0.94-1.0, pose_lstm 0.81-0.88 (its max over time keeps less of the order
+    # these classes differ by than a last state did), pose_transformer 0.94-1.0.
+    assert test["n"] == 4 * CLASSES and test["top1"] >= 0.625
     run_dir = tmp_path / "runs" / record.run_id
     assert read_record(run_dir / "metrics.json").metrics["test"]["top1"] == test["top1"]
     for split in ("train", "val", "test"):
