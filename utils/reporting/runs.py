@@ -16,6 +16,7 @@ caller opts in (the demo does).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -25,7 +26,8 @@ from typing import NamedTuple
 
 from models.registry import get_model
 from utils.core.ids import MAX_ID_LEN, is_safe_id
-from utils.core.records import RecordError, RunRecord, read_record
+from utils.core.metrics import OBJECTIVES
+from utils.core.records import RecordError, RunRecord, best_trial, read_record
 from utils.core.runlock import lock_holder, run_is_alive
 
 __all__ = [
@@ -219,21 +221,19 @@ class RunSet:
             self.details[run.run_dir] = detail
 
 
-def _trial_key(t: LoadedRun) -> tuple:
-    # keras-tuner trial ids are strings such as "07"; order numeric ids as numbers.
-    trial = str(t.record.tags.get("trial"))
-    return (0, float(trial), "") if trial.replace(".", "", 1).isdigit() else (1, 0.0, trial)
+def _study_objective(trials: list[LoadedRun]) -> str:
+    """The objective the study optimised (its ``study.json`` beside ``runs/``); val top-1 when unknown."""
+    try:
+        objective = json.loads((trials[0].run_dir.parent.parent / "study.json").read_text()).get("objective")
+    except (OSError, ValueError, AttributeError):
+        return "val_top1"
+    return objective if objective in OBJECTIVES else "val_top1"
 
 
 def _best_of_study(trials: list[LoadedRun]) -> LoadedRun | None:
-    # Model selection uses val, never test (docs/design.md). NaN never wins; max()
-    # keeps the first of equal scores, so a tie goes to the earliest trial.
-    done = [
-        t for t in trials if t.record.status == "completed" and not math.isnan(metric_value(t.record, "val", "top1"))
-    ]
-    if not done:
-        return None
-    return max(sorted(done, key=_trial_key), key=lambda t: metric_value(t.record, "val", "top1"))
+    # The study's own objective, by the one rule tuning's best.json uses (utils.core.records.best_trial).
+    # Model selection uses val, never test (docs/design.md).
+    return best_trial(trials, _study_objective(trials))
 
 
 def _liveness(run_dir: Path, status: str) -> tuple[str, str]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.policy import ROW_EXEMPT, settings
+from utils.core.metrics import METRICS as _METRICS
 from utils.reporting.runs import LoadedRun, RunSet, display_name, metric_value, model_sort_key
 
 __all__ = [
@@ -31,16 +33,10 @@ __all__ = [
     "summarise",
 ]
 
-# Metric key in metrics[split] -> column title. Accuracies are fractions in
-# the records and percent in the tables; the loss is printed as it is.
-METRICS = {
-    "top1": "Top 1",
-    "top2": "Top 2",
-    "top5": "Top 5",
-    "loss": "Loss",
-    "per_class_top1": "Per-class Top 1",
-}
-PERCENT = frozenset({"top1", "top2", "top5", "per_class_top1"})
+# Metric key in metrics[split] -> column title (utils/core/metrics.py, the one table), accuracies
+# first. Accuracies are fractions in the records and percent in the tables; the loss is printed as it is.
+METRICS = {m.key: m.title for m in sorted(_METRICS, key=lambda m: not m.percent)}
+PERCENT = frozenset(m.key for m in _METRICS if m.percent)
 DEFAULT_METRICS = ("top1", "top2", "loss")
 # Published tables report top-k only (in percent); top10 exists only there.
 PUBLISHED_METRICS = ("top1", "top2", "top5", "top10")
@@ -103,25 +99,9 @@ def _params(runs: list[LoadedRun]) -> float | None:
     return float(np.mean(counts)) if counts else None
 
 
-# Config keys that may differ between the seeds of one row without changing what is measured.
-_PER_RUN_KEYS = frozenset(
-    {"run_id", "results", "tags", "dry_run", "train.seed", "train.resume", "data.root", "data.workers"}
-)
-
-
-def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and name != "tags":
-            flat.update(_flatten(value, f"{name}."))
-        elif name not in _PER_RUN_KEYS:
-            flat[name] = repr(value)
-    return flat
-
-
 def _differences(runs: list[LoadedRun]) -> list[str]:
-    flats = [_flatten(r.record.config) for r in runs]
+    # Which settings may differ between the seeds of one row: models/policy.py's one rule.
+    flats = [{k: repr(v) for k, v in settings(r.record.config, ROW_EXEMPT).items()} for r in runs]
     keys = sorted(set().union(*flats)) if flats else []
     out = []
     for key in keys:

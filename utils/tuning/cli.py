@@ -19,12 +19,14 @@ from pathlib import Path
 from models.registry import family_models, get_model
 from models.train import open_store
 from utils.core.config import RunConfig
+from utils.core.metrics import OBJECTIVES
 from utils.core.preempt import REQUEUE_EXIT_CODE
+from utils.core.records import objective_value
 from utils.train_cli import add_model_options, add_train_args, config_from_args, variant_names
 from utils.tuning.space import SpaceError, family_space, load_space_file
 from utils.tuning.study import (
     Study,
-    best_from_records,
+    best_record,
     check_settings,
     final_config,
     format_best,
@@ -35,7 +37,6 @@ from wlasl.clip_store import StoreError
 
 __all__ = ["main", "tune", "tune_parser"]
 
-OBJECTIVE_NAMES = ("val_accuracy", "val_top1", "val_top2", "val_top5", "val_per_class_top1", "val_loss")
 # What --dry-run means for a search: a handful of tiny trials.
 # (factor 2 with 2 epochs: two 1-epoch trials, then the better one promoted.)
 DRY_RUN = {"max_epochs": 2, "max_trials": 3, "factor": 2, "steps_per_epoch": 2, "max_clips": 8}
@@ -63,7 +64,7 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
     g.add_argument("--max-trials", type=int, help="bayesian: trials (default 20); hyperband: optional cap")
     g.add_argument("--max-epochs", type=int, help="epochs of a full trial, Hyperband's largest budget (default --epochs, 30)")
     g.add_argument("--factor", type=int, help="hyperband: reduction factor between rounds (default 3; 2 with --dry-run)")
-    g.add_argument("--objective", choices=OBJECTIVE_NAMES, default="val_accuracy",
+    g.add_argument("--objective", choices=list(OBJECTIVES), default="val_accuracy",
                    help="what to optimise, read from each trial's run record (default val_accuracy = val top-1)")
     g.add_argument("--study", help="study name (default <model>-<tuner>-<store>; the same name resumes)")
     g.add_argument("--space", help="YAML file replacing entries of the family's search space (see utils/tuning/space.py)")
@@ -78,8 +79,8 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
     return p
 
 
-def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
-    """The base RunConfig, the variants to tune (or None) and the model/family label."""
+def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None]:
+    """The base RunConfig and the variants to tune (or None)."""
     variants = variant_names(family)
     tune_variant = getattr(args, "tune_variant", False)
     if variants and not tune_variant and not args.variant:
@@ -94,9 +95,7 @@ def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
             train={"steps_per_epoch": min(base.train.steps_per_epoch or DRY_RUN["steps_per_epoch"], DRY_RUN["steps_per_epoch"])},
             data={"max_clips": min(base.data.max_clips or DRY_RUN["max_clips"], DRY_RUN["max_clips"])},
         )
-    # The streaming MoViNet has other weights than the base one: its own study (as models.train.resolve).
-    label = (family if tune_variant else name) + ("_stream" if base.model.stream else "")
-    return base, (sorted(variants) if tune_variant else None), label
+    return base, (sorted(variants) if tune_variant else None)
 
 
 def _check_store(base: RunConfig, model_names: list[str]) -> None:
@@ -109,7 +108,7 @@ def _check_store(base: RunConfig, model_names: list[str]) -> None:
 
 def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     """Run (or resume) a study from parsed options; returns the exit code."""
-    base, variants, label = _base_config(args, family)
+    base, variants = _base_config(args, family)
     if args.distributed and args.final:
         raise ValueError("--final with --distributed: when the study ends, run the same command without --distributed "
                          "and with --final (the finished study is reloaded and goes straight to the final run)")
@@ -121,9 +120,9 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
         raise ValueError(f"--max-epochs and --max-trials expected >= 1 and --factor >= 2, received "
                          f"{max_epochs}, {max_trials}, {factor}")
     _check_store(base, [f"{family}_{v}" for v in variants] if variants else [base.model.name])
-    study = Study(args.study or study_name(label, args.tuner, base.data.root, base.dry_run), Path(base.results))
+    study = Study(args.study or study_name(base, args.tuner, family=family if variants else None), Path(base.results))
     settings = {
-        "family": family, "model": label, "tuner": args.tuner, "objective": args.objective, "space": space,
+        "family": family, "model": family if variants else base.model.name + ("_stream" if base.model.stream else ""), "tuner": args.tuner, "objective": args.objective, "space": space,
         "max_epochs": max_epochs, "factor": factor if args.tuner == "hyperband" else None,
         "max_trials": max_trials, "data": str(base.data.root), "frames": base.model.frames, "size": base.model.size,
         "seed": base.train.seed, "steps_per_epoch": base.train.steps_per_epoch, "max_clips": base.data.max_clips,
@@ -143,7 +142,7 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
             print(f"worker {role.tuner_id}: waiting for the chief of study {study.name}", flush=True)
             dist.apply_env(role, dist.connect_worker(role, study.root, timeout_s=args.chief_timeout_s))
 
-    from utils.tuning.tuner import OBJECTIVES, StudyTuner, make_oracle, objective_value
+    from utils.tuning.tuner import StudyTuner, make_oracle
 
     oracle = make_oracle(args.tuner, space=space, objective=args.objective, max_trials=max_trials,
                          max_epochs=max_epochs, factor=factor, seed=base.train.seed)
@@ -154,6 +153,11 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     started = time.time()
     try:
         tuner.search()
+    except RuntimeError as e:
+        if not tuner.stopped_by_failures():
+            raise
+        print(f"search stopped: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # grpc.RpcError: the chief stopped answering
         if not (args.distributed and chief_listen is None and type(e).__module__.startswith("grpc")):
             raise
@@ -171,9 +175,8 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
         return 0
 
     # The best trial by the objective as its run record holds it (the oracle saw
-    # the same number, returned by run_trial; ties go to the earliest trial).
-    direction = OBJECTIVES[args.objective][0]
-    ranked = best_from_records(study, args.objective, direction, lambda r: objective_value(r, args.objective))
+    # the same number, returned by run_trial; ties go to the earliest trial): the report's rule too.
+    ranked = best_record(study, args.objective)
     if ranked is None:
         print(f"no trial of study {study.name} completed; see the records under {study.root / 'runs'}", file=sys.stderr)
         return 1
@@ -220,7 +223,4 @@ def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
         if isinstance(e, FatalError):
             print(f"error: {e}", file=sys.stderr)
             return 2
-        if isinstance(e, RuntimeError) and "consecutive failures" in str(e):
-            print(f"search stopped: {e}", file=sys.stderr)
-            return 1
         raise
