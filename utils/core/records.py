@@ -34,7 +34,6 @@ from typing import Literal, TypedDict
 
 from utils.core.config import coerce
 from utils.core.files import atomic_write_text
-from utils.core.ids import slug
 from utils.core.metrics import HISTORY_COLUMNS, METRICS, OBJECTIVES, SPLIT_KEYS, metric
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "read_history",
     "environment",
     "git_revision",
-    "make_run_id",
     "read_record",
     "validate_record",
     "write_json",
@@ -143,16 +141,6 @@ class RunRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def make_run_id(model: str, data: str | Path, seed: int, name: str | None = None) -> str:
-    """``<model>-<store name>-s<seed>``, or ``name`` when given; never a timestamp.
-
-    A requeued SLURM job computes the same id and so resumes its own run.
-    """
-    if name:
-        return slug(name)
-    return slug(f"{model}-{Path(str(data)).name}-s{seed}")
 
 
 def write_json(path: str | Path, obj) -> None:

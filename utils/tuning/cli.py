@@ -20,9 +20,9 @@ from models.registry import family_models, get_model
 from models.train import open_store
 from utils.core.config import RunConfig
 from utils.core.metrics import OBJECTIVES
-from utils.core.preempt import REQUEUE_EXIT_CODE
+from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE
 from utils.core.records import objective_value
-from utils.train_cli import add_model_options, add_train_args, config_from_args, variant_names
+from utils.train_cli import add_model_options, add_train_args, config_from_args, refusal, variant_names
 from utils.tuning.space import SpaceError, family_space, load_space_file
 from utils.tuning.study import (
     Study,
@@ -209,8 +209,8 @@ def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
     args = tune_parser(family, doc).parse_args(argv)
     try:
         return tune(args, family, train_fn=train_fn)
-    except (StoreError, SpaceError, FileNotFoundError, KeyError, ValueError, TypeError, ConnectionError, OSError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+    except (StoreError, SpaceError, FileNotFoundError, ConnectionError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
         from keras_tuner.errors import FatalError
@@ -218,9 +218,12 @@ def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
         from utils.tuning.tuner import SearchPreempted
 
         if isinstance(e, SearchPreempted):
+            if e.cancelled:
+                print(f"cancelled: {e}", file=sys.stderr)
+                return CANCELLED_EXIT_CODE
             print(f"preempted: {e}; exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
             return REQUEUE_EXIT_CODE
-        if isinstance(e, FatalError):
-            print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, FatalError) or refusal(e):  # a bug keeps its traceback
+            print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
             return 2
         raise

@@ -35,7 +35,7 @@ from models.registry import get_model
 from utils.core.config import RunConfig
 from utils.core.metrics import OBJECTIVES as _OBJECTIVE_METRIC
 from utils.core.metrics import metric
-from utils.core.preempt import Preempted, PreemptionFlag
+from utils.core.preempt import Cancelled, Preempted, PreemptionFlag
 from utils.core.records import RecordError, RunRecord, environment, objective_value, read_record, write_record
 from utils.tuning.space import trial_config
 from utils.tuning.study import Study
@@ -53,7 +53,12 @@ class SearchPreempted(FatalError):
     A FatalError, so keras-tuner re-raises it instead of marking the trial
     failed; the trial stays "ongoing" in the oracle's state and is retried
     (resuming from its checkpoint) when the same command runs again.
+    ``cancelled``: a user's scancel (no requeue), not a preemption.
     """
+
+    def __init__(self, message: str, cancelled: bool = False):
+        super().__init__(message)
+        self.cancelled = cancelled
 
 
 def make_hyperparameters(space: dict) -> keras_tuner.HyperParameters:
@@ -172,7 +177,8 @@ class StudyTuner(keras_tuner.Tuner):
 
     def pre_create_trial(self):
         if self._flag is not None and self._flag.requested:
-            raise SearchPreempted(f"signal {self._flag.requested} between trials; rerun the command to resume")
+            raise SearchPreempted(f"signal {self._flag.requested} between trials; rerun the command to resume",
+                                  cancelled=self._flag.cancelled)  # fmt: skip
         # The base loop asks again at once when the oracle answers IDLE
         # (Hyperband waiting for a round): back off instead of spinning.
         if self._idle_asks:
@@ -247,7 +253,7 @@ class StudyTuner(keras_tuner.Tuner):
         try:
             record = train(cfg)
         except Preempted as e:
-            raise SearchPreempted(f"trial {trial_id} preempted ({e}); rerun the command to resume") from e
+            raise SearchPreempted(f"trial {trial_id} stopped ({e})", cancelled=isinstance(e, Cancelled)) from e
         except (FileNotFoundError, KeyError) as e:
             # Configuration, not this trial's values (a missing --pretrained file, an
             # unknown model): every trial would fail the same way. The store itself was
