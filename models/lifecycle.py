@@ -38,7 +38,7 @@ from typing import Protocol, runtime_checkable
 from models import policy
 from utils.core.config import RunConfig
 from utils.core.files import atomic_write_text
-from utils.core.metrics import evaluate_logits
+from utils.core.metrics import METRICS, evaluate_logits
 from utils.core.preempt import Cancelled, Preempted
 from utils.core.records import RunRecord, append_history, read_history, read_record, write_json, write_record
 from utils.core.runlock import RunLock
@@ -389,7 +389,7 @@ class Run:
         wall = time.monotonic() - self._epoch_t0
         train_loss, train_top1 = sums.means()
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1,
-               **{f"val_{k}": val[k] for k in ("loss", "top1", "top2", "top5")}, "lr": lr, "wall_s": wall}  # fmt: skip
+               **{f"val_{m.key}": val[m.key] for m in METRICS if m.per_epoch}, "lr": lr, "wall_s": wall}  # fmt: skip
         if self.main:
             append_history(self.dir, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
         result = policy.EpochResult(epoch + 1, val["top1"], val["loss"])
@@ -427,8 +427,6 @@ class Run:
             if self.main:
                 metrics[split] = write_split(self.dir, split, ids[split], labels, logits, glosses)
             else:
-                from utils.core.metrics import evaluate_logits
-
                 metrics[split] = evaluate_logits(logits, labels)
         if math.isnan(metrics["val"]["top1"]):
             self.log("warning: the val split is empty; the best epoch is arbitrary")

@@ -16,6 +16,7 @@ from models.build import ENGINES, INPUTS, LOADERS, build_model, engine_of, loade
 from models.distill import prepare as prepare_distillation
 from models.registry import ModelSpec, get_model
 from utils.core.config import RunConfig
+from utils.core.distenv import dist_env
 from utils.core.ids import slug
 from utils.core.records import RunRecord
 from wlasl.clip_store import StoreError
@@ -92,6 +93,9 @@ def run(cfg: RunConfig) -> RunRecord:
     cfg = resolve(cfg, spec, store)
     if not store.split("train"):
         raise StoreError(f"{store.root} holds no training clips; check its report (prepare_report.json / keypoints_report.json)")
+    if dist_env()[0] == 0:  # a line before the framework's own start-up, which can take minutes in a batch job
+        print(f"{cfg.run_id}: {spec.name} on {store.root} ({len(store.split('train'))} training clips); starting "
+              f"{'TensorFlow' if spec.framework == 'keras' else 'PyTorch'}, then the model", flush=True)  # fmt: skip
     engine = engine_of(spec)
     engine.prepare_process(cfg)  # before the loaders touch the framework
     loaders = loaders_of(spec).make_loaders(store, cfg)

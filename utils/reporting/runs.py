@@ -157,11 +157,14 @@ class LoadedRun:
         record: the validated run record.
         run_dir: the directory holding its metrics.json (and history.csv, predictions_test.csv).
         subset: :func:`subset_of` the record.
+        plan: the experiment or sweep it belongs to (``tags["plan"]``, or its folder under
+            ``experiments/<name>/`` or ``sweeps/<name>/``); None for a standalone run.
     """
 
     record: RunRecord
     run_dir: Path
     subset: int | None
+    plan: str | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -270,7 +273,8 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
     runs = RunSet()
     studies: dict[str, list[LoadedRun]] = {}
     seen: dict[tuple, Path] = {}
-    for path in sorted(Path(results).rglob("metrics.json")):
+    results = Path(results)
+    for path in sorted(results.rglob("metrics.json")):
         if path.parent.parent.name == "exports":
             continue  # <run>/exports/<name>/metrics.json: an export's figures (utils/reporting/exports.py), not a run
         try:
@@ -283,15 +287,18 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
         except ValueError as e:
             runs.skipped.append(Skipped(path, str(e), "unsafe run_id"))
             continue
-        # A copied run directory (a backup, a synced scratch folder) must not count twice.
-        key = (record.run_id, str(record.tags.get("study")), str(record.tags.get("trial")))
+        parts = path.relative_to(results).parts
+        plan = record.tags.get("plan") or (parts[1] if len(parts) > 3 and parts[0] in ("experiments", "sweeps") else None)
+        # A copied run directory (a backup, a synced scratch folder) must not count twice;
+        # two plans (or a plan and a standalone run) may use one run id.
+        key = (record.run_id, str(record.tags.get("study")), str(record.tags.get("trial")), plan)
         if key in seen:
             runs.skipped.append(
                 Skipped(path, f"duplicate of run {record.run_id} in {seen[key]}; counted once", "duplicate")
             )
             continue
         seen[key] = path.parent
-        loaded = LoadedRun(record=record, run_dir=path.parent, subset=subset_of(record))
+        loaded = LoadedRun(record=record, run_dir=path.parent, subset=subset_of(record), plan=plan)
         if is_trial(record):
             runs.trials.append(loaded)
             studies.setdefault(str(record.tags["study"]), []).append(loaded)

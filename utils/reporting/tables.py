@@ -72,6 +72,7 @@ class Row:
             (``train.lr: 0.001, 0.01``); a row should average seeds only.
         teachers: for distilled students, the teachers' run ids
             (``tags["teachers"]``); they get their own row, without published figures.
+        plan: the experiment or sweep of its runs (None: standalone runs); runs of two plans never share a row.
     """
 
     model: str
@@ -86,6 +87,7 @@ class Row:
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     differs: list[str] = field(default_factory=list)
     teachers: str = ""
+    plan: str | None = None
     runs: list[LoadedRun] = field(default_factory=list, repr=False)
 
 
@@ -125,8 +127,8 @@ def _row(model: str, subset: int | None, runs: list[LoadedRun], split: str, metr
 
 def _sort_key(row: Row) -> tuple:
     # Per subset, family by family; a study's best trial and distilled students follow the seed-averaged row.
-    return (row.subset is None, row.subset or 0, model_sort_key(row.model), row.study is not None, row.study or "",
-            row.teachers)  # fmt: skip
+    return (row.subset is None, row.subset or 0, model_sort_key(row.model), row.plan or "", row.study is not None,
+            row.study or "", row.teachers)  # fmt: skip
 
 
 def summarise(runs: RunSet, *, split: str = "test", metrics=DEFAULT_METRICS, subset: int | None = None) -> list[Row]:
@@ -140,21 +142,25 @@ def summarise(runs: RunSet, *, split: str = "test", metrics=DEFAULT_METRICS, sub
     """
     if split not in ("test", "val"):
         raise ValueError(f"split expected 'test' or 'val', received {split!r}")
-    groups: dict[tuple[str, int | None, str], list[LoadedRun]] = {}
+    groups: dict[tuple[str, int | None, str, str | None], list[LoadedRun]] = {}
     for r in runs.completed:
         if subset is None or r.subset == subset:
-            # A student distilled from teachers is not the same model trained on labels: its own row.
-            groups.setdefault((r.record.model, r.subset, str(r.record.tags.get("teachers", ""))), []).append(r)
+            # A student distilled from teachers is not the same model trained on labels: its own row;
+            # the runs of each experiment or sweep (plan) are their own rows too.
+            groups.setdefault((r.record.model, r.subset, str(r.record.tags.get("teachers", "")), r.plan), []).append(r)
+    # The plan is named only when the table spans several (the global report), not in one experiment's own.
+    named = len({r.plan for r in runs.completed + runs.best_trials}) > 1
     rows = []
-    for (m, s, teachers), g in groups.items():
-        label = display_name(m) + (f" (distilled from {teachers})" if teachers else "")
+    for (m, s, teachers, plan), g in groups.items():
+        label = display_name(m) + (f" (distilled from {teachers})" if teachers else "") + (f" [{plan or 'runs/'}]" if named else "")
         rows.append(_row(m, s, g, split, metrics, label))
-        rows[-1].teachers = teachers
+        rows[-1].teachers, rows[-1].plan = teachers, plan
     for r in runs.best_trials:
         if subset is None or r.subset == subset:
             study, trial = str(r.record.tags["study"]), r.record.tags["trial"]
-            label = f"{display_name(r.record.model)} (study {study}, best trial {trial})"
+            label = f"{display_name(r.record.model)} (study {study}, best trial {trial})" + (f" [{r.plan}]" if named and r.plan else "")
             rows.append(_row(r.record.model, r.subset, [r], split, metrics, label, study=study))
+            rows[-1].plan = r.plan
     return sorted(rows, key=_sort_key)
 
 

@@ -31,6 +31,7 @@ from utils.tuning.study import (
     final_config,
     format_best,
     save_best,
+    study_label,
     study_name,
 )
 from wlasl.clip_store import StoreError
@@ -122,7 +123,7 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     _check_store(base, [f"{family}_{v}" for v in variants] if variants else [base.model.name])
     study = Study(args.study or study_name(base, args.tuner, family=family if variants else None), Path(base.results))
     settings = {
-        "family": family, "model": family if variants else base.model.name + ("_stream" if base.model.stream else ""), "tuner": args.tuner, "objective": args.objective, "space": space,
+        "family": family, "model": study_label(base, family if variants else None), "tuner": args.tuner, "objective": args.objective, "space": space,
         "max_epochs": max_epochs, "factor": factor if args.tuner == "hyperband" else None,
         "max_trials": max_trials, "data": str(base.data.root), "frames": base.model.frames, "size": base.model.size,
         "seed": base.train.seed, "steps_per_epoch": base.train.steps_per_epoch, "max_clips": base.data.max_clips,

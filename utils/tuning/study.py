@@ -23,7 +23,7 @@ from utils.core.ids import slug
 from utils.core.records import RecordError, RunRecord, best_trial, read_record, write_json
 from utils.tuning.space import TARGETS, trial_config
 
-__all__ = ["Study", "best_record", "check_settings", "final_config", "format_best", "save_best", "study_name"]
+__all__ = ["Study", "best_record", "check_settings", "final_config", "format_best", "save_best", "study_label", "study_name"]
 
 # Settings that may change between reruns of one study (extending a search).
 _MUTABLE_SETTINGS = ("max_trials",)
@@ -39,9 +39,13 @@ def study_name(base: RunConfig, tuner: str, *, family: str | None = None) -> str
         tuner: ``hyperband`` or ``bayesian``.
         family: the family, when the variant is tuned too (``--tune-variant``).
     """
-    # The streaming MoViNet has other weights than the base one: its own study (as models.train.run_id).
-    label = (family or base.model.name) + ("_stream" if base.model.stream else "")
-    return slug(f"{label}-{tuner}-{Path(str(base.data.root)).name}" + ("-dryrun" if base.dry_run else ""))
+    return slug(f"{study_label(base, family)}-{tuner}-{Path(str(base.data.root)).name}" + ("-dryrun" if base.dry_run else ""))
+
+
+def study_label(base: RunConfig, family: str | None = None) -> str:
+    """What a study tunes: the model (or the family, when the variant is tuned too), ``_stream`` for the
+    streaming MoViNet, which has other weights than the base one (as ``models.train.run_id``)."""
+    return (family or base.model.name) + ("_stream" if base.model.stream else "")
 
 
 @dataclass(frozen=True)
