@@ -372,13 +372,16 @@ def test_tuning_ensembles_and_exports_are_steps_with_their_dependencies(mini, tm
                                                               "export-x3d_onnx"))}  # fmt: skip
     tune = " ".join(plan.step(f"tune-{study}").tasks[0][1])
     assert tune == (f"python main/tune_x3d.py --tuner bayesian --variant xs --data data/mini --results {tmp_path}/res "
-                    f"--frames 4 --size 32 --batch-size 2 --workers 0 --study {study} --objective val_accuracy "
-                    "--max-trials 2 --max-epochs 1")  # fmt: skip
+                    "--frames 4 --size 32 --objective val_accuracy --max-trials 2 --max-epochs 1 --batch-size 2 "
+                    f"--workers 0 --study {study}")  # fmt: skip
     assert plan.step("ensemble-x3d_pair").tasks[0][1][2:] == ("step", f"{tmp_path}/res/experiment.yaml", "ensemble:x3d_pair")
     assert plan.step("export-x3d_onnx").kind == "export" and plan.outputs["ensemble:x3d_pair"] == f"{tmp_path}/res/runs/x3d_pair"
-    for bad, message in (("seed: 0}]", "seed: 7}]"), ("tuner: bayesian", "tuner: grid"), ("format: onnx", "format: pt")):
-        path.write_text(MINI.format(root=tmp_path) + STEPS.replace(*( bad, message)))
-        with pytest.raises((ValueError, TypeError)):
+    for old, new, message in (("seed: 0}]", "seed: 7}]", r"ensembles\[0\]: no planned run of s3d on mini with seed 7"),
+                              ("tuner: bayesian", "tuner: grid", r"tuning\[0\]\['tuner'\] expected one of"),
+                              ("format: onnx", "format: pt", r"exports\[0\]\['format'\] expected one of 'onnx', 'tflite'"),
+                              ("max_epochs: 1,", "max_epochs: 1, objective: val_f1,", "argument --objective: invalid choice")):  # fmt: skip
+        path.write_text(MINI.format(root=tmp_path) + STEPS.replace(old, new))
+        with pytest.raises((ValueError, TypeError), match=message):
             make_plan(load_experiment(path))
 
 

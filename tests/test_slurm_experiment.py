@@ -88,11 +88,13 @@ def test_experiment_chain_cancel_report_and_run_again(cluster, tmp_path):  # noq
     assert status.returncode == 0, status.stderr
     ids = [k.removeprefix("run:") for k in runs]
     lines = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line.split()[:1] and line.split()[0] in ids}
+    # Cancelled while it waited: SLURM may keep its state (cancelled) or forget the task (failed: "CANCELLED or lost").
+    assert lines.pop(cancelled)[1] in ("cancelled", "failed"), status.stdout
     assert {k: v[1] for k, v in lines.items()} == {"x3d_xs-mini3_32-s0": "completed", "x3d_xs-mini3_32-s1": "completed",
-                                                   "s3d-mini3_32-s0": "completed", cancelled: "cancelled"}, status.stdout  # fmt: skip
+                                                   "s3d-mini3_32-s0": "completed"}, status.stdout  # fmt: skip
     assert "why: CANCELLED" in status.stdout and "report: completed" in status.stdout, status.stdout
     log = next((results / "logs").glob(f"e2e-report-{jobs['report']}.out")).read_text()
-    assert "1 of 5 planned tasks did not complete" in log and f"run:{cancelled}: cancelled (CANCELLED" in log, log
+    assert "1 of 5 planned tasks did not complete" in log and re.search(rf"run:{cancelled}: \w+ \(CANCELLED", log), log
     assert [row[:2] for row in summary_rows(results)] == [("s3d", "1"), ("x3d_xs", "2")]
 
     again = experiment("run", str(exp))
@@ -163,7 +165,8 @@ def test_a_failed_store_shows_failed_with_its_log_and_run_resubmits_it_and_its_d
     jobs = submitted_jobs(r.stdout)
     assert list(jobs) == ["prep-mini3_32", "train-mini3_32", "report"], r.stdout
     assert wait_done(jobs["report"], timeout_s=300)[jobs["report"]] == "COMPLETED"
-    assert set(wait_done(jobs["train-mini3_32"]).values()) == {"CANCELLED"}  # --kill-on-invalid-dep
+    # --kill-on-invalid-dep: SLURM cancelled the training array (never started: sacct lists it as 45_[0]).
+    assert {s[-1] for s in states(jobs["train-mini3_32"]).values()} == {"CANCELLED"}
     status = experiment("status", str(exp)).stdout
     line = next(line for line in status.splitlines() if line.strip().startswith("mini3_32"))
     assert line.split()[1] == "failed", status

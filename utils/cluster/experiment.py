@@ -21,7 +21,6 @@ from utils.cluster.render import train_words
 from utils.cluster.shell import check_one_line
 from utils.core.config import coerce
 from utils.core.ids import safe_name
-from utils.core.metrics import OBJECTIVES
 
 __all__ = ["Experiment", "Plan", "Step", "apply_sets", "flags", "load_experiment", "make_plan", "sweep_experiment"]
 
@@ -184,27 +183,27 @@ def apply_sets(data: dict, sets: list[str], where: str) -> dict:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
-        nodes = [data]
-        for i, part in enumerate(path := key.split(".")):
-            last, nxt = i == len(path) - 1, []
-            for node in nodes:
-                if isinstance(node, list):
-                    if part != "*" and not (part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node)):
-                        raise ValueError(f"{where} --set {key}: {part!r} is not an index of a list of {len(node)}")
-                    idx = range(len(node)) if part == "*" else [int(part)]
-                elif isinstance(node, dict):
-                    idx = list(node) if part == "*" else [part]
-                else:
-                    raise ValueError(f"{where} --set {key}: cannot set {part!r} inside {node!r}")
-                for k in idx:
-                    if last:
-                        node[k] = copy.deepcopy(value)
-                    else:
-                        if isinstance(node, dict) and node.get(k) is None:
-                            node[k] = {}
-                        nxt.append(node[k])
-            nodes = nxt
+        _set(data, key.split("."), value, f"{where} --set {key}")
     return data
+
+
+def _set(node, path: list[str], value, where: str) -> None:
+    head, rest = path[0], path[1:]
+    if isinstance(node, list):
+        if head != "*" and not (head.lstrip("-").isdigit() and -len(node) <= int(head) < len(node)):
+            raise ValueError(f"{where}: {head!r} is not an index of a list of {len(node)}")
+        keys = range(len(node)) if head == "*" else [int(head)]
+    elif isinstance(node, dict):
+        keys = list(node) if head == "*" else [head]
+    else:
+        raise ValueError(f"{where}: cannot set {head!r} inside {node!r}")
+    for k in keys:
+        if rest and isinstance(node, dict) and node.get(k) is None:
+            node[k] = {}
+        if rest:
+            _set(node[k], rest, value, where)
+        else:
+            node[k] = copy.deepcopy(value)
 
 
 def load_experiment(path: str | Path, sets: list[str] = ()) -> Experiment:
@@ -360,8 +359,7 @@ def make_plan(exp: Experiment) -> Plan:
     Raises:
         ValueError: an unknown model or store, a run planned twice, a bad value (named, with its entry).
     """
-    from utils.train_cli import parse_train_argv
-    from utils.tuning.study import study_name
+    from utils.tuning.cli import study_of
 
     plan = Plan(exp)
     outs = _store_steps(exp, plan)
@@ -372,15 +370,15 @@ def make_plan(exp: Experiment) -> Plan:
         if t.model not in list_models() or t.store not in outs:
             raise ValueError(f"{where}: model {t.model!r} and store {t.store!r} must be a registered model and a store "
                              f"of this file ({sorted(outs)})")  # fmt: skip
-        if t.objective not in OBJECTIVES:
-            raise ValueError(f"{where}: objective expected one of {list(OBJECTIVES)}, received {t.objective!r}")
         spec = get_model(t.model)
-        base = ["--data", outs[t.store], "--results", exp.results, *_fit(exp, t.store, t.options),
-                *flags(t.options, f"{where}['options']")]  # fmt: skip
-        words = (["--variant", spec.variant] if spec.variant else []) + base
-        study = study_name(parse_train_argv(spec.family, words), t.tuner)
-        argv = ["python", f"main/tune_{spec.family}.py", "--tuner", t.tuner, *words, "--study", study, "--objective",
-                t.objective, *flags({"max_trials": t.max_trials, "max_epochs": t.max_epochs}, where)]  # fmt: skip
+        argv = ["--tuner", t.tuner, *(["--variant", spec.variant] if spec.variant else []), "--data", outs[t.store],
+                "--results", exp.results, *_fit(exp, t.store, t.options), "--objective", t.objective,
+                *flags({"max_trials": t.max_trials, "max_epochs": t.max_epochs, **t.options}, f"{where}['options']")]  # fmt: skip
+        try:
+            study = study_of(spec.family, argv)  # the name main/tune_<family>.py gives it
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{where}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+        argv = ["python", f"main/tune_{spec.family}.py", *argv, "--study", study]
         plan.outputs[f"tune:{study}"] = f"{exp.results}/tuning/{study}/best.json"
         plan.steps.append(Step(f"tune-{study}", "tune", ((f"tune:{study}", tuple(argv)),), _after(plan, t.store)))
     for kind, entries in (("ensemble", exp.spec.ensembles), ("export", exp.spec.exports)):

@@ -1,27 +1,17 @@
 """What every job file hands over to (``main/job.py``): one tested entry point instead of shell in each file.
 
-A job file is its ``#SBATCH`` header and a few lines that find the repo and
-``exec python3 main/job.py [options] -- COMMAND "$@"``. From there, in Python:
-
-- the environment: the profile's virtualenv (``--venv``; ``SLR_VENV`` when
-  submitting wins) is put first on PATH and runs the command's ``python``,
-  and the profile's variables are set (``--env NAME=VALUE``);
-- the command: ``DRY_RUN=1`` adds the job's dry-run flag; in an array, a
-  training job takes ``--seed <task id>`` (``sbatch --array=0-4 x3d_xs.slurm``
-  trains seeds 0-4), a preprocessing job ``--workers <CPUs>``, and an
-  experiment's array picks its task's command from the ``#TASK`` lines of
-  its job file (``--tasks-from``); the job's own arguments come last and win;
-- launching: with several tasks (``--srun``), ``srun`` starts the command once
-  per task, on as many nodes as the job has;
-- signals: SLURM's USR1 (``--signal=B:USR1@s``, or ``scancel --signal=USR1
-  --batch``) reaches only this process, which passes USR1 and TERM on, so the
-  command checkpoints;
-- requeue: exit 85 (checkpointed after a preemption) becomes ``scontrol
-  requeue`` of this job or array task (``--requeue``), whose result is
-  checked; exit 86 (cancelled by scancel) is never requeued.
-
-Standard library only: it runs under the system's ``python3`` before any
-environment is active.
+A job file is its ``#SBATCH`` header and a few lines that find the repo and run
+``python3 main/job.py [options] -- COMMAND "$@"``; from there, in Python: the
+profile's virtualenv runs the command's ``python`` (``SLR_VENV`` wins) with the
+profile's variables; ``DRY_RUN=1`` adds the job's dry-run flag; an array task of
+a training job trains ``--seed <task id>``, a preprocessing job gets ``--workers
+<CPUs>``, an experiment's array task takes its ``#TASK`` line (the job's own
+arguments come last and win); several tasks start under ``srun``; SLURM's USR1
+(which reaches only this process) and TERM are passed on so the command
+checkpoints; exit 85 (checkpointed after a preemption) becomes ``scontrol
+requeue`` of this job or array task, its answer checked; exit 86 (cancelled) is
+never requeued. Standard library only: it runs under the system's ``python3``
+before any environment is active.
 """
 
 from __future__ import annotations

@@ -20,18 +20,8 @@ from pathlib import Path
 from utils.cluster.shell import check_directive, check_one_line, export_line
 from utils.core.config import coerce
 
-__all__ = [
-    "ALIASES",
-    "JOB_KINDS",
-    "DIRECTIVES",
-    "KIND_DEFAULTS",
-    "SlurmConfig",
-    "load_profile",
-    "parse_time_min",
-    "profile_from_dict",
-    "read_profile_file",
-    "valid_keys",
-]
+__all__ = ["ALIASES", "DIRECTIVES", "JOB_KINDS", "KIND_DEFAULTS", "SlurmConfig", "load_profile", "parse_time_min",
+           "profile_from_dict", "read_profile_file", "valid_keys"]  # fmt: skip
 
 # The kinds of job the suite submits; a profile may override any field per kind.
 JOB_KINDS = ("train", "preprocess", "tune", "tune_distributed", "report", "export")
@@ -50,19 +40,16 @@ DIRECTIVES = {"partition": "partition", "account": "account", "qos": "qos", "gpu
 class SlurmConfig:
     """Resources and environment of one kind of job. None = no line at all.
 
+    ``partition``, ``account``, ``qos``, ``constraint`` (node features, ``"a100|h100"``),
+    ``cpus_per_task``, ``mail_user`` and ``mail_type`` are the sbatch options of those
+    names (:data:`DIRECTIVES`).
+
     Attributes:
-        partition: ``--partition``.
-        account: ``--account``.
-        qos: ``--qos``.
         gpus: generic resources per node, ``--gres`` (``"gpu:1"``, ``"gpu:a100:2"``).
-        constraint: ``--constraint`` (node features, ``"a100|h100"``).
-        nodes: ``--nodes``; more than one node (or task) launches the command with ``srun``.
-        ntasks_per_node: ``--ntasks-per-node``, e.g. one per GPU for PyTorch DDP.
-        cpus_per_task: ``--cpus-per-task``.
+        nodes, ntasks_per_node: ``--nodes``, ``--ntasks-per-node`` (one per GPU for DDP); more than
+            one task in all launches the command with ``srun``, once per task.
         mem_gb: ``--mem`` in GB (per node).
         time_min: ``--time`` in minutes.
-        mail_user: ``--mail-user``.
-        mail_type: ``--mail-type`` (comma-separated SLURM mail types).
         signal_s: seconds before the time limit at which SLURM sends USR1 to the
             job script (``--signal=B:USR1@<s>``), which asks Python to checkpoint.
         requeue: ``--requeue`` (and ``--open-mode=append``, so the log of a
@@ -73,13 +60,11 @@ class SlurmConfig:
             sbatch is called from (the repo root); it must exist (sbatch will not create it).
         extra_directives: more ``--key=value`` or ``--flag`` directives, verbatim.
         modules: environment modules to ``module load``, in order.
-        venv: virtualenv to activate (relative to the repo root, or absolute);
+        venv: virtualenv that runs the command (relative to the repo root, or absolute);
             ``SLR_VENV`` in the submitting environment overrides it.
         conda_env: conda environment to activate instead of a venv.
-        env: variables to export in the job (``{"NCCL_DEBUG": "WARN"}``).
-        data_root: directory of the clip stores.
-        raw_root: directory with ``WLASL_v0.3.json`` and ``videos/``.
-        results_root: results directory (``runs/``, ``tables/``, ...).
+        env: variables for the command (``{"NCCL_DEBUG": "WARN"}``).
+        data_root, raw_root, results_root: the stores, ``WLASL_v0.3.json`` + ``videos/``, the results.
         subset: WLASL-N the jobs preprocess and train on.
     """
 

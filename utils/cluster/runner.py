@@ -35,8 +35,8 @@ from utils.cluster.slurm import (
     check_fit,
     cluster_nodes,
     config_request,
-    fit_config,
     job_states,
+    preflight,
     slurm,
 )
 from utils.core.files import atomic_write_text
@@ -290,6 +290,9 @@ def _save(plan: Plan, facts: Facts) -> None:
 def execute(plan: Plan, *, fit: bool = False, dry_run: bool = False, say: Callable[[str], None] = print) -> Facts:
     """Carry out :func:`plan_actions` on SLURM (or print them as an sbatch script with ``dry_run``).
 
+    Every job file is written and checked against the cluster (:func:`utils.cluster.slurm.preflight`, with
+    ``fit`` shrinking it) before the first is submitted.
+
     Raises:
         FileNotFoundError: inputs or the profile missing (all named); ResourceError: a job fits no node;
         RuntimeError: SLURM refused a command (what was submitted before it is kept in submitted.json).
@@ -301,60 +304,46 @@ def execute(plan: Plan, *, fit: bool = False, dry_run: bool = False, say: Callab
         raise FileNotFoundError(f"{plan.exp.path}: " + "; ".join(missing))
     for m in missing:
         say(f"warning: {m}")
-    actions = plan_actions(plan, facts)
-    cfgs = {s.name: profile[s.kind] for s in plan.steps}
-    if not dry_run:
-        nodes: dict = {}
-        for a in (a for a in actions if a.kind == "submit"):
-            cfg = cfgs[a.step]
-            here = nodes.setdefault(cfg.partition, cluster_nodes(cfg.partition))
-            if fit:
-                cfgs[a.step], changed = fit_config(cfg, here)
-                if changed:
-                    say(f"{a.step}: fitted to the largest node: {', '.join(changed)}")
-            check_fit(config_request(cfgs[a.step]), here, job=f"experiment {plan.exp.name} {a.step}",
-                      fix=f"python main/experiment.py run {plan.exp.path} --fit (or --set "
-                          f"cluster.{plan.step(a.step).kind}.cpus_per_task=N)")  # fmt: skip
-        (results / "logs").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(results / "experiment.yaml", json.dumps(plan.exp.raw, indent=2) + "\n")
-    else:
+    actions, files, nodes = plan_actions(plan, facts), {}, {}
+    for a in (a for a in actions if a.kind == "submit"):
+        step = plan.step(a.step)
+        text, array = _render(plan, step, profile[step.kind])
+        files[a.step] = (results / "jobs" / f"{job_name(plan, step)}.slurm", array, [])
+        atomic_write_text(files[a.step][0], text)  # written in a dry run too, to be read
+        if not dry_run:
+            files[a.step][2][:] = preflight(text, job=f"experiment {plan.exp.name} {a.step}", fit=fit, nodes=nodes,
+                                            fix=f"python main/experiment.py run {plan.exp.path} --fit (or --set "
+                                                f"cluster.{step.kind}.cpus_per_task=N)")  # fmt: skip
+    if dry_run:
         say(f"sbatch commands, as a script (each job id feeds the next job's --dependency; the job files are written "
             f"under {results / 'jobs'}, nothing is submitted):")  # fmt: skip
+    else:
+        atomic_write_text(results / "experiment.yaml", json.dumps(plan.exp.raw, indent=2) + "\n")
     ids: dict[str, str] = {}
     for a in actions:
         step = plan.step(a.step)
-        if a.kind == "keep":
-            say(f"{a.step}: {a.why}")
-            continue
-        if a.kind == "cancel":
-            say(f"{a.step}: cancelling job {a.job} ({a.why})")
-            if not dry_run:
-                slurm(["scancel", a.job], what=f"cancelling job {a.job}")
-            continue
         deps = [(t, ids[r[5:]] if r.startswith("step:") else r) for t, r in a.after]
         dependency = ",".join(f"{t}:{':'.join(j for u, j in deps if u == t)}" for t in dict.fromkeys(t for t, _ in deps))
-        if a.kind == "update":
-            say(f"report: job {a.job} still queued; {a.why}")
+        if a.kind == "keep":
+            say(f"{a.step}: {a.why}")
+        elif a.kind in ("cancel", "update"):
+            argv = ["scancel", a.job] if a.kind == "cancel" else ["scontrol", "update", f"JobId={a.job}", f"Dependency={dependency}"]
+            say(f"{a.step}: {'cancelling' if a.kind == 'cancel' else 'updating'} job {a.job} ({a.why})")
             if not dry_run:
-                slurm(["scontrol", "update", f"JobId={a.job}", f"Dependency={dependency}"], what=f"updating job {a.job}")
-            continue
-        text, array = _render(plan, step, cfgs[a.step])
-        path = results / "jobs" / f"{job_name(plan, step)}.slurm"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)  # written in a dry run too, to be read
-        argv = ([f"--array={compress(a.tasks)}"] if array == "array" else []) + \
-            ([f"--dependency={dependency}"] if deps else []) + (["--kill-on-invalid-dep=yes"] if "afterok" in dependency else [])  # fmt: skip
-        var = re.sub(r"\W", "_", a.step).upper()
-        if dry_run:  # our own $PLACEHOLDERs stay unquoted so the printed script runs as is
-            ids[a.step] = f"${var}"
-            say(f"{var}=$(sbatch --parsable {' '.join(w if '$' in w else quote(w) for w in [*argv, str(path)])})")
-            continue
-        job = slurm(["sbatch", "--parsable", *argv, str(path)], what=f"{a.step} of {plan.exp.name}").strip().split(";")[0]
-        ids[a.step] = job
-        for i in a.tasks or range(len(step.tasks)):
-            facts.jobs[step.tasks[i][0]] = f"{job}_{i}" if array == "array" else job
-        _save(plan, facts)  # after every job: a later refusal keeps what went
-        say(f"submitted {a.step}: job {job}" + (f" ({' '.join(argv)})" if argv else ""))
+                slurm(argv, what=f"{'cancelling' if a.kind == 'cancel' else 'updating'} job {a.job}")
+        else:
+            path, array, added = files[a.step]
+            argv = ([f"--array={compress(a.tasks)}"] if array == "array" else []) + added + \
+                ([f"--dependency={dependency}"] if deps else []) + (["--kill-on-invalid-dep=yes"] if "afterok" in dependency else [])  # fmt: skip
+            if dry_run:  # our own $PLACEHOLDERs stay unquoted so the printed script runs as is
+                ids[a.step] = "$" + re.sub(r"\W", "_", a.step).upper()
+                say(f"{ids[a.step][1:]}=$(sbatch --parsable {' '.join(w if '$' in w else quote(w) for w in [*argv, str(path)])})")
+                continue
+            ids[a.step] = job = slurm(["sbatch", "--parsable", *argv, str(path)], what=f"{a.step} of {plan.exp.name}").split(";")[0].strip()
+            for i in a.tasks or range(len(step.tasks)):
+                facts.jobs[step.tasks[i][0]] = f"{job}_{i}" if array == "array" else job
+            _save(plan, facts)  # after every job: a later refusal keeps what went
+            say(f"submitted {a.step}: job {job}" + (f" ({' '.join(argv)})" if argv else ""))
     return facts
 
 

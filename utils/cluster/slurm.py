@@ -15,7 +15,6 @@ shared folder are never trusted, SLURM and the run records are.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import shlex
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 from utils.cluster.profile import SlurmConfig
 
 __all__ = ["ACTIVE", "GresError", "JobState", "Node", "Request", "ResourceError", "check_fit", "cluster_nodes",
-           "config_request", "expand_task_ids", "fit_config", "fit_options", "job_states", "parse_gres", "parse_mem_mb",
+           "config_request", "expand_task_ids", "fit_options", "job_states", "parse_gres", "parse_mem_mb", "preflight",
            "request", "slurm", "submit_file"]  # fmt: skip
 
 # States in which a job will still run (or runs): never submit it twice.
@@ -266,26 +265,30 @@ def fit_options(req: Request, nodes: list[Node]) -> list[str]:
     return out
 
 
-def fit_config(cfg: SlurmConfig, nodes: list[Node]) -> tuple[SlurmConfig, list[str]]:
-    """``cfg`` shrunk to the largest node, and what changed (for experiments and sweeps)."""
-    changes = {}
-    for opt in fit_options(config_request(cfg), nodes):
-        key, _, value = opt.removeprefix("--").partition("=")
-        if key == "cpus-per-task":
-            changes["cpus_per_task"] = int(value)
-        elif key == "mem":
-            changes["mem_gb"] = max(1, parse_mem_mb(value) // 1024)
-        elif key == "gres":
-            changes["gpus"] = None if value == "none" else value
-        elif key == "nodes":
-            changes["nodes"] = int(value)
-    said = [f"{k}={v!r} (was {getattr(cfg, k)!r})" for k, v in changes.items()]
-    return dataclasses.replace(cfg, **changes), said
+def preflight(text: str, sbatch_args=(), *, job: str, fix: str, fit: bool = False, nodes: dict | None = None) -> list[str]:
+    """Check a job file (its text, with ``sbatch_args`` winning) against its partition's nodes, make its log
+    folder, and return the options ``fit`` adds (empty without ``fit``). ``nodes`` caches sinfo per partition.
+
+    Raises:
+        ResourceError: it fits no node (and ``fit`` is off): every problem named, with ``fix``.
+        FileNotFoundError, RuntimeError: no sinfo, or it failed.
+    """
+    req, raw = request(text, sbatch_args)
+    found = (nodes if nodes is not None else {}).setdefault(req.partition, None) or cluster_nodes(req.partition)
+    if nodes is not None:
+        nodes[req.partition] = found
+    added = fit_options(req, found) if fit else []
+    if added:
+        req, raw = request(text, (*sbatch_args, *added))
+    check_fit(req, found, job=job, fix=fix)
+    # sbatch opens the log before the job starts and fails without a word when its folder is missing.
+    Path(str(raw.get("output") or "slurm-%j.out")).parent.mkdir(parents=True, exist_ok=True)
+    return added
 
 
 def submit_file(job: str | Path, job_args: tuple[str, ...] = (), sbatch_args: tuple[str, ...] = (), *,
                 fit: bool = False) -> tuple[str, list[str], str]:  # fmt: skip
-    """Preflight a job file, make its log folder, then ``sbatch --parsable``.
+    """Preflight a job file (:func:`preflight`), then ``sbatch --parsable``.
 
     Returns:
         The job id, the options ``fit`` added, and the log path (``%j`` filled in).
@@ -299,19 +302,13 @@ def submit_file(job: str | Path, job_args: tuple[str, ...] = (), sbatch_args: tu
     if not job.is_file():
         raise FileNotFoundError(f"job file {job} not found; list them with: ls slurm/*.slurm slurm/local/*.slurm")
     text = job.read_text()
-    req, raw = request(text, sbatch_args)
-    nodes = cluster_nodes(req.partition)
-    added = fit_options(req, nodes) if fit else []
-    if added:
-        req, raw = request(text, (*sbatch_args, *added))
     local = job.parent.parent / "slurm" / "local" / job.name if job.parent.name != "local" else None
     fix = f"python main/submit.py --fit {job}" + (f"; or the job made for a small node: sbatch {local}"
                                                  if local is not None and local.is_file() else "")  # fmt: skip
-    check_fit(req, nodes, job=str(job), fix=fix)
-    # sbatch opens the log before the job starts and fails silently when its folder is missing.
-    log = str(raw.get("output") or "slurm-%j.out").replace("%x", raw.get("job_name") or job.stem)
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    added = preflight(text, sbatch_args, job=str(job), fix=fix, fit=fit)
     job_id = slurm(["sbatch", "--parsable", *sbatch_args, *added, str(job), *job_args], what=str(job)).strip().split(";")[0]
+    _, raw = request(text, (*sbatch_args, *added))
+    log = str(raw.get("output") or "slurm-%j.out").replace("%x", raw.get("job_name") or job.stem)
     return job_id, added, log.replace("%j", job_id).replace("%A", job_id).replace("%a", "<task>")
 
 

@@ -74,7 +74,8 @@ def plan_status(plan: Plan, facts: Facts | None = None) -> list[TaskStatus]:
             record = _record(path) if key.startswith(("run:", "ensemble:")) else None
             failed = st is not None and not st.active and st.state not in ("COMPLETED", "UNKNOWN")
             if key == "report":
-                s.state = st.state.lower() if st and not st.active else ("not submitted" if not job else "pending")
+                s.state = "not submitted" if not job else "pending" if st is None else st.state.lower() if not st.active \
+                    else "running" if st.state in _RUNNING else "pending"  # fmt: skip
             elif output_done(key, path) and not (step.shards and failed):
                 s.state, s.value = "completed", _value(key, path)
             elif st is not None and st.active:

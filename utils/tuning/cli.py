@@ -36,7 +36,7 @@ from utils.tuning.study import (
 )
 from wlasl.clip_store import StoreError
 
-__all__ = ["main", "tune", "tune_parser"]
+__all__ = ["main", "study_of", "tune", "tune_parser"]
 
 # What --dry-run means for a search: a handful of tiny trials.
 # (factor 2 with 2 epochs: two 1-epoch trials, then the better one promoted.)
@@ -97,6 +97,24 @@ def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None]:
             data={"max_clips": min(base.data.max_clips or DRY_RUN["max_clips"], DRY_RUN["max_clips"])},
         )
     return base, (sorted(variants) if tune_variant else None)
+
+
+def study_of(family: str, argv: list[str]) -> str:
+    """The study a ``main/tune_<family>.py ARGV`` command runs (``--study``, else :func:`study_name`), its options
+    parsed and checked; what the experiment planner names a tuning step by.
+
+    Raises:
+        ValueError: an option the script refuses (argparse's message), or a bad value.
+    """
+    parser = tune_parser(family)
+
+    def refuse(message):  # argparse would print usage and exit
+        raise ValueError(f"{parser.prog}: {message}")
+
+    parser.error = refuse
+    args = parser.parse_args(argv)
+    base, variants = _base_config(args, family)
+    return args.study or study_name(base, args.tuner, family=family if variants else None)
 
 
 def _check_store(base: RunConfig, model_names: list[str]) -> None:
