@@ -41,10 +41,10 @@ TEST_WORKERS ?= 2
 test: $(STAMP) $(POSE_STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
-# The unit tests for the inner loop: no SLURM cluster, nothing marked slow (learning tests, whole pipelines).
-# `make test` stays what CI runs.
+# The unit tests for the inner loop (about 2 minutes on 2 cores): no SLURM cluster, nothing slow, no test
+# that builds framework models (integration: tests/conftest.py). `make test` stays what CI runs.
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist load -m "not slurm and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load -m "not slurm and not slow and not integration" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py

@@ -224,10 +224,13 @@ def _check_ensemble(record: RunRecord, source) -> None:
 
 
 def objective_value(record: RunRecord, objective: str) -> float:
-    """A tuning objective (``val_top1``, ``val_loss``, ... :data:`utils.core.metrics.OBJECTIVES`) as the
-    record holds it: val top-1 of the best epoch, the others from the final val evaluation; NaN when missing."""
+    """A tuning objective (``val_top1``, ``val_loss``, ... :data:`utils.core.metrics.OBJECTIVES`) as the record
+    holds it: the final val evaluation of the best-on-val weights (``metrics["val"]``), else the best epoch's
+    figure (``best["val_<key>"]``); NaN when neither is there."""
     key = OBJECTIVES[objective]
-    value = record.best.get("val_top1") if key == "top1" else record.metrics.get("val", {}).get(key)
+    value = record.metrics.get("val", {}).get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = record.best.get(f"val_{key}")
     return math.nan if value is None else float(value)
 
 
