@@ -29,6 +29,7 @@ from utils.core.ids import MAX_ID_LEN, is_safe_id
 from utils.core.metrics import OBJECTIVES
 from utils.core.records import RecordError, RunRecord, best_trial, read_record
 from utils.core.runlock import lock_holder, run_is_alive
+from utils.reporting.exports import is_export_metrics
 
 __all__ = [
     "LoadedRun",
@@ -275,8 +276,8 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
     seen: dict[tuple, Path] = {}
     results = Path(results)
     for path in sorted(results.rglob("metrics.json")):
-        if path.parent.parent.name == "exports":
-            continue  # <run>/exports/<name>/metrics.json: an export's figures (utils/reporting/exports.py), not a run
+        if is_export_metrics(path):
+            continue  # an export's figures (utils/reporting/exports.py), not a run
         try:
             record = read_record(path)
         except (RecordError, TypeError, ValueError) as e:
