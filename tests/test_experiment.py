@@ -411,3 +411,19 @@ def test_a_plan_with_every_step_kind_runs_here(tmp_path, monkeypatch):
     assert status.returncode == 0 and "failed" not in status.stdout and status.stdout.count("completed") >= 6, status.stdout
     summary = (res / "tables" / "summary.md").read_text()
     assert "X3D-XS" in summary and "Ensemble" in summary and "bayesian" in summary, summary
+
+
+def test_a_run_id_of_another_plan_in_the_same_folder_is_refused_before_submitting(mini, tmp_path):
+    """Issue 23: a sweep's status showed FAILED beside another run's top-1 (two plans, one run id, one folder)."""
+    from utils.cluster.runner import check_inputs
+
+    rid = next(iter(mini.runs))
+    run_dir = Path(mini.outputs[f"run:{rid}"])
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"tags": {"plan": "other"}}))
+    facts = gather(mini, slurm_states=False)
+    assert any(f"run {rid}: {run_dir} belongs to plan other" in m for m in check_inputs(mini, facts, create=False))
+    (run_dir / "config.json").write_text(json.dumps({"tags": {}}))
+    assert any("belongs to a standalone run" in m for m in check_inputs(mini, facts, create=False))
+    (run_dir / "config.json").write_text(json.dumps({"tags": {"plan": "mini"}}))  # its own: resumes
+    assert not any("belongs to" in m for m in check_inputs(mini, facts, create=False))
