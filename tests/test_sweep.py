@@ -38,7 +38,7 @@ def test_a_local_sweep_trains_and_status_shows_top1(tiny_store, tmp_path, capsys
     monkeypatch.chdir(ROOT)
     results = tmp_path / "results"
     argv = ["--models", "x3d_xs", "--seeds", "2", "--store", str(tiny_store), "--results", str(results), "--cluster",
-            "local", "--dry-run", "--batch-size", "2", "--name", "tiny"]  # fmt: skip
+            "local", "--dry-run", "--batch-size", "2", "--frames", "8", "--name", "tiny"]  # fmt: skip
     assert main(argv) == 0
     runs = sorted(p.name for p in (results / "sweeps" / "tiny" / "runs").iterdir())
     assert runs == ["x3d_xs-mini3_32-s0-dryrun", "x3d_xs-mini3_32-s1-dryrun"]
