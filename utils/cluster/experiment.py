@@ -19,7 +19,7 @@ from typing import Literal
 from models.registry import get_model, list_models
 from utils.cluster.render import train_words
 from utils.cluster.shell import check_one_line
-from utils.core.config import coerce
+from utils.core.config import coerce, read_mapping
 from utils.core.ids import safe_name
 
 __all__ = ["Experiment", "Plan", "Step", "apply_sets", "flags", "load_experiment", "make_plan", "sweep_experiment"]
@@ -213,17 +213,7 @@ def load_experiment(path: str | Path, sets: list[str] = ()) -> Experiment:
         FileNotFoundError: no such file.
         ValueError, KeyError, TypeError: not YAML, an unknown key, a bad value (the message names the entry).
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file {path} not found; see experiments/ for examples")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with stores: and runs: (see experiments/)")
+    data = read_mapping(path, "experiment file", "stores:, runs:, ... (examples: experiments/)")
     return experiment_from(apply_sets(data, list(sets), str(path)), str(path))
 
 

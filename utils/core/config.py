@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "load_preset",
+    "read_mapping",
 ]
 
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
@@ -387,17 +388,27 @@ def config_from_dict(data: dict, where: str = "config") -> RunConfig:
     return coerce(RunConfig, data, where)
 
 
-def load_preset(path: str | Path) -> dict:
-    """A YAML preset as nested dicts (validated when merged into a RunConfig)."""
+def read_mapping(path: str | Path, what: str, expected: str) -> dict:
+    """A YAML file holding a mapping (presets, experiment files, search spaces); an empty file is ``{}``.
+
+    Raises:
+        FileNotFoundError: no such file (``what`` names it: ``preset not found: x.yaml``).
+        ValueError: not YAML, or not a mapping (``expected`` says of what).
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"preset not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of sections (model, data, train), received {type(data).__name__}")
+        raise ValueError(f"{path}: expected a mapping of {expected}, received {type(data).__name__}")
     return data
+
+
+def load_preset(path: str | Path) -> dict:
+    """A YAML preset as nested dicts (validated when merged into a RunConfig)."""
+    return read_mapping(path, "preset", "sections (model, data, train)")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from models.registry import family_models
-from utils.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig, coerce
+from utils.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig, coerce, read_mapping
 
 __all__ = ["COMMON_SPACE", "HP_TYPES", "default_variant", "TARGETS", "SpaceError", "family_space", "load_space_file", "trial_config"]
 
@@ -114,19 +114,10 @@ def load_space_file(path: str | Path) -> dict:
         FileNotFoundError: no such file.
         SpaceError: not YAML, not a mapping, or an unknown hyperparameter.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"space file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML ({e})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SpaceError(f"{path}: expected a mapping of hyperparameter: range/list/value, received {type(data).__name__}")
+        data = read_mapping(path, "space file", "hyperparameter: range/list/value")
+    except ValueError as e:
+        raise SpaceError(str(e)) from None
     for name in data:
         if name not in TARGETS:
             raise SpaceError(f"{path}: unknown hyperparameter '{name}'; tunable: {', '.join(TARGETS)}")
