@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint slurm slurm-check cluster-start cluster-stop clean-demo pose-setup
+.PHONY: setup demo test test-fast bench lint slurm slurm-check cluster-start cluster-stop clean-demo pose-setup
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,11 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP) $(POSE_STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
+
+# The unit tests for the inner loop (about 2 minutes on 2 cores): no SLURM cluster, nothing slow, no test
+# that builds framework models (integration: tests/conftest.py). `make test` stays what CI runs.
+test-fast: $(STAMP)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load -m "not slurm and not slow and not integration" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py

@@ -1,4 +1,4 @@
-"""Run a whole study from one experiment file: stores -> training runs -> report, on SLURM or here.
+"""Run a whole study from one experiment file: stores -> runs, tuning -> ensembles, exports -> report, on SLURM or here.
 
 Examples:
     # the seed thesis table on SLURM: preprocessing arrays, a training array per store, the report
@@ -9,11 +9,12 @@ Examples:
     python main/experiment.py run experiments/thesis_wlasl100.yaml --set runs.*.seeds=1 --set runs.*.options.epochs=1 --fit
     # the same plan in order on a machine without SLURM (what `make demo` does)
     python main/experiment.py run experiments/demo.yaml --local
-    # every store and run: pending, running, requeued, completed (top-1), failed (why, log)
+    # every store, run, study, ensemble and export: pending, running, requeued, completed, failed (why, log)
     python main/experiment.py status experiments/thesis_wlasl100.yaml
 Running `run` again submits only what is missing: finished stores and completed runs are
-skipped, unfinished runs resume from their checkpoints, queued jobs are not submitted twice.
-Paths inside the file are relative to the repo root. See docs/experiments.md.
+skipped, failed or cancelled ones (and what depends on them) go again and resume from their
+checkpoints, queued jobs are not submitted twice. Paths inside the file are relative to the
+repo root. See docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -28,20 +29,22 @@ sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
 from utils.cluster.experiment import load_experiment, make_plan  # noqa: E402
 from utils.cluster.shell import command_line  # noqa: E402
-from utils.cluster.submit import ResourceError  # noqa: E402
+from utils.cluster.slurm import ResourceError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main/experiment.py",
-        description="Run an experiment file (stores, runs, report) as SLURM jobs chained with --dependency, "
-        "or in order on this machine; `status` shows where it stands.",
+        description="Run an experiment file as SLURM jobs chained with --dependency, or in order on this machine; "
+        "`status` shows where it stands, `report` writes its table.",
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", choices=["run", "status", "report"], help="run: submit (or --local); status; report: "
-                   "the table of the experiment's runs (what its report job runs)")  # fmt: skip
+    p.add_argument("command", choices=["run", "status", "report", "step"], help="run: submit (or --local); status; "
+                   "report: the table of the experiment's runs (what its report job runs); step KEY: one ensemble "
+                   "or export step (what its job runs)")  # fmt: skip
     p.add_argument("file", type=Path, help="experiment file, e.g. experiments/thesis_wlasl100.yaml")
+    p.add_argument("key", nargs="?", help="step: the task, e.g. ensemble:rgb_pose or export:x3d_onnx")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the file (repeatable; * = every item): runs.*.seeds=1, "
                    "stores.wlasl100_172.size=112, cluster.train.cpus_per_task=2")  # fmt: skip
@@ -52,45 +55,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_plan(plan) -> None:
-    exp = plan.exp
-    print(f"experiment {exp.name}: {len(plan.stores)} stores, {len(plan.runs)} runs -> {exp.results}")
-    for s in plan.stores:
-        print(f"  store {s.name}: {command_line(s.argv)}")
-    for r in plan.runs:
-        print(f"  run {r.run_id}: {command_line(r.argv)}")
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     file = args.file.resolve()
     os.chdir(ROOT)  # paths in experiment files are relative to the repo root, as in the jobs
+    from utils.cluster import runner, status
+
     try:
         shown = file.relative_to(ROOT) if file.is_relative_to(ROOT) else file
         plan = make_plan(load_experiment(shown, args.set))
         if args.command == "status":
-            from utils.cluster.experiment_status import format_status, plan_status
-
-            print(format_status(plan, plan_status(plan)))
+            print(status.format_status(plan, status.plan_status(plan)))
             return 0
         if args.command == "report":
-            from utils.cluster.experiment_status import experiment_report
-
-            experiment_report(plan)
+            status.experiment_report(plan)
             return 0
-        if args.local and args.dry_run:
-            print_plan(plan)
-            print("--local: these commands run in order here, then the report; nothing is run now")
-            return 0
+        if args.command == "step":
+            if args.key not in plan.outputs or args.key.split(":")[0] not in ("ensemble", "export"):
+                raise ValueError(f"step expected an ensemble or export of {shown}: "
+                                 f"{[k for k in plan.outputs if k.startswith(('ensemble:', 'export:'))]}")  # fmt: skip
+            return status.run_step(plan, args.key)
+        if args.dry_run or args.local:
+            print(f"experiment {plan.exp.name} -> {plan.exp.results}: {len(plan.steps)} steps")
+            for step in plan.steps:
+                after = ", ".join(f"{t} {s}" for t, s in step.after)
+                print(f"  {step.name} ({step.kind}{'; ' + after if after else ''})")
+                print("".join(f"    {key}: {command_line(argv)}\n" for key, argv in step.tasks), end="")
         if args.local:
-            from utils.cluster.experiment_run import run_local
-
-            return run_local(plan, workers=args.workers)
-        from utils.cluster.experiment_run import submit_plan
-
-        if args.dry_run:
-            print_plan(plan)
-        submit_plan(plan, fit=args.fit, dry_run=args.dry_run)
+            if args.dry_run:
+                print("--local: these commands run in order here, then the report; nothing is run now")
+                return 0
+            return runner.run_local(plan, report=status.experiment_report, workers=args.workers)
+        runner.execute(plan, fit=args.fit, dry_run=args.dry_run)
     except (FileNotFoundError, KeyError, TypeError, ValueError, ResourceError, RuntimeError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
-from utils.cluster.jobs import check_dir, render_all, write_dir  # noqa: E402
 from utils.cluster.profile import load_profile, valid_keys  # noqa: E402
+from utils.cluster.render import check_dir, render_all, write_dir  # noqa: E402
 
 # The committed pairs: the generic cluster files, and the ones fitted to slurm/local_cluster.sh.
 COMMITTED = ((ROOT / "slurm" / "cluster.toml", ROOT / "slurm"), (ROOT / "slurm" / "local.toml", ROOT / "slurm" / "local"))
@@ -55,7 +55,7 @@ def _shown(path: Path) -> str:
 
 def _one(profile: Path, out: Path, check: bool) -> int:
     try:
-        files = render_all(load_profile(profile), source=_shown(profile))
+        files = render_all(load_profile(profile), source=_shown(profile), folder=_shown(out))
     except (FileNotFoundError, KeyError, TypeError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -8,11 +8,11 @@ imports the other. :mod:`models.train` re-exports these names.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 from pathlib import Path
 
+from models.lifecycle import Engine
 from models.registry import ModelSpec, get_model
 from utils.core.config import RunConfig
 from wlasl.clip_store import StoreError
@@ -33,9 +33,18 @@ INPUTS = {
                   "fixed_frames": False},
 }  # fmt: skip
 
-def engine_of(spec: ModelSpec):
-    """The framework's engine module (imported on demand)."""
-    return importlib.import_module(ENGINES[spec.framework])
+def engine_of(spec: ModelSpec) -> Engine:
+    """The framework's engine module (imported on demand), checked against the :class:`models.lifecycle.Engine` contract.
+
+    Raises:
+        TypeError: the module lacks part of the contract (names what is missing).
+    """
+    module = importlib.import_module(ENGINES[spec.framework])
+    if not isinstance(module, Engine):
+        missing = [name for name in ("prepare_process", "build_scope", "fit", "predict_logits", "load_weights")
+                   if not callable(getattr(module, name, None))]  # fmt: skip
+        raise TypeError(f"{module.__name__} does not implement models.lifecycle.Engine: it lacks {missing}")
+    return module
 
 
 def open_store(spec: ModelSpec, root, frames: int | None = None):
@@ -83,11 +92,8 @@ def loaders_of(spec: ModelSpec):
 def build_model(cfg: RunConfig, num_classes: int, spec: ModelSpec | None = None):
     """The registered model of a resolved ``cfg``, built in its engine's scope (seed, precision, strategy)."""
     spec = spec or get_model(cfg.model.name)
-    engine = engine_of(spec)
-    # An engine may need the model built in its context (seed, dtype policy,
-    # a multi-GPU strategy scope): it offers that as ``build_scope(cfg)``.
-    scope = getattr(engine, "build_scope", None)
-    with scope(cfg) if scope else contextlib.nullcontext():
+    # The model is built in its engine's context: seed, dtype policy, a multi-GPU strategy scope.
+    with engine_of(spec).build_scope(cfg):
         return spec.build(
             num_classes=num_classes,
             frames=cfg.model.frames,

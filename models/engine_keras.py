@@ -33,9 +33,8 @@ import numpy as np
 
 from models import policy
 from models.distill import Distillation, check_fit
-from models.lifecycle import NonFiniteLoss, Run, Sums
+from models.lifecycle import NonFiniteLoss, Run
 from utils.core.files import fsync_files
-from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 from utils.core.tf_env import set_precision, tf, tf_keras
@@ -186,6 +185,32 @@ class _Checkpoints:
             status.expect_partial()
 
 
+class _Trainer:
+    """The TensorFlow half of :meth:`models.lifecycle.Run.train` (see models.lifecycle.Trainer)."""
+
+    def __init__(self, steps: _Steps, checkpointer: _Checkpoints, optimizer, num_classes: int):
+        self.steps, self.checkpointer, self.optimizer, self.num_classes = steps, checkpointer, optimizer, num_classes
+
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.learning_rate.assign(lr)
+
+    def begin_epoch(self, batches):
+        return self.steps.distribute(batches)
+
+    def train_step(self, batch) -> tuple[float, float, int]:
+        loss, correct, count = (float(v) for v in self.steps.train(*batch))
+        return loss, correct, int(count)
+
+    def stop_requested(self, flag) -> bool:
+        return flag.requested is not None
+
+    def predict(self, data):
+        return self.steps.predict(data, self.num_classes)
+
+    def end_training(self) -> None:
+        pass
+
+
 def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None = None) -> RunRecord:
     """Train ``model`` on ``loaders.train``, keep the best on val, evaluate it on every split.
 
@@ -196,7 +221,7 @@ def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None
         ValueError: the checkpoint does not fit this run, or ``cfg`` names
             teachers and ``distill`` is missing (or the reverse).
         NonFiniteLoss: the loss became NaN/inf (the record says failed).
-        Preempted: SIGUSR1/SIGTERM arrived; checkpoint saved, record "stopped".
+        Preempted: SIGUSR1/SIGTERM arrived; checkpoint saved, record "stopped" (``Cancelled``: "cancelled").
     """
     check_fit(cfg, distill, train_size=len(loaders.ids["train"]), num_classes=loaders.num_classes)
     env = environment(
@@ -215,26 +240,9 @@ def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None
         optimizer = make_optimizer(cfg.train, model.trainable_variables)
         optimizer.build(model.trainable_variables)
     ckpt = _Checkpoints(run.ckpt_dir, model, optimizer, run.main)
-    steps = _Steps(model, optimizer, cfg, loaders.augment, distill)
-    with PreemptionFlag() if flag is None else contextlib.nullcontext(flag) as flag, run.active():
-        sums = run.resume(ckpt)
-        for epoch in run.epochs():
-            lr = run.lr(epoch)
-            optimizer.learning_rate.assign(lr)
-            cap = cfg.train.steps_per_epoch
-            total = len(loaders.train) if cap is None else min(cap, len(loaders.train))
-            batches = loaders.train.epoch(epoch, skip_batches=sums.step, max_batches=cap)
-            for x, y in steps.distribute(batches):
-                if flag.requested:
-                    run.preempt(ckpt, epoch, sums, flag.requested)
-                sums.add(*(float(v) for v in steps.train(x, y)))
-                run.step(epoch, sums, total, lr)
-            val = evaluate_logits(*steps.predict(loaders.val, loaders.num_classes))
-            if run.end_epoch(ckpt, epoch, sums, val, lr):
-                break
-            sums = Sums()
-        evaluation = {"train": loaders.train_eval, "val": loaders.val, "test": loaders.test}
-        return run.finish(ckpt, lambda split: steps.predict(evaluation[split], loaders.num_classes), loaders.ids, loaders.glosses)
+    trainer = _Trainer(_Steps(model, optimizer, cfg, loaders.augment, distill), ckpt, optimizer, loaders.num_classes)
+    with PreemptionFlag() if flag is None else contextlib.nullcontext(flag) as flag:
+        return run.train(trainer, loaders, flag)
 
 
 def predict_logits(model, dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,8 @@ PyTorch-specific:
 - checkpoint files (``last-*.pt``: model, optimizer, scaler, RNG states;
   ``best-*.pt``: weights), written atomically and fsynced;
 - preemption: SIGUSR1/SIGTERM (see :mod:`utils.core.preempt`) -> checkpoint
-  at the next step boundary, record "stopped", raise ``Preempted``;
+  at the next step boundary, record "stopped" (or "cancelled"), raise ``Preempted``
+  (the epoch loop itself is :meth:`models.lifecycle.Run.train`, shared with Keras);
 - distillation: :func:`kd_loss`, the torch form of :func:`models.distill.kd_loss`,
   on soft targets looked up by each clip's ``inputs["index"]``.
 """
@@ -37,15 +38,14 @@ from models import policy
 from models._torch_checkpoint import rng_state, set_rng_state
 from models._torch_optim import PolicyOptimizer
 from models.distill import Distillation, check_fit
-from models.lifecycle import Run, Sums
+from models.lifecycle import Run
 from utils.core.config import RunConfig
 from utils.core.distenv import dist_env, set_master_env
 from utils.core.files import atomic_write_bytes
-from utils.core.metrics import evaluate_logits
 from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 
-__all__ = ["build_scope", "fit", "kd_loss", "load_weights", "predict", "predict_logits", "seed_everything", "train_one_epoch"]
+__all__ = ["build_scope", "fit", "kd_loss", "load_weights", "predict", "predict_logits", "prepare_process", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -53,6 +53,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def prepare_process(cfg: RunConfig) -> None:
+    """Nothing to set up before the loaders: the process group starts in :func:`fit` (models.lifecycle.Engine)."""
 
 
 @contextmanager
@@ -105,10 +109,6 @@ class _Setup:
             torch.distributed.barrier()
 
 
-class _Stop(Exception):
-    """Internal: the preemption flag was seen at a step boundary."""
-
-
 def kd_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor, *, alpha: float, temperature: float) -> torch.Tensor:
     """Per-clip ``A * CE + (1 - A) * T² * KL(teacher_T || student_T)`` (:func:`models.distill.kd_loss`)."""
     ce = F.cross_entropy(logits, labels, reduction="none")
@@ -117,38 +117,64 @@ def kd_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Ten
     return alpha * ce + (1.0 - alpha) * temperature**2 * kl
 
 
-def train_one_epoch(model, loader, opt: PolicyOptimizer, setup: _Setup, run: Run, *, epoch: int, flag, sums: Sums,
-                    augment, distill: Distillation | None = None, targets: torch.Tensor | None = None) -> Sums:  # fmt: skip
-    """Train over ``loader`` (continuing ``sums`` of a resumed partial epoch); returns the epoch's sums.
+class _Trainer:
+    """The PyTorch half of :meth:`models.lifecycle.Run.train` (see models.lifecycle.Trainer).
 
-    With ``distill``, the loss is :func:`kd_loss` against ``targets`` (the soft-target
+    With distillation, the loss is :func:`kd_loss` against ``targets`` (the soft-target
     table on the device), row = each clip's ``inputs["index"]``.
-
-    Raises:
-        NonFiniteLoss: the loss became NaN/inf (names the epoch, step and learning rate).
-        _Stop: the preemption flag was raised; ``sums`` holds the partial epoch.
     """
-    model.train()
-    steps = sums.step + len(loader)
-    for inputs, labels in loader:
-        if setup.any_rank(flag.requested is not None):
-            raise _Stop
-        clips = augment(inputs, setup.device)  # the loaders' crop, on the model's device
+
+    def __init__(self, plain: nn.Module, opt: PolicyOptimizer, setup: _Setup, checkpointer: _Checkpoints, *,
+                 cfg: RunConfig, augment, distill: Distillation | None):  # fmt: skip
+        self.plain, self.opt, self.setup, self.checkpointer = plain, opt, setup, checkpointer
+        self.cfg, self.augment, self.distill = cfg, augment, distill
+        self.targets = torch.from_numpy(distill.targets).to(setup.device) if distill else None
+        self.net: nn.Module | None = None
+
+    def _wrapped(self) -> nn.Module:
+        """The model as it trains (torch.compile, DDP), made after any resume has loaded its weights."""
+        if self.net is None:
+            net = torch.compile(self.plain) if self.cfg.train.compile else self.plain
+            if self.setup.world > 1:
+                device_ids = [self.setup.device.index] if self.setup.device.type == "cuda" else None
+                net = nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+            self.net = net
+        return self.net
+
+    def set_lr(self, lr: float) -> None:
+        self.opt.set_lr(lr)
+
+    def begin_epoch(self, batches):
+        self._wrapped().train()
+        return batches
+
+    def train_step(self, batch) -> tuple[float, float, int]:
+        inputs, labels = batch
+        setup, net = self.setup, self._wrapped()
+        clips = self.augment(inputs, setup.device)  # the loaders' crop, on the model's device
         labels = labels.to(setup.device, non_blocking=True)
         with setup.autocast():
-            logits = model(clips)
-            if distill is None:
+            logits = net(clips)
+            if self.distill is None:
                 loss = F.cross_entropy(logits.float(), labels)
             else:
-                soft = targets[inputs["index"].to(setup.device, non_blocking=True)]
-                loss = kd_loss(logits.float(), labels, soft, alpha=distill.alpha, temperature=distill.temperature).mean()
-        opt.zero_grad()
+                soft = self.targets[inputs["index"].to(setup.device, non_blocking=True)]
+                loss = kd_loss(logits.float(), labels, soft, alpha=self.distill.alpha,
+                               temperature=self.distill.temperature).mean()  # fmt: skip
+        self.opt.zero_grad()
         setup.scaler.scale(loss).backward()
-        opt.step(setup.scaler)
+        self.opt.step(setup.scaler)
         n = labels.shape[0]
-        sums.add(loss.item() * n, (logits.detach().argmax(1) == labels).sum().item(), n)
-        run.step(epoch, sums, steps, opt.lr)
-    return sums
+        return loss.item() * n, (logits.detach().argmax(1) == labels).sum().item(), n
+
+    def stop_requested(self, flag) -> bool:
+        return self.setup.any_rank(flag.requested is not None)  # a signal may reach one task first
+
+    def predict(self, data):
+        return predict(self._wrapped(), data, self.setup)
+
+    def end_training(self) -> None:
+        self.setup.barrier()
 
 
 @torch.no_grad()
@@ -265,29 +291,8 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
             plain.input.channels_last = True
     opt = PolicyOptimizer(plain.parameters(), policy.optimizer_settings(cfg.train))
     ckpt = _Checkpoints(run.ckpt_dir, plain, opt, setup)
-    targets = torch.from_numpy(distill.targets).to(setup.device) if distill else None
-    with run.active():
-        sums = run.resume(ckpt)
-        net = torch.compile(plain) if cfg.train.compile else plain
-        if setup.world > 1:
-            net = nn.parallel.DistributedDataParallel(net, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-        for epoch in run.epochs():
-            lr = run.lr(epoch)
-            opt.set_lr(lr)
-            # A resumed partial epoch restarts at its next batch, with its running sums.
-            loaders.train.sampler.set_epoch(epoch, sums.step)
-            try:
-                sums = train_one_epoch(net, loaders.train, opt, setup, run, epoch=epoch, flag=flag, sums=sums,
-                                       augment=loaders.augment, distill=distill, targets=targets)  # fmt: skip
-            except _Stop:
-                run.preempt(ckpt, epoch, sums, flag.requested)
-            val_logits, val_labels = predict(net, loaders.val, setup)
-            if run.end_epoch(ckpt, epoch, sums, evaluate_logits(val_logits, val_labels), lr):
-                break
-            sums = Sums()
-        setup.barrier()
-        evaluation = {"train": loaders.train_eval, "val": loaders.val, "test": loaders.test}
-        return run.finish(ckpt, lambda split: predict(net, evaluation[split], setup), loaders.ids, loaders.glosses)
+    trainer = _Trainer(plain, opt, setup, ckpt, cfg=cfg, augment=loaders.augment, distill=distill)
+    return run.train(trainer, loaders, flag)
 
 
 def load_weights(model: nn.Module, folder: Path, files: list[str]) -> None:

@@ -5,9 +5,13 @@ run writes (``config.json``, ``metrics.json`` through running / stopped /
 failed / completed, ``history.csv``, the evaluation outputs), when it may
 resume, which epoch is best, the learning rate of each epoch and when to
 stop (through :mod:`models.policy`), the checkpoint bookkeeping, every
-log line and the TensorBoard events (``tb/``, :mod:`models.tensorboard_run`).
-The engine supplies framework code only: a :class:`Checkpointer` that saves
-and loads its files, and the epochs and predictions themselves.
+log line, the TensorBoard events (``tb/``, :mod:`models.tensorboard_run`),
+and the one epoch loop of both engines (:meth:`Run.train`). An engine
+(:class:`Engine`, the contract ``models/engine_keras.py`` and
+``models/engine_torch.py`` implement) supplies framework code only: a
+:class:`Trainer` whose :class:`Checkpointer` saves and loads its files, one
+training step, and predictions; the loaders supply the training batches of
+an epoch through one interface (:class:`wlasl.transforms.TrainStream`).
 
 Checkpoints (``checkpoints/``): the engine writes its files under names the
 run gives it (``last-e3s0``, ``best-e2``); ``state.json`` then records them,
@@ -22,24 +26,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from models import policy
 from models.tensorboard_run import TB_DIR, RunBoard, run_hparams
 from utils.core.config import RunConfig
 from utils.core.files import atomic_write_text
-from utils.core.preempt import Preempted
+from utils.core.metrics import METRICS, evaluate_logits
+from utils.core.preempt import Cancelled, Preempted
 from utils.core.records import RunRecord, append_history, read_history, read_record, write_json, write_record
 from utils.core.runlock import RunLock
 
-__all__ = ["HEARTBEAT_S", "Checkpointer", "NonFiniteLoss", "Run", "Sums"]
+__all__ = ["HEARTBEAT_S", "Checkpointer", "Engine", "NonFiniteLoss", "ResumeRefused", "Run", "Sums", "Trainer"]
 
 STATE_FILE = "state.json"
 STATE_SCHEMA = 2
@@ -50,6 +56,10 @@ LOCK_WAIT_S = 30.0  # a requeued job may start while its previous process is sti
 
 class NonFiniteLoss(ValueError):
     """The training loss became NaN or inf; the message gives the epoch, step and learning rate."""
+
+
+class ResumeRefused(ValueError):
+    """The run directory holds a checkpoint this run may not resume from (the message says why and what to do)."""
 
 
 class Checkpointer(Protocol):
@@ -65,6 +75,54 @@ class Checkpointer(Protocol):
     def save(self, kind: str, tag: str) -> list[str]: ...
 
     def load(self, kind: str, files: list[str]) -> None: ...
+
+
+class Trainer(Protocol):
+    """The framework half of :meth:`Run.train`, the epoch loop both engines share.
+
+    ``begin_epoch(batches)`` readies the model for training and returns the
+    epoch's batches as the step consumes them (the Keras side distributes
+    them over its replicas); ``train_step(batch)`` returns the summed loss,
+    the correct count and the clip count of one step; ``stop_requested(flag)``
+    says whether any process of the run saw a stop signal; ``predict(data)``
+    gives logits and labels over evaluation batches with the current weights;
+    ``end_training()`` waits for every process before the final evaluation.
+    """
+
+    checkpointer: Checkpointer
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def begin_epoch(self, batches: Iterable) -> Iterable: ...
+
+    def train_step(self, batch) -> tuple[float, float, int]: ...
+
+    def stop_requested(self, flag) -> bool: ...
+
+    def predict(self, data) -> tuple: ...
+
+    def end_training(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What a framework's engine module offers (``models/engine_keras.py``, ``models/engine_torch.py``).
+
+    ``prepare_process(cfg)`` sets the process up before the loaders touch the
+    framework; ``build_scope(cfg)`` is where the model is built (seed, dtype,
+    distribution); ``fit`` trains through :meth:`Run.train`; ``predict_logits``
+    and ``load_weights`` serve a finished run's model (export, distillation).
+    """
+
+    def prepare_process(self, cfg: RunConfig) -> None: ...
+
+    def build_scope(self, cfg: RunConfig) -> AbstractContextManager: ...
+
+    def fit(self, model, loaders, cfg: RunConfig, run_dir, *, flag=None, distill=None) -> RunRecord: ...
+
+    def predict_logits(self, model, dataset) -> tuple: ...
+
+    def load_weights(self, model, folder: Path, files: list[str]) -> None: ...
 
 
 @dataclass
@@ -132,7 +190,7 @@ class Run:
         if not path.is_file():
             return None
         if not self.cfg.train.resume:
-            raise ValueError(
+            raise ResumeRefused(
                 f"{self.dir} already holds a checkpoint and resume is off (--no-resume); "
                 f"delete {self.dir} or pick another --run-id"
             )
@@ -140,28 +198,28 @@ class Run:
             state = json.loads(path.read_text())
             entries = state["checkpoints"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(
+            raise ResumeRefused(
                 f"{path} is damaged ({type(e).__name__}: {e}); its run cannot resume. Delete {self.dir} to start "
                 f"over, or restore the folder from a backup"
             ) from None
         if state.get("schema") != STATE_SCHEMA or not entries:
-            raise ValueError(
+            raise ResumeRefused(
                 f"{path} was written by another version of the suite (schema {state.get('schema')!r}, "
                 f"expected {STATE_SCHEMA}); train into a new --run-id"
             )
         if state["num_classes"] != self.num_classes:
-            raise ValueError(
+            raise ResumeRefused(
                 f"the checkpoint in {self.ckpt_dir} was trained for {state['num_classes']} classes but the store has "
                 f"{self.num_classes}; pick another --run-id, or start a new run from it with --pretrained"
             )
         if state["model"] != self.cfg.model.name:
-            raise ValueError(
+            raise ResumeRefused(
                 f"{self.dir} holds a {state['model']} run, this command trains {self.cfg.model.name}; "
                 f"pick another --run-id"
             )
         diff = policy.fingerprint_diff(state["fingerprint"], self.fingerprint)
         if diff:
-            raise ValueError(
+            raise ResumeRefused(
                 f"{self.dir} was trained with other settings, so it cannot resume with these ({'; '.join(diff)}). "
                 f"Rerun with the original settings (more --epochs is fine), or pick another --run-id"
             )
@@ -245,7 +303,7 @@ class Run:
                 names = ", ".join(str(self.ckpt_dir / f) for f in entry["files"])
                 rest = self.state["checkpoints"][i + 1 :]
                 if not rest:
-                    raise ValueError(
+                    raise ResumeRefused(
                         f"checkpoint {names} is damaged ({type(e).__name__}: {str(e)[:200]}) and no earlier one is "
                         f"kept; delete {self.dir} to train from scratch, or restore it from a backup"
                     ) from None
@@ -306,19 +364,57 @@ class Run:
                 self.board.heartbeat(epoch * steps + sums.step, (sums.loss - b_loss) / n, (sums.correct - b_correct) / n)
             self._beat = (epoch, sums.loss, sums.correct, sums.count)
 
-    def preempt(self, ckpt: Checkpointer, epoch: int, sums: Sums, signum) -> None:
-        """Checkpoint mid-epoch, record "stopped", raise Preempted."""
+    def preempt(self, ckpt: Checkpointer, epoch: int, sums: Sums, flag) -> None:
+        """Checkpoint mid-epoch, record "stopped" (preempted: it requeues) or "cancelled" (scancel), and raise.
+
+        Raises:
+            Cancelled: the job was cancelled; the checkpoint is kept for a later rerun.
+            Preempted: otherwise; the job requeues itself (or, outside SLURM, the same command resumes).
+        """
         self._checkpoint(ckpt, epoch, sums)
         where = f"epoch {epoch + 1}, step {sums.step}"
-        self.save_record("stopped", f"preempted by signal {signum} at {where}")
-        raise Preempted(f"signal {signum} at {where}; resume by rerunning the same command")
+        if getattr(flag, "cancelled", False):
+            self.save_record("cancelled", f"cancelled (scancel) at {where}; the checkpoint is kept: run the same "
+                             "command again to resume")  # fmt: skip
+            raise Cancelled(f"cancelled at {where}; checkpoint saved, the same command resumes it")
+        self.save_record("stopped", f"preempted by signal {flag.requested} at {where}")
+        then = "the job requeues itself and resumes" if os.environ.get("SLURM_JOB_ID") else "rerun the same command to resume"
+        raise Preempted(f"signal {flag.requested} at {where}; checkpoint saved, {then}")
+
+    def train(self, trainer: Trainer, loaders, flag) -> RunRecord:
+        """The epoch loop of both engines: resume, train epoch by epoch, keep the best, evaluate it.
+
+        Each epoch's batches come from ``loaders.train.epoch(epoch, skip, max_batches)``
+        (a resumed epoch skips the batches it already trained on; ``steps_per_epoch``
+        caps an epoch here, for every loader); ``flag`` is polled before every step.
+        """
+        with self.active():
+            sums = self.resume(trainer.checkpointer)
+            cap = self.cfg.train.steps_per_epoch
+            total = len(loaders.train) if cap is None else min(cap, len(loaders.train))
+            for epoch in self.epochs():
+                lr = self.lr(epoch)
+                trainer.set_lr(lr)
+                for batch in trainer.begin_epoch(loaders.train.epoch(epoch, sums.step, cap)):
+                    if trainer.stop_requested(flag):
+                        self.preempt(trainer.checkpointer, epoch, sums, flag)
+                    sums.add(*trainer.train_step(batch))
+                    self.step(epoch, sums, total, lr)
+                if self.end_epoch(trainer.checkpointer, epoch, sums, evaluate_logits(*trainer.predict(loaders.val)), lr):
+                    break
+                sums = Sums()
+            trainer.end_training()
+            self.log("evaluating the best-on-val weights on the train, val and test splits")
+            evaluation = {"train": loaders.train_eval, "val": loaders.val, "test": loaders.test}
+            return self.finish(trainer.checkpointer, lambda split: trainer.predict(evaluation[split]), loaders.ids,
+                               loaders.glosses)  # fmt: skip
 
     def end_epoch(self, ckpt: Checkpointer, epoch: int, sums: Sums, val: dict, lr: float) -> bool:
         """Record the epoch, keep the best weights, checkpoint; returns True when training should stop early."""
         wall = time.monotonic() - self._epoch_t0
         train_loss, train_top1 = sums.means()
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1,
-               **{f"val_{k}": val[k] for k in ("loss", "top1", "top2", "top5")}, "lr": lr, "wall_s": wall}  # fmt: skip
+               **{f"val_{m.key}": val[m.key] for m in METRICS if m.per_epoch}, "lr": lr, "wall_s": wall}  # fmt: skip
         if self.main:
             append_history(self.dir, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
         if self.board:  # beside history.csv, before the checkpoint: a restart drops what outlives it, as there
@@ -361,8 +457,6 @@ class Run:
             if self.main:
                 metrics[split] = write_split(self.dir, split, ids[split], labels, logits, glosses)
             else:
-                from utils.core.metrics import evaluate_logits
-
                 metrics[split] = evaluate_logits(logits, labels)
         if math.isnan(metrics["val"]["top1"]):
             self.log("warning: the val split is empty; the best epoch is arbitrary")

@@ -165,22 +165,31 @@ def optimizer_settings(train: TrainConfig) -> dict:
     return settings
 
 
-# Settings that may differ between a run and its resume without changing
-# what it computes: how long it runs, where it writes, how fast it goes.
-FINGERPRINT_EXEMPT = frozenset(
-    {"run_id", "results", "tags", "dry_run", "tensorboard", "train.epochs", "train.resume", "train.compile",
-     "train.channels_last", "data.workers"}
+# The one rule of which settings shape a result. Neutral: where a run writes, what it is
+# called, how fast it goes, whether it writes TensorBoard events; they never make two runs
+# different (resume, the report's rows).
+RESULT_NEUTRAL = frozenset(
+    {"run_id", "results", "tags", "dry_run", "tensorboard", "train.resume", "train.compile", "train.channels_last",
+     "data.workers"}
 )  # fmt: skip
+# A run may resume with more epochs; the seeds of one table row differ in their seed and (moved) store.
+FINGERPRINT_EXEMPT = RESULT_NEUTRAL | {"train.epochs"}
+ROW_EXEMPT = RESULT_NEUTRAL | {"train.seed", "data.root"}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def settings(config: dict, exempt: frozenset = FINGERPRINT_EXEMPT, prefix: str = "") -> dict:
+    """A config (nested dicts) as flat ``section.key -> value``, without the ``exempt`` keys.
+
+    Used by the resume check (:func:`fingerprint`, exempt :data:`FINGERPRINT_EXEMPT`) and by
+    the report (which runs a row may average, exempt :data:`ROW_EXEMPT`).
+    """
     out = {}
-    for key, value in d.items():
+    for key, value in config.items():
         name = f"{prefix}{key}"
-        if name in FINGERPRINT_EXEMPT:
+        if name in exempt:
             continue  # tags and the like: not flattened, so none of their keys count either
         if isinstance(value, dict) and name != "model.options":
-            out.update(_flatten(value, f"{name}."))
+            out.update(settings(value, exempt, f"{name}."))
         else:
             out[name] = value
     return out
@@ -192,8 +201,8 @@ def fingerprint(cfg: RunConfig | dict) -> dict:
     The store is identified by its directory name, so a run moved with its
     store to another filesystem still resumes.
     """
-    flat = _flatten(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg)
-    flat = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items() if k not in FINGERPRINT_EXEMPT}
+    flat = settings(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg)
+    flat = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
     if isinstance(flat.get("data.root"), str):
         flat["data.root"] = flat["data.root"].rstrip("/").rsplit("/", 1)[-1]
     return flat

@@ -53,6 +53,19 @@ def prepare_cfg(synthetic: dict, out: Path, **kw) -> PrepareConfig:
 
 # The test files that use the one local SLURM cluster (their tests carry the ``slurm`` mark).
 SLURM_FILES = ("tests/test_slurm_cluster.py", "tests/test_slurm_experiment.py")
+# The test files that build framework models (TensorFlow, PyTorch), train, tune or export them: marked
+# ``integration``, left out of `make test-fast` (the unit tests for the inner loop, a few minutes on
+# 2 cores) and run by `make test`. A new file that builds models belongs here.
+INTEGRATION_FILES = tuple(f"tests/test_{name}.py" for name in (
+    "cnn2d", "comparable_runs", "distenv", "distill", "export_keras", "export_stream", "export_torch", "keras_engine",
+    "keras_learning", "keras_models", "keypoints", "pretrained", "torch_cli", "torch_engine", "torch_models",
+    "trial_numbering", "tuning", "tuning_engines"))  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.hookimpl(optionalhook=True)

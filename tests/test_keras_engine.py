@@ -112,8 +112,8 @@ class _SignalAt:
     def __len__(self):
         return len(self.stream)
 
-    def epoch(self, epoch, **kw):
-        for i, item in enumerate(self.stream.epoch(epoch, **kw)):
+    def epoch(self, epoch, *args):
+        for i, item in enumerate(self.stream.epoch(epoch, *args)):
             yield item
             if (epoch, i + 1) == self.at:
                 os.kill(os.getpid(), signal.SIGUSR1)

@@ -162,7 +162,7 @@ def test_tf_batches_are_the_reference_views_and_resume_mid_epoch(store):
         for clip, i, label in zip(clips, index, labels):
             _assert_close(clip, _reference(store, int(i), 1))
             assert label == entries[i].label
-    tail = [loaders.augment(x).numpy() for x, _ in loaders.train.epoch(1, skip_batches=1)]
+    tail = [loaders.augment(x).numpy() for x, _ in loaders.train.epoch(1, skip=1)]
     assert all(np.array_equal(a[0], b) for a, b in zip(batches[1:], tail)) and len(tail) == 2
 
 

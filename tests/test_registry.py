@@ -33,9 +33,9 @@ def toy_family():
 
 
 def test_a_new_family_reaches_every_consumer(toy_family, tmp_path):
-    from utils.cluster.jobs import render_all, store_sizes
-    from utils.cluster.sbatch import profile_from_dict
-    from utils.cluster.sweep import plan_sweep
+    from utils.cluster.experiment import make_plan, sweep_experiment
+    from utils.cluster.profile import profile_from_dict
+    from utils.cluster.render import render_all
     from utils.reporting.runs import display_name, model_sort_key
     from utils.train_cli import train_parser
     from utils.tuning.cli import tune_parser
@@ -44,10 +44,10 @@ def test_a_new_family_reaches_every_consumer(toy_family, tmp_path):
     assert "toy" in families() and list_models("toy_*") == toy_family
     files = render_all(profile_from_dict({}))
     assert {"toy_small.slurm", "toy_big.slurm", "tune_toy.slurm", "preprocess_48.slurm"} <= set(files)
-    assert "main/train_toy.py --variant big" in files["toy_big.slurm"] and 48 in store_sizes()
+    assert "main/train_toy.py --variant big" in files["toy_big.slurm"]
     assert "--variant big" in files["tune_toy.slurm"]  # its ModelSpec.tune_default
-    task = plan_sweep(["toy_small"], 1, subset=3, data_root="data")[0]
-    assert task.config["data"]["root"] == "data/wlasl3_48"
+    plan = make_plan(sweep_experiment(["toy_small"], 1, name="toy", results=str(tmp_path), subset=3, data_root="data"))
+    assert list(plan.runs) == ["toy_small-wlasl3_48-s0"] and plan.outputs["store:s0_wlasl3_48"] == "data/wlasl3_48"
     assert default_variant("toy") == "big" and family_space("toy")["batch_size"] == {"kind": "choice", "values": [2]}
     assert display_name("toy_big") == "Toy-Big" and model_sort_key("toy_small") < model_sort_key("movinet_a0")
     args = train_parser("toy").parse_args(["--variant", "small", "--data", "d", "--width", "6"])
@@ -150,9 +150,9 @@ def test_unfreeze_last_trains_only_the_last_k_backbone_layers_and_the_head():
 
 
 def test_consumers_see_the_registry_whatever_the_import_order():
-    # The job list used to be a snapshot taken when utils.cluster.jobs was imported.
-    from utils.cluster.jobs import render_all
-    from utils.cluster.sbatch import profile_from_dict
+    # The job list used to be a snapshot taken when the job-list module was imported.
+    from utils.cluster.profile import profile_from_dict
+    from utils.cluster.render import render_all
 
     register_model("late_one", family="late", framework="torch", order=99)(build_toy)
     try:

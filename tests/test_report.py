@@ -65,7 +65,7 @@ def make_run(
     """Write a run record (metrics.json + history.csv) the way an engine does."""
     store = store or f"data/wlasl{subset or 100}_224"
     cfg = RunConfig(model=ModelConfig(model), data=DataConfig(root=store), dry_run=dry_run, tags=tags or {})
-    run_id = f"{model}-{Path(store).name}-s{seed}" + (f"-t{tags['trial']}" if tags else "")
+    run_id = f"{model}-{Path(store).name}-s{seed}" + (f"-t{tags['trial']}" if tags and "trial" in tags else "")
     env = {"host": "test"}
     if subset is not None:
         env["num_classes"] = subset
@@ -550,15 +550,15 @@ def test_run_id_that_escapes_the_plots_folder_is_listed_apart(seeded, capsys):
 @pytest.mark.parametrize(
     "field, value, expected",
     [
-        ("tags", None, "field 'tags'"),
-        ("tags", [], "field 'tags'"),
+        ("tags", None, "'tags' expected"),
+        ("tags", [], "'tags' expected"),
         ("config.data", "oops", "config['data']"),
         ("config.train", [1], "config['train']"),
         ("metrics.val", [0.5], "metrics['val']"),
         ("metrics.test.top1", "0.5", "metrics['test']['top1']"),
-        ("best", [], "field 'best'"),
+        ("best", [], "'best' expected"),
         ("best.val_top1", "high", "best['val_top1']"),
-        ("error", 5, "field 'error'"),
+        ("error", 5, "'error' expected"),
         ("env.num_classes", "100", "env['num_classes']"),
         ("tags.study", {"a": 1}, "tags['study']"),
     ],
@@ -611,3 +611,21 @@ def test_a_damaged_history_costs_its_curve_not_the_report(seeded, capsys):
     assert "no curves drawn" in (results / "tables" / "summary.md").read_text()
     curves = {p.stem for p in (results / "plots" / "curves").glob("*.png")}
     assert curves == {r.run_id for rs in runs.values() for r in rs} - {damaged.run_id}
+
+
+def test_the_global_report_groups_runs_by_plan_and_says_what_it_includes(tmp_path, capsys):
+    """Issue 23: with no arguments the report mixed experiment runs and trials into one table, and a standalone run
+    and an experiment's run of the same id counted once."""
+    results = tmp_path / "results"
+    make_run(results, "x3d_s", 0)
+    make_run(results, "x3d_s", 1)
+    make_run(results, "x3d_s", 0, tags={"plan": "e2e"}, where="experiments/e2e/runs")
+    make_run(results, "x3d_s", 0, tags={"study": "st", "trial": "0"}, where="tuning/st/runs")
+    rows = report.build_report(results).rows
+    assert sorted((r.label, r.n) for r in rows) == [("X3D-S (study st, best trial 0)", 1), ("X3D-S [e2e]", 1),
+                                                   ("X3D-S [runs/]", 2)]  # fmt: skip
+    assert report.main(["--results", str(results), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "Included: 2 standalone runs; 1 run(s) of e2e; the best trial of 1 tuning study (0 other trials" in out
+    one = report.build_report(results / "experiments" / "e2e").rows  # an experiment's own table names no plan
+    assert [r.label for r in one] == ["X3D-S"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import models
-from utils.core.config import DataConfig, ModelConfig, RunConfig
+from utils.core.config import DataConfig, ModelConfig, RunConfig, config_from_dict
 from utils.tuning.distributed import ADDRESS_FILE, Role, connect_worker, first_node, resolve_role
 from utils.tuning.space import COMMON_SPACE, TARGETS, SpaceError, family_space, load_space_file, trial_config
 from utils.tuning.study import Study, check_settings, study_name
@@ -52,12 +52,12 @@ def test_space_file_overrides(tmp_path):
         ("- lr\n- dropout\n", "expected a mapping"),
         ("lr: {min: 0.1, max: 0.01}\n", "'lr'.*min 0.1 > max 0.01"),
         ("lr: {min: 0.0, max: 0.01, sampling: log}\n", "'lr'.*log sampling needs min > 0"),
-        ("lr: {min: 1.0e-4, max: 0.01, sampling: cubic}\n", "'lr'.*sampling expected"),
-        ("lr: {low: 1.0e-4, high: 0.01}\n", "'lr'.*received keys"),
+        ("lr: {min: 1.0e-4, max: 0.01, sampling: cubic}\n", "'lr'.*'sampling' expected one of 'linear', 'log'"),
+        ("lr: {low: 1.0e-4, high: 0.01}\n", r"'lr'.*unknown key\(s\) \['high', 'low'\]"),
         ("optimizer: [adam, adamax]\n", "'optimizer'.*adamax"),
         ("optimizer: {min: 1, max: 2}\n", "'optimizer'.*not a range"),
         ("dropout: 1.5\n", "'dropout'.*1.5"),
-        ("batch_size: [4, 8.5]\n", "'batch_size'.*whole numbers"),
+        ("batch_size: [4, 8.5]\n", r"'batch_size'.*\[1\] expected a whole number"),
         ("batch_size: []\n", "'batch_size'.*non-empty"),
         ("freeze: [0, 0]\n", "'freeze'.*repeated"),
         ("weight_decay: [fast]\n", "'weight_decay'.*number"),
@@ -89,8 +89,13 @@ def test_trial_config_maps_values_onto_the_run_config():
 
 
 def test_study_name_is_stable_and_settings_must_match(tmp_path):
-    assert study_name("x3d_s", "bayesian", "data/wlasl100_224") == "x3d_s-bayesian-wlasl100_224"
-    assert study_name("i3d", "hyperband", "/d/mini store/", dry_run=True) == "i3d-hyperband-mini-store-dryrun"
+    def cfg(**top):
+        return config_from_dict({"model": {"name": top.pop("name", "x3d_s"), "stream": top.pop("stream", False)},
+                                 "data": {"root": top.pop("root", "data/wlasl100_224")}, **top})  # fmt: skip
+
+    assert study_name(cfg(), "bayesian") == "x3d_s-bayesian-wlasl100_224"
+    assert study_name(cfg(name="i3d", root="/d/mini store/", dry_run=True), "hyperband") == "i3d-hyperband-mini-store-dryrun"
+    assert study_name(cfg(name="movinet_a0", stream=True), "bayesian", family="movinet") == "movinet_stream-bayesian-wlasl100_224"
     study = Study("s", tmp_path)
     check_settings(study, {"tuner": "bayesian", "max_trials": 3, "space": {"lr": 1}})
     check_settings(study, {"tuner": "bayesian", "max_trials": 9, "space": {"lr": 1}})  # extending is fine

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.cluster.experiment import load_experiment, make_plan
-from utils.cluster.experiment_run import ROOT, run_local
+from utils.cluster.runner import ROOT, run_local
+from utils.cluster.status import experiment_report
 
 __all__ = ["DEMO_FILE", "demo_plan", "run_demo"]
 
@@ -26,4 +27,4 @@ def demo_plan(root: str | Path = "demo"):
 
 def run_demo(root: str | Path = "demo", *, workers: int = 2) -> int:
     """Run the demo here, in order; returns the exit code (0: every run completed). Reruns skip what is done."""
-    return run_local(demo_plan(root), workers=workers)
+    return run_local(demo_plan(root), report=experiment_report, workers=workers)

@@ -23,10 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-# Run as a script, Python puts utils/ first on sys.path, where tables.py would
-# shadow PyTables' ``tables`` (pandas imports it by that name): use the repo root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install
+sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install, as main/*.py
 
 import models  # noqa: E402,F401  (registers every family: names and row order come from the registry)
 from utils.core.files import atomic_write_text  # noqa: E402
@@ -71,6 +68,20 @@ class Report:
     def table(self, fmt: str = "md") -> str:
         return format_table(self.rows, metrics=self.metrics, fmt=fmt, published=self.published)
 
+    def scope(self) -> str:
+        """What the table includes: standalone runs, each experiment's and sweep's runs (a row never mixes two),
+        and the best trial of each tuning study (its other trials are not in the table)."""
+        plans: dict[str | None, int] = {}
+        for r in self.runs.completed:
+            plans[r.plan] = plans.get(r.plan, 0) + 1
+        parts = [f"{n} {'standalone run' if p is None else f'run(s) of {p}'}{'s' if p is None and n != 1 else ''}"
+                 for p, n in sorted(plans.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))]  # fmt: skip
+        studies = len(self.runs.best_trials)
+        if studies:
+            parts.append(f"the best trial of {studies} tuning stud{'y' if studies == 1 else 'ies'} "
+                         f"({len(self.runs.trials) - studies} other trials not in the table)")  # fmt: skip
+        return f"Included: {'; '.join(parts)}. A row averages one model's seeds within one plan.\n" if parts else ""
+
     def remarks(self) -> str:
         """Columns --published added, rows averaging different settings, runs left out (plain text)."""
         added = ""
@@ -83,7 +94,7 @@ class Report:
             )
         plotting = "".join(f"- {one_line(note)}\n" for note in self.plot_notes)
         plotting = f"Plots not drawn:\n{plotting}" if plotting else ""
-        parts = (added, format_notes(self.rows), format_others(self.runs), plotting)
+        parts = (self.scope(), added, format_notes(self.rows), format_others(self.runs), plotting)
         return "\n".join(part for part in parts if part)
 
 
@@ -230,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics",
         default=",".join(DEFAULT_METRICS),
-        help="comma-separated columns from top1, top2, top5, loss, per_class_top1 (default top1,top2,loss)",
+        help=f"comma-separated columns from {', '.join(METRICS)} (default {','.join(DEFAULT_METRICS)})",
     )
     p.add_argument(
         "--split", choices=("test", "val"), default="test", help="evaluation split of the numbers (default test)"

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from models.registry import family_models, get_model
-from models.train import run
+from models.train import resolve, run
 from utils.core.config import RunConfig, config_from_dict, load_preset
-from utils.core.preempt import REQUEUE_EXIT_CODE, Preempted
-from utils.core.runlock import RunLockedError
-from wlasl.clip_store import StoreError
+from utils.core.distenv import dist_env
+from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE, Cancelled, Preempted
 
-__all__ = ["add_model_options", "add_train_args", "config_from_args", "main", "model_name", "train_parser", "variant_names"]
+__all__ = ["add_model_options", "add_train_args", "config_from_args", "main", "model_name", "parse_train_argv",
+           "refusal", "train_parser", "variant_names"]  # fmt: skip
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -64,6 +67,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                    help="TensorBoard event files in <run dir>/tb/ (curves, heartbeat loss, final images, HParams): "
                         "on by default, off for --dry-run; watch with: tensorboard --logdir results")  # fmt: skip
+    g.add_argument("--tag", dest="tags", action="append", type=_tag, metavar="KEY=VALUE",
+                   help="a label copied into the run record (repeatable); experiments tag their runs plan=<name>")  # fmt: skip
 
 
 _ARG_TO_CONFIG = {
@@ -99,6 +104,13 @@ _ARG_TO_CONFIG = {
     "dry_run": (None, "dry_run"),
     "tensorboard": (None, "tensorboard"),
 }
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {text!r}")
+    return key, value
 
 
 def _run_dirs(text: str) -> list[str]:
@@ -147,6 +159,8 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> RunConfig:
             if not isinstance(layered.setdefault(section, {}), dict):
                 raise TypeError(f"{args.config}: section '{section}' expected a mapping, received {layered[section]!r}")
             layered[section][key] = value
+    if getattr(args, "tags", None):
+        layered["tags"] = {**(layered.get("tags") or {}), **dict(args.tags)}
     options = {k[len(_OPTION_DEST) :]: v for k, v in vars(args).items() if k.startswith(_OPTION_DEST) and v is not None}
     if options:
         model["options"] = {**(model.get("options") or {}), **options}
@@ -182,26 +196,69 @@ def model_name(family: str, args: argparse.Namespace) -> str:
     return variants[args.variant] if variants else family
 
 
+def parse_train_argv(family: str, argv: list[str]) -> RunConfig:
+    """The RunConfig a ``main/train_<family>.py ARGV`` command would train (its options parsed and checked).
+
+    What the experiment and sweep planner call to name a run by the one rule
+    (``models.train.run_id``) before submitting it.
+
+    Raises:
+        ValueError: an option the script refuses (argparse's message), or a bad value.
+        KeyError, TypeError, FileNotFoundError: as :func:`config_from_args`.
+    """
+    parser = train_parser(family)
+
+    def refuse(message):  # argparse would print usage and exit
+        raise ValueError(f"{parser.prog}: {message}")
+
+    parser.error = refuse
+    args = parser.parse_args(argv)
+    return config_from_args(args, model_name(family, args))
+
+
+def refusal(e: BaseException) -> bool:
+    """Whether ``e`` is one of the suite's own refusals (a ``raise`` statement in its code, whose message says
+    what to do) rather than a bug (an error raised inside Python or a library): a refusal is one line, a bug
+    keeps its traceback."""
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
+        return True
+    last = frames[-1]
+    path = Path(last.filename).resolve()
+    ours = path.is_relative_to(REPO) and "site-packages" not in path.parts
+    return ours and (last.line or "").lstrip().startswith("raise")
+
+
 def main(family: str, argv=None, doc: str = "") -> int:
-    """Parse, build the RunConfig, train, print where the record is."""
+    """Parse, build the RunConfig, train, print where the record is (rank 0 only)."""
     import models  # noqa: F401  (registers every family)
 
     args = train_parser(family, doc).parse_args(argv)
-    try:
+    try:  # the options themselves: every error here is about them
         cfg = config_from_args(args, model_name(family, args))
-        get_model(cfg.model.name)
-        record = run(cfg)
-    except Preempted as e:
-        # Checkpoint saved; the SLURM job script requeues on this exit code.
-        print(f"preempted: {e}; checkpoint saved, exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
-        return REQUEUE_EXIT_CODE
-    except (StoreError, FileNotFoundError, KeyError, ValueError, TypeError, RunLockedError) as e:
+        resolve(cfg, get_model(cfg.model.name))
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
-    test = record.metrics.get("test", {})
-    print(
-        f"{record.status}: {record.run_id}  val top1 {record.best.get('val_top1', float('nan')):.4f}  "
-        f"test top1 {test.get('top1', float('nan')):.4f} top2 {test.get('top2', float('nan')):.4f}  "
-        f"({record.wall_s:.1f} s) -> {Path(record.config.get('results', 'results')) / 'runs' / record.run_id}"
-    )
+    try:
+        record = run(cfg)
+    except Cancelled as e:
+        print(f"cancelled: {e}", file=sys.stderr)
+        return CANCELLED_EXIT_CODE
+    except Preempted as e:
+        # Checkpoint saved; the job (main/job.py) requeues on this exit code.
+        print(f"preempted: {e}; exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
+    except Exception as e:  # a refusal (no store, a run that may not resume, ...) is one line; a bug keeps its traceback
+        if not refusal(e):
+            raise
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+    if dist_env()[0] == 0:  # one line per run, not per process
+        test = record.metrics.get("test", {})
+        print(
+            f"{record.status}: {record.run_id}  val top1 {record.best.get('val_top1', float('nan')):.4f}  "
+            f"test top1 {test.get('top1', float('nan')):.4f} top2 {test.get('top2', float('nan')):.4f}  "
+            f"({record.wall_s:.1f} s) -> {Path(record.config.get('results', 'results')) / 'runs' / record.run_id}"
+        )
     return 0 if record.status == "completed" else 1

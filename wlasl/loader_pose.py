@@ -50,7 +50,7 @@ from wlasl.keypoint_store import (
     KeypointStore,
     part_slices,
 )
-from wlasl.loader_torch import EpochSampler
+from wlasl.loader_torch import EpochSampler, SampledEpochs
 from wlasl.transforms import Loaders, capped_splits
 
 __all__ = ["MIRROR", "PART_OF", "KeypointDataset", "PoseAugment", "make_loaders", "read_clips", "sample_keypoints"]
@@ -248,10 +248,8 @@ def make_loaders(store: KeypointStore, cfg: RunConfig, *, augment: PoseAugment =
     }
     train_set = KeypointDataset(store, splits["train"], frames=frames, train=True, seed=seed, hand_swap=d.flip,
                                 augment=augment, clips=clips)  # fmt: skip
-    sampler = EpochSampler(
-        len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world, max_steps=cfg.train.steps_per_epoch
-    )
-    train = DataLoader(train_set, sampler=sampler, drop_last=True, **common)
+    sampler = EpochSampler(len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world)
+    train = SampledEpochs(DataLoader(train_set, sampler=sampler, drop_last=True, **common), sampler)
 
     def evaluation(split):
         dataset = KeypointDataset(store, splits[split], frames=frames, train=False, clips=clips)

@@ -74,12 +74,12 @@ class TrainStream:
     def order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.entries))
 
-    def epoch(self, epoch: int, skip_batches: int = 0, max_batches: int | None = None) -> tf.data.Dataset:
-        """Batches of ``epoch`` (0-based), optionally skipping those already trained on."""
+    def epoch(self, epoch: int, skip: int = 0, max_batches: int | None = None) -> tf.data.Dataset:
+        """Batches ``skip`` .. ``max_batches`` (or the end) of ``epoch`` (0-based) (:class:`wlasl.transforms.TrainStream`)."""
         order = self.order(epoch)
         if max_batches is not None:
             order = order[: max_batches * self.batch_size]
-        batches = _batches(order[skip_batches * self.batch_size :], self.batch_size)
+        batches = _batches(order[skip * self.batch_size :], self.batch_size)
         h, w = self.reader.stored[1:]
 
         def gather(b):

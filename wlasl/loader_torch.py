@@ -23,6 +23,7 @@ which is how a preempted run resumes exactly.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -37,7 +38,7 @@ from wlasl.batches import BatchReader
 from wlasl.clip_store import ClipStore, StoreError
 from wlasl.transforms import Loaders, capped_splits
 
-__all__ = ["BatchStream", "ClipBatches", "EpochSampler", "make_loaders"]
+__all__ = ["BatchStream", "ClipBatches", "EpochSampler", "SampledEpochs", "make_loaders"]
 
 
 def _tensor(array) -> torch.Tensor:
@@ -129,6 +130,38 @@ class BatchStream:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+class SampledEpochs:
+    """A training stream over an :class:`EpochSampler` (:class:`wlasl.transforms.TrainStream`).
+
+    Args:
+        batches: iterates the batches of the sampler's current epoch (a :class:`BatchStream`,
+            a ``DataLoader``) in sampler order.
+        sampler: the :class:`EpochSampler` it draws from.
+    """
+
+    def __init__(self, batches, sampler: EpochSampler):
+        self.batches, self.sampler = batches, sampler
+
+    def __len__(self) -> int:
+        """Batches in a full epoch."""
+        return self.sampler.steps
+
+    def __iter__(self):
+        """The batches of the sampler's current epoch (:meth:`EpochSampler.set_epoch`)."""
+        return iter(self.batches)
+
+    @property
+    def dataset(self):
+        return self.batches.dataset
+
+    def epoch(self, epoch: int, skip: int = 0, max_batches: int | None = None):
+        """Batches ``skip`` .. ``max_batches`` (or the end) of ``epoch``: a resumed epoch goes on where it stopped."""
+        self.sampler.set_epoch(epoch, skip)
+        if max_batches is None:
+            return iter(self.batches)
+        return itertools.islice(self.batches, max(0, max_batches - skip))
+
+
 class EpochSampler:
     """Training order: a seeded permutation per epoch, this rank's share, from a given step.
 
@@ -142,15 +175,11 @@ class EpochSampler:
         seed: run seed.
         rank: this process.
         world: processes.
-        max_steps: cap on steps per epoch (None = all full batches).
     """
 
-    def __init__(
-        self, n: int, *, batch_size: int, seed: int, rank: int = 0, world: int = 1, max_steps: int | None = None
-    ):
+    def __init__(self, n: int, *, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        steps = n // (batch_size * world)
-        self.steps = min(steps, max_steps) if max_steps else steps
+        self.steps = n // (batch_size * world)
         if self.steps == 0:
             raise StoreError(
                 f"{n} training clips do not fill one batch of {batch_size} on each of {world} process(es); "
@@ -191,10 +220,8 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
         return BatchReader(store, splits[split], frames=frames, size=size, **kw)
 
     train_set = ClipBatches(reader("train", seed=seed, crop_scale=d.crop_scale, flip=d.flip), train=True)
-    sampler = EpochSampler(
-        len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world, max_steps=cfg.train.steps_per_epoch
-    )
-    train = BatchStream(train_set, sampler, batch_size=d.batch_size, workers=d.workers, drop_last=True)
+    sampler = EpochSampler(len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world)
+    train = SampledEpochs(BatchStream(train_set, sampler, batch_size=d.batch_size, workers=d.workers, drop_last=True), sampler)
 
     def evaluation(split):
         data = ClipBatches(reader(split), train=False)

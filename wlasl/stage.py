@@ -238,11 +238,33 @@ def add_stage_args(p, *, store: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class _ProgressLines:
+    """Progress in a log (a batch job, not a terminal): one line every tenth of the work or 30 s, and at the end."""
+
+    def __init__(self, total: int, desc: str, unit: str):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.done, self.t0 = 0, time.monotonic()
+        self.said = (0, self.t0)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.done >= self.said[0] + max(1, self.total // 10) or now - self.said[1] >= 30 or self.done == self.total:
+            self.said = (self.done, now)
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s ({100 * self.done // max(self.total, 1)}%) "
+                  f"after {now - self.t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, desc: str, enabled: bool, unit: str):
     from tqdm import tqdm
 
-    # On a SLURM log (not a TTY) redraws become thousands of lines: update less often.
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, mininterval=0.5 if sys.stderr.isatty() else 30)
+    # On a SLURM log (not a TTY) a bar's redraws are one endless line: print plain lines instead.
+    if enabled and not sys.stderr.isatty():
+        return _ProgressLines(total, desc, unit)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, mininterval=0.5)
 
 
 def run_stage(

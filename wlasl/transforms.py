@@ -10,15 +10,31 @@ Both draw the view with :func:`wlasl.augment.draw_view`, so a given
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
 from wlasl.augment import centre_view, draw_view
 
-__all__ = ["Loaders", "capped_splits", "clip_transform"]
+__all__ = ["Loaders", "TrainStream", "capped_splits", "clip_transform"]
+
+
+@runtime_checkable
+class TrainStream(Protocol):
+    """The training split, one epoch at a time: the one interface every loader's training side implements.
+
+    ``len(stream)`` is the number of batches of a full epoch; ``epoch(e, skip, max_batches)``
+    yields the batches ``skip`` .. ``max_batches`` (or the end) of epoch ``e``, the same
+    batches in any process for the same ``(seed, e)``, so a run stopped mid-epoch resumes
+    exactly. The epoch loop (``models.lifecycle.Run.train``) is its only caller in training.
+    """
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int, skip: int = 0, max_batches: int | None = None) -> Iterable: ...
 
 
 @dataclass
@@ -26,7 +42,7 @@ class Loaders:
     """What an engine receives.
 
     Attributes:
-        train: training batches ``(inputs, labels)`` (shuffled); ``inputs`` is a
+        train: the :class:`TrainStream` of training batches ``(inputs, labels)`` (shuffled); ``inputs`` is a
             dict: uint8 ``clips`` (stored frames of each clip's window),
             ``index`` (int64 position of each clip in ``ids["train"]``) and
             ``boxes`` (int32 ``(B, 5)``: each clip's random view, see
@@ -46,15 +62,20 @@ class Loaders:
             model input ``(B, frames, size, size, 3)``.
     """
 
-    train: object
-    train_eval: object
-    val: object
-    test: object
+    train: TrainStream
+    train_eval: Iterable
+    val: Iterable
+    test: Iterable
     ids: dict
     num_classes: int
     glosses: list
     train_size: int
     augment: Callable
+
+    def __post_init__(self):
+        if not isinstance(self.train, TrainStream):
+            raise TypeError(f"Loaders.train expected a TrainStream (len() and epoch(epoch, skip, max_batches)), "
+                            f"received {type(self.train).__name__}")  # fmt: skip
 
     @classmethod
     def assemble(cls, store, splits: dict, *, train, evaluation: Callable, augment: Callable) -> Loaders:

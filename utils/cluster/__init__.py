@@ -1,11 +1,12 @@
-"""The cluster layer (application): everything that meets SLURM.
+"""The cluster layer (application): everything that meets SLURM, one way onto it.
 
-``shell`` the one quoting rule and safe names; ``profile`` the cluster
-profile (SlurmConfig: #SBATCH directives and submitit parameters side by
-side); ``sbatch`` + ``body`` the pure job-file renderer; ``jobs`` the suite's
-committed job files; ``submit`` preflight against sinfo and sbatch;
-``accounting`` job states from sacct/squeue; ``sweep`` submitit job arrays;
-``experiment`` experiment files and their plan, ``experiment_run`` (SLURM
-chain or local), ``experiment_status`` (status and report),
-``experiment_files`` (where an experiment keeps its things).
+``profile`` the cluster profile (SlurmConfig per kind of job, from TOML);
+``render`` job files (the committed ones and an experiment's); ``launch`` the
+entry point every job hands over to (``main/job.py``: environment, signals,
+requeue, srun); ``slurm`` SLURM's tools (the preflight against sinfo, every
+command checked, job states); ``experiment`` experiment files and their plan
+(a DAG of steps; a sweep is a plan with runs only); ``runner`` what exists,
+the pure planner and the executors (SLURM, dry run, here); ``status`` where a
+plan stands, its report, and the steps that pick their runs when they run;
+``shell`` the one quoting rule.
 """

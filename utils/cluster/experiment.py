@@ -1,42 +1,12 @@
-"""Experiment files: a whole study (stores -> runs -> report) as one YAML file, and its plan.
+"""Experiment files and their plan: a study (stores, runs, tuning, ensembles, exports, report) as a DAG of steps.
 
-``load_experiment(path, sets)`` reads and checks the file (``--set key=value``
-overrides any field first); ``make_plan(exp)`` turns it into stages of
-command lines, which :mod:`utils.cluster.experiment_run` submits as SLURM jobs
-chained with ``--dependency`` or runs in order on this machine. Pure: no
-file is written and nothing is run here. Example files: ``experiments/``.
-
-File format (every key but ``stores`` and ``runs`` is optional)::
-
-    name: thesis_wlasl100              # folder and job names (default: the file name)
-    results: results/experiments/x     # default results/experiments/<name>
-    data_root: data                    # stores go to <data_root>/<store name> unless `out` says
-    profile: slurm/cluster.toml        # the cluster profile; `cluster:` overrides its kinds
-    cluster: {train: {cpus_per_task: 4}}
-    stores:
-      wlasl100_172:
-        metadata: raw/WLASL_v0.3.json
-        videos: raw/videos
-        nslt: raw/nslt_100.json        # or subset: 100
-        size: 172
-        frames: 20
-        frame_step: 2                  # optional: every 2nd frame
-        options: {margin: 0.1}         # any other main/preprocess.py flag
-        synthetic: {glosses: 3}        # optional: write a synthetic mini-WLASL there when missing
-      wlasl100_pose:
-        kind: keypoints                # main/extract_keypoints.py (pose models); default kind: clips
-        metadata: raw/WLASL_v0.3.json
-        videos: raw/videos
-        subset: 100
-    runs:
-      - models: [movinet_a0, movinet_a1]
-        store: wlasl100_172
-        seeds: 3                       # 0, 1, 2 (or a list)
-        options: {optimizer: rmsprop, lr: 1.0e-3, stream: true}   # --optimizer rmsprop --lr 0.001 --stream
-                                       # (tensorboard: false -> --no-tensorboard)
-        per_model: {movinet_a1: {batch_size: 2}}
-        pretrained: checkpoints/movinet_{variant}_stream           # or {model: path}; {model}/{variant} filled in
-    report: {published: true, metrics: [top1, top2, top5], formats: [md, csv, tex]}
+``load_experiment(path, sets)`` reads a YAML file, applies ``--set key=value``
+overrides and checks it from the type hints of :class:`ExperimentFile` (the
+one coercion, :func:`utils.core.config.coerce`); ``make_plan(exp)`` turns it
+into :class:`Step` s, each a SLURM job (an array when it has several tasks)
+with its dependencies. Pure: nothing is written or run here. A sweep is the
+same plan with runs only (:func:`sweep_experiment`). The format is in
+``docs/experiments.md``; examples in ``experiments/``.
 """
 
 from __future__ import annotations
@@ -44,157 +14,196 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from models.registry import get_model
-from utils.cluster.jobs import job_models, model_variant, train_words
-from utils.cluster.shell import check_name, check_one_line
-from utils.core.records import make_run_id
+from models.registry import get_model, list_models
+from utils.cluster.render import train_words
+from utils.cluster.shell import check_one_line
+from utils.core.config import coerce, read_mapping
+from utils.core.ids import safe_name
 
-__all__ = [
-    "Experiment",
-    "Plan",
-    "RunEntry",
-    "Stage",
-    "StoreEntry",
-    "apply_sets",
-    "flags",
-    "load_experiment",
-    "make_plan",
-    "report_settings",
-]
+__all__ = ["Experiment", "Plan", "Step", "apply_sets", "flags", "load_experiment", "make_plan", "sweep_experiment"]
 
-_TOP = {"name", "results", "data_root", "profile", "cluster", "stores", "runs", "report", "description"}
-_STORE = {"kind", "metadata", "videos", "nslt", "subset", "size", "frames", "frame_step", "max_frames", "out", "options",
-          "synthetic"}  # fmt: skip
-STORE_KINDS = ("clips", "keypoints")
-_RUN = {"models", "store", "seeds", "options", "per_model", "pretrained"}
-_REPORT = {"published", "metrics", "formats", "split", "include_dry_runs"}
-_FORMATS = ("md", "csv", "tex")
+
+# -- the file, as types (every key is checked against these)
 
 
 @dataclass(frozen=True)
-class StoreEntry:
-    """One clip store to prepare."""
-
-    name: str
-    out: str
-    argv: tuple[str, ...]  # the preprocessing command, "python" first
-    metadata: str
-    videos: str
-    synthetic: dict | None = None
+class Synthetic:
+    glosses: int = 3
+    per_gloss: int = 8
+    seed: int = 0
 
 
 @dataclass(frozen=True)
-class RunEntry:
-    """One training run of the study."""
+class StoreSpec:
+    """A store to prepare (``metadata`` + ``videos``), or one that exists already (``out`` alone)."""
 
-    run_id: str
-    model: str
-    seed: int
+    metadata: str | None = None
+    videos: str | None = None
+    kind: Literal["clips", "keypoints"] = "clips"
+    nslt: str | None = None
+    subset: int | None = None
+    frames: int | None = None
+    size: int | None = None
+    frame_step: int | None = None
+    max_frames: int | None = None
+    drop_duplicates: bool = False
+    strict: bool = False
+    out: str | None = None
+    options: dict = field(default_factory=dict)
+    synthetic: Synthetic | None = None
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    models: str | list[str]
     store: str
-    argv: tuple[str, ...]
-    pretrained: str | None = None
+    seeds: int | list[int] = 1
+    options: dict = field(default_factory=dict)
+    per_model: dict[str, dict] = field(default_factory=dict)
+    pretrained: str | dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One SLURM job (an array when it has several tasks, or ``shards``)."""
+class RunRef:
+    """A run of this plan: by model, store and seed (``best``: the best of its seeds on val, chosen when it runs)."""
 
-    name: str  # job name suffix, e.g. prep-wlasl100_172, train-wlasl100_172, report
-    kind: str  # profile kind: preprocess, train, report
-    tasks: tuple[tuple[str, tuple[str, ...]], ...]  # (key, argv) per array task
-    after: tuple[str, ...] = ()  # stage names it waits for
-    dependency: str = "afterok"
-    sharded: bool = False  # preprocessing: the same command in every array task, one shard each
+    model: str
+    store: str
+    seed: int | Literal["best"] = "best"
 
 
-@dataclass
-class Plan:
-    """What ``run`` does, stage by stage, in order."""
+@dataclass(frozen=True)
+class TuningSpec:
+    model: str
+    store: str
+    tuner: Literal["bayesian", "hyperband"]
+    max_trials: int | None = None
+    max_epochs: int | None = None
+    objective: str = "val_accuracy"
+    options: dict = field(default_factory=dict)
 
-    exp: Experiment
-    stores: list[StoreEntry] = field(default_factory=list)
-    runs: list[RunEntry] = field(default_factory=list)
-    stages: list[Stage] = field(default_factory=list)
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    name: str
+    members: list[RunRef]
+    weights: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    name: str
+    run: RunRef
+    format: Literal["onnx", "tflite"]
+    int8: bool = False
+    predict: str | None = None  # one raw video: main/predict.py's answer goes to <results>/exports/<name>/
+    options: dict = field(default_factory=dict)  # main/predict.py options (bbox, start, end, top)
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    published: bool = False
+    metrics: list[str] | None = None
+    formats: list[Literal["md", "csv", "tex"]] = field(default_factory=lambda: ["md", "csv", "tex"])
+    split: Literal["test", "val"] = "test"
+    include_dry_runs: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentFile:
+    stores: dict[str, StoreSpec]
+    runs: list[RunGroup] = field(default_factory=list)
+    tuning: list[TuningSpec] = field(default_factory=list)
+    ensembles: list[EnsembleSpec] = field(default_factory=list)
+    exports: list[ExportSpec] = field(default_factory=list)
+    report: ReportSpec = field(default_factory=ReportSpec)
+    name: str | None = None
+    description: str = ""
+    results: str | None = None
+    data_root: str = "data"
+    profile: str = "slurm/cluster.toml"
+    cluster: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A checked experiment file (after ``--set``)."""
+    """A checked experiment file (after ``--set``); ``raw`` is written beside the results (jobs read it back)."""
 
     path: str
     name: str
     results: str
-    data_root: str
-    profile: str
-    cluster: dict
-    stores: dict
-    runs: list
-    report: dict
-    raw: dict  # the whole file as read (after --set), written beside the results
+    spec: ExperimentFile
+    raw: dict
 
 
-def _err(where: str, what: str) -> ValueError:
-    return ValueError(f"{where}: {what}")
+# -- the plan
 
 
-def _parse_value(text: str):
-    import yaml
+@dataclass(frozen=True)
+class Step:
+    """One SLURM job of the plan (an array when it has several tasks, or ``shards``).
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    ``tasks`` are ``(key, argv)``; a key names what the task makes (``store:<name>``,
+    ``run:<run id>``, ``tune:<study>``, ``ensemble:<name>``, ``export:<name>``, ``report``)
+    and is how ``submitted.json``, the planner and ``status`` follow it. ``after`` are
+    ``(afterok|afterany, step name)``.
+    """
+
+    name: str
+    kind: str  # profile kind: preprocess, train, tune, report, export
+    tasks: tuple[tuple[str, tuple[str, ...]], ...]
+    after: tuple[tuple[str, str], ...] = ()
+    shards: bool = False
+
+
+@dataclass
+class Plan:
+    exp: Experiment
+    steps: list[Step] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # task key -> the file or folder it makes
+    runs: dict[str, dict] = field(default_factory=dict)  # run id -> {model, seed, store, pretrained}
+    inputs: list[tuple[str, str]] = field(default_factory=list)  # (what, path) the plan reads from outside
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
 
 
 def apply_sets(data: dict, sets: list[str], where: str) -> dict:
     """``key.sub.0.x=value`` overrides (``*`` = every item); values are read as YAML (``1``, ``true``, ``[a, b]``)."""
+    import yaml
+
     data = copy.deepcopy(data)
     for item in sets:
-        key, sep, value = item.partition("=")
+        key, sep, text = item.partition("=")
         if not sep or not key:
-            raise _err(where, f"--set expected key=value (e.g. runs.0.seeds=1), received {item!r}")
-        _set(data, key.split("."), _parse_value(value), f"{where} --set {key}")
+            raise ValueError(f"{where}: --set expected key=value (e.g. runs.0.seeds=1), received {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        _set(data, key.split("."), value, f"{where} --set {key}")
     return data
 
 
 def _set(node, path: list[str], value, where: str) -> None:
     head, rest = path[0], path[1:]
     if isinstance(node, list):
-        if head == "*":
-            indices = range(len(node))
-        elif head.lstrip("-").isdigit() and -len(node) <= int(head) < len(node):
-            indices = [int(head)]
-        else:
-            raise _err(where, f"{head!r} is not an index of a list of {len(node)}")
-        for i in indices:
-            if rest:
-                _set(node[i], rest, value, where)
-            else:
-                node[i] = copy.deepcopy(value)
-        return
-    if not isinstance(node, dict):
-        raise _err(where, f"cannot set {head!r} inside {node!r}")
-    keys = list(node) if head == "*" else [head]
+        if head != "*" and not (head.lstrip("-").isdigit() and -len(node) <= int(head) < len(node)):
+            raise ValueError(f"{where}: {head!r} is not an index of a list of {len(node)}")
+        keys = range(len(node)) if head == "*" else [int(head)]
+    elif isinstance(node, dict):
+        keys = list(node) if head == "*" else [head]
+    else:
+        raise ValueError(f"{where}: cannot set {head!r} inside {node!r}")
     for k in keys:
+        if rest and isinstance(node, dict) and node.get(k) is None:
+            node[k] = {}
         if rest:
-            if k not in node or node[k] is None:
-                node[k] = {}
             _set(node[k], rest, value, where)
         else:
             node[k] = copy.deepcopy(value)
-
-
-def _mapping(value, where: str, allowed: set | None = None) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _err(where, f"expected a mapping, received {value!r}")
-    if allowed is not None:
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise _err(where, f"unknown key(s) {unknown}; expected some of {sorted(allowed)}")
-    return value
 
 
 def load_experiment(path: str | Path, sets: list[str] = ()) -> Experiment:
@@ -202,40 +211,17 @@ def load_experiment(path: str | Path, sets: list[str] = ()) -> Experiment:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not YAML, an unknown key, a bad value (the message names the entry).
+        ValueError, KeyError, TypeError: not YAML, an unknown key, a bad value (the message names the entry).
     """
-    import yaml
+    data = read_mapping(path, "experiment file", "stores:, runs:, ... (examples: experiments/)")
+    return experiment_from(apply_sets(data, list(sets), str(path)), str(path))
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file {path} not found; see experiments/ for examples")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    where = str(path)
-    data = apply_sets(_mapping(data, where, _TOP), list(sets), where)
-    _mapping(data, where, _TOP)
-    name = check_name(str(data.get("name") or path.stem), f"{where}: name")
-    stores = _mapping(data.get("stores"), f"{where}: stores")
-    runs = data.get("runs")
-    if not stores or not isinstance(runs, list) or not runs:
-        raise _err(where, "expected `stores:` (at least one) and `runs:` (a list of at least one entry)")
-    for s, spec in stores.items():
-        check_name(str(s), f"{where}: stores: name")
-        _mapping(spec, f"{where}: stores.{s}", _STORE)
-    for i, run in enumerate(runs):
-        _mapping(run, f"{where}: runs[{i}]", _RUN)
-    report = _mapping(data.get("report"), f"{where}: report", _REPORT)
-    results = str(data.get("results") or f"results/experiments/{name}")
-    for key, value in (("results", results), ("data_root", data.get("data_root", "data"))):
-        check_one_line(str(value), f"{where}: {key}")
-    # The copy written beside the results (the report job reads it) names itself fully.
-    data = {**data, "name": name, "results": results}
-    return Experiment(path=str(path), name=name, results=results, data_root=str(data.get("data_root") or "data"),
-                      profile=str(data.get("profile") or "slurm/cluster.toml"),
-                      cluster=_mapping(data.get("cluster"), f"{where}: cluster"), stores=stores, runs=runs,
-                      report=report, raw=data)  # fmt: skip
+
+def experiment_from(data: dict, where: str) -> Experiment:
+    spec = coerce(ExperimentFile, data, where)
+    name = safe_name(spec.name or Path(where).stem, f"{where}: name")
+    results = check_one_line(spec.results or f"results/experiments/{name}", f"{where}: results")
+    return Experiment(where, name, results, spec, {**data, "name": name, "results": results})
 
 
 # Options that are on unless switched off: ``false`` is their ``--no-`` flag, not an omitted one.
@@ -245,163 +231,190 @@ _NEGATABLE = frozenset({"tensorboard", "resume"})
 def flags(options: dict, where: str) -> list[str]:
     """``{batch_size: 4, stream: true, tensorboard: false}`` -> ``--batch-size 4 --stream --no-tensorboard``."""
     out: list[str] = []
-    for key, value in _mapping(options, where).items():
+    for key, value in options.items():
         flag = "--" + str(key).replace("_", "-")
+        if isinstance(value, dict):
+            raise ValueError(f"{where}: {key} expected a value, received a mapping {value!r}")
         if value is False and key in _NEGATABLE:
             out.append("--no-" + str(key).replace("_", "-"))
             continue
-        if value is None or value is False:
-            continue
         if value is True:
             out.append(flag)
-        elif isinstance(value, list):
-            out += [flag, ",".join(str(v) for v in value)]
-        elif isinstance(value, dict):
-            raise _err(where, f"{key} expected a value, received a mapping {value!r}")
-        else:
-            out += [flag, check_one_line(str(value), f"{where}: {key}")]
+        elif value is not None and value is not False:
+            out += [flag, check_one_line(",".join(map(str, value)) if isinstance(value, list) else str(value), f"{where}: {key}")]
     return out
 
 
-def _int(value, where: str, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise _err(where, f"expected an integer >= {lo}, received {value!r}")
-    return value
+def _store_steps(exp: Experiment, plan: Plan) -> dict[str, str]:
+    """One preprocessing step per store to prepare; returns each store's folder."""
+    outs = {}
+    for name, s in exp.spec.stores.items():
+        where = f"{exp.path}: stores['{safe_name(name, f'{exp.path}: a store name')}']"
+        outs[name] = out = s.out or f"{exp.spec.data_root}/{name}"
+        plan.outputs[f"store:{name}"] = out
+        if s.metadata is None and s.videos is None:
+            if s.out is None:
+                raise ValueError(f"{where}: give `metadata` and `videos` (a store to prepare), or `out` (one that exists)")
+            plan.inputs.append((f"store {name}", out))
+            continue
+        required = ("metadata", "videos", "size", "frames") if s.kind == "clips" else ("metadata", "videos")
+        for key in required:
+            if getattr(s, key) is None:
+                raise ValueError(f"{where}: `{key}` is missing ({', '.join(required)} are required for a {s.kind} store)")
+        wrong = ["size", "frames", "frame_step"] if s.kind == "keypoints" else ["max_frames"]
+        if [k for k in wrong if getattr(s, k) is not None]:
+            raise ValueError(f"{where}: {[k for k in wrong if getattr(s, k) is not None]} do not apply to a {s.kind} store")
+        if s.subset is not None and s.nslt is not None:
+            raise ValueError(f"{where}: give `subset` or `nslt`, not both")
+        argv = ["python", "main/preprocess.py" if s.kind == "clips" else "main/extract_keypoints.py"]
+        for key in ("metadata", "videos", "nslt", "subset", "frames", "size", "frame_step", "max_frames"):
+            value = getattr(s, key)
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"{where}: `{key}` expected >= 1, received {value}")
+            argv += [f"--{key.replace('_', '-')}", str(value)] if value is not None else []
+        argv += flags({"drop_duplicates": s.drop_duplicates, "strict": s.strict, **s.options}, where) + ["--out", out]
+        if s.synthetic is not None:
+            meta, videos = Path(s.metadata), Path(s.videos)
+            if meta.name != "WLASL_v0.3.json" or videos != meta.parent / "videos":
+                raise ValueError(f"{where}: a synthetic set is written as <dir>/WLASL_v0.3.json and <dir>/videos; "
+                                 f"received metadata {meta} and videos {videos}")  # fmt: skip
+        else:
+            plan.inputs += [(f"store {name}: {k}", v) for k, v in (("metadata", s.metadata), ("videos", s.videos),
+                                                                   ("nslt", s.nslt)) if v]  # fmt: skip
+        plan.steps.append(Step(f"prep-{name}", "preprocess", ((f"store:{name}", tuple(argv)),), shards=True))
+    return outs
 
 
-def _store(exp: Experiment, name: str, spec: dict) -> StoreEntry:
-    where = f"{exp.path}: stores.{name}"
-    kind = spec.get("kind", "clips")
-    if kind not in STORE_KINDS:
-        raise _err(where, f"`kind` expected one of {list(STORE_KINDS)}, received {kind!r}")
-    required = ("metadata", "videos", "size", "frames") if kind == "clips" else ("metadata", "videos")
-    for key in required:
-        if spec.get(key) in (None, ""):
-            raise _err(where, f"`{key}` is missing ({', '.join(required)} are required for a {kind} store)")
-    misplaced = [k for k in ("size", "frames", "frame_step") if kind == "keypoints" and k in spec] + [
-        k for k in ("max_frames",) if kind == "clips" and k in spec]  # fmt: skip
-    if misplaced:
-        raise _err(where, f"{misplaced} do not apply to a {kind} store")
-    if spec.get("subset") is not None and spec.get("nslt") is not None:
-        raise _err(where, "give `subset` or `nslt`, not both")
-    out = str(spec.get("out") or f"{exp.data_root}/{name}")
-    stage = "main/preprocess.py" if kind == "clips" else "main/extract_keypoints.py"
-    argv = ["python", stage, "--metadata", str(spec["metadata"]), "--videos", str(spec["videos"])]
-    if spec.get("nslt") is not None:
-        argv += ["--nslt", str(spec["nslt"])]
-    if spec.get("subset") is not None:
-        argv += ["--subset", str(_int(spec["subset"], f"{where}.subset"))]
-    if kind == "clips":
-        argv += ["--frames", str(_int(spec["frames"], f"{where}.frames")), "--size", str(_int(spec["size"], f"{where}.size"))]
-    if spec.get("frame_step") is not None:
-        argv += ["--frame-step", str(_int(spec["frame_step"], f"{where}.frame_step"))]
-    if spec.get("max_frames") is not None:
-        argv += ["--max-frames", str(_int(spec["max_frames"], f"{where}.max_frames"))]
-    argv += flags(spec.get("options"), f"{where}.options") + ["--out", out]
-    synthetic = spec.get("synthetic")
-    if synthetic is not None:
-        synthetic = _mapping(synthetic, f"{where}.synthetic", {"glosses", "per_gloss", "seed"})
-        meta, videos = Path(str(spec["metadata"])), Path(str(spec["videos"]))
-        if meta.name != "WLASL_v0.3.json" or videos != meta.parent / "videos":
-            raise _err(where, f"a synthetic set is written as <dir>/WLASL_v0.3.json and <dir>/videos; received "
-                              f"metadata {meta} and videos {videos}")  # fmt: skip
-    for part in argv:
-        check_one_line(part, where)
-    return StoreEntry(name, out, tuple(argv), str(spec["metadata"]), str(spec["videos"]), synthetic)
+def _after(plan: Plan, store: str) -> tuple[tuple[str, str], ...]:
+    return (("afterok", f"prep-{store}"),) if any(s.name == f"prep-{store}" for s in plan.steps) else ()
 
 
-def _seeds(value, where: str) -> list[int]:
-    if isinstance(value, list):
-        return [_int(v, where, lo=0) for v in value]
-    return list(range(_int(1 if value is None else value, where)))
+def _fit(exp: Experiment, store: str, options: dict) -> list[str]:
+    """A run trains at its store's clip length and side unless its options say otherwise."""
+    s = exp.spec.stores[store]
+    return [w for k in ("frames", "size") if k not in options and getattr(s, k) for w in (f"--{k}", str(getattr(s, k)))]
 
 
-def _pretrained(value, model: str, where: str) -> str | None:
-    if isinstance(value, dict):
-        value = value.get(model)
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise _err(where, f"pretrained expected a path or a mapping model -> path, received {value!r}")
-    return value.replace("{model}", model).replace("{variant}", model_variant(model) or model)
+def _runs(exp: Experiment, plan: Plan, outs: dict) -> None:
+    from models.train import run_id
+    from utils.train_cli import parse_train_argv
+
+    by_store: dict[str, list] = {}
+    for i, group in enumerate(exp.spec.runs):
+        where = f"{exp.path}: runs[{i}]"
+        models = [group.models] if isinstance(group.models, str) else group.models
+        for at, names in ((where, models), (f"{where}['per_model']", list(group.per_model))):
+            unknown = [m for m in names if m not in list_models()]
+            if unknown or not models:
+                raise ValueError(f"{at}: unknown model(s) {unknown}; expected names from {list_models()}")
+        if group.store not in exp.spec.stores:
+            raise ValueError(f"{where}: store {group.store!r} is not among the stores {sorted(exp.spec.stores)}")
+        seeds = group.seeds if isinstance(group.seeds, list) else list(range(group.seeds))
+        if not seeds or min(seeds) < 0 or (isinstance(group.seeds, int) and group.seeds < 1):
+            raise ValueError(f"{where}['seeds'] expected a whole number >= 1 or a list of seeds >= 0, received {group.seeds!r}")
+        kind = exp.spec.stores[group.store].kind
+        for model in models:
+            wanted = "keypoints" if get_model(model).input == "keypoints" else "clips"
+            if wanted != kind:
+                raise ValueError(f"{where}: {model} trains on a {wanted} store, but store {group.store} is a {kind} store")
+            options = {**group.options, **group.per_model.get(model, {})}
+            pretrained = group.pretrained.get(model) if isinstance(group.pretrained, dict) else group.pretrained
+            if pretrained:
+                pretrained = pretrained.replace("{model}", model).replace("{variant}", get_model(model).variant or model)
+                plan.inputs.append((f"{model}: --pretrained", pretrained))
+            for seed in seeds:
+                argv = [*train_words(model), "--data", outs[group.store], "--results", exp.results, "--seed", str(seed),
+                        "--tag", f"plan={exp.name}", *_fit(exp, group.store, options), *flags(options, f"{where}['options']"),
+                        *(["--pretrained", pretrained] if pretrained else [])]  # fmt: skip
+                try:
+                    rid = run_id(parse_train_argv(get_model(model).family, argv[2:]))  # the id it trains under
+                except (ValueError, TypeError, KeyError) as e:
+                    raise ValueError(f"{where}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+                if rid in plan.runs:
+                    raise ValueError(f"{where}: run {rid} is planned twice; each model x store x seed once")
+                plan.runs[rid] = {"model": model, "seed": seed, "store": group.store}
+                plan.outputs[f"run:{rid}"] = f"{exp.results}/runs/{rid}"
+                by_store.setdefault(group.store, []).append((f"run:{rid}", (*argv, "--run-id", rid)))
+    for store, tasks in by_store.items():
+        plan.steps.append(Step(f"train-{store}", "train", tuple(tasks), _after(plan, store)))
+
+
+def _ref(exp: Experiment, plan: Plan, ref: RunRef, where: str) -> str:
+    """The train step that makes the runs ``ref`` names (checked to exist in the plan)."""
+    match = [r for r, v in plan.runs.items() if (v["model"], v["store"]) == (ref.model, ref.store)
+             and ref.seed in ("best", v["seed"])]  # fmt: skip
+    if not match:
+        raise ValueError(f"{where}: no planned run of {ref.model} on {ref.store}"
+                         + (f" with seed {ref.seed}" if ref.seed != "best" else "") + "; add it under runs:")  # fmt: skip
+    return f"train-{ref.store}"
 
 
 def make_plan(exp: Experiment) -> Plan:
-    """Stores, runs and the stages that make them: preprocessing arrays, one training array per
-    store (``afterok`` on its store), and the report (``afterany`` on every training array).
+    """The steps of an experiment: stores -> training arrays (afterok) and tuning studies (afterok) ->
+    ensembles and exports (afterany: they pick among the runs that completed) -> the report (afterany on all).
 
     Raises:
-        ValueError: an unknown model or store, duplicate runs, or a bad value (named).
+        ValueError: an unknown model or store, a run planned twice, a bad value (named, with its entry).
     """
-    plan = Plan(exp=exp)
-    stores = {name: _store(exp, name, spec) for name, spec in exp.stores.items()}
-    known = job_models()
-    by_store: dict[str, list[RunEntry]] = {}
-    seen: set[str] = set()
-    for i, group in enumerate(exp.runs):
-        where = f"{exp.path}: runs[{i}]"
-        models = group.get("models")
-        models = [models] if isinstance(models, str) else models
-        if not models or not isinstance(models, list):
-            raise _err(where, "`models` expected a list of model names")
-        unknown = [m for m in models if m not in known]
-        if unknown:
-            raise _err(where, f"unknown model(s) {unknown}; expected names from {known}")
-        store = stores.get(str(group.get("store")))
-        if store is None:
-            raise _err(where, f"store {group.get('store')!r} is not among the stores {sorted(stores)}")
-        store_spec = exp.stores[store.name]
-        store_kind = store_spec.get("kind", "clips")
-        per_model = _mapping(group.get("per_model"), f"{where}.per_model")
-        # A model left out (by --set runs.0.models=[...]) may keep its options; a typo may not.
-        stray = sorted(set(per_model) - set(known))
-        if stray:
-            raise _err(f"{where}.per_model", f"unknown model(s) {stray}; expected names from this entry's {models}")
-        for model in models:
-            wanted = "keypoints" if get_model(model).input == "keypoints" else "clips"
-            if wanted != store_kind:
-                raise _err(where, f"{model} trains on a {wanted} store, but store {store.name} is a {store_kind} store")
-            options = {**_mapping(group.get("options"), f"{where}.options"),
-                       **_mapping(per_model.get(model), f"{where}.per_model.{model}")}  # fmt: skip
-            label = model + ("_stream" if options.get("stream") else "")
-            pretrained = _pretrained(group.get("pretrained"), model, where)
-            for seed in _seeds(group.get("seeds"), f"{where}.seeds"):
-                run_id = make_run_id(label, store.out, seed)
-                if run_id in seen:
-                    raise _err(where, f"run {run_id} is planned twice; each model x store x seed once")
-                seen.add(run_id)
-                # The store's clip length and side unless the options say otherwise.
-                fit = [f for k in ("frames", "size") if k not in options and k in store_spec
-                       for f in (f"--{k}", str(store_spec[k]))]  # fmt: skip
-                argv = [*train_words(model), "--data", store.out, "--results", exp.results, "--seed", str(seed),
-                        "--run-id", run_id, *fit, *flags(options, f"{where}.options")]  # fmt: skip
-                if pretrained:
-                    argv += ["--pretrained", pretrained]
-                for part in argv:
-                    check_one_line(part, where)
-                entry = RunEntry(run_id, model, seed, store.name, tuple(argv), pretrained)
-                plan.runs.append(entry)
-                by_store.setdefault(store.name, []).append(entry)
-    plan.stores = [s for s in stores.values() if s.name in by_store]
-    for s in plan.stores:
-        plan.stages.append(Stage(f"prep-{s.name}", "preprocess", ((s.name, s.argv),), sharded=True))
-    for name, runs in by_store.items():
-        plan.stages.append(Stage(f"train-{name}", "train", tuple((r.run_id, r.argv) for r in runs), (f"prep-{name}",)))
-    report_argv = ("python", "main/experiment.py", "report", str(Path(exp.results) / "experiment.yaml"))
-    plan.stages.append(Stage("report", "report", (("report", report_argv),),
-                             tuple(f"train-{n}" for n in by_store), dependency="afterany"))  # fmt: skip
+    from utils.tuning.cli import study_of
+
+    plan = Plan(exp)
+    outs = _store_steps(exp, plan)
+    _runs(exp, plan, outs)
+    file = str(Path(exp.results) / "experiment.yaml")
+    for i, t in enumerate(exp.spec.tuning):
+        where = f"{exp.path}: tuning[{i}]"
+        if t.model not in list_models() or t.store not in outs:
+            raise ValueError(f"{where}: model {t.model!r} and store {t.store!r} must be a registered model and a store "
+                             f"of this file ({sorted(outs)})")  # fmt: skip
+        spec = get_model(t.model)
+        argv = ["--tuner", t.tuner, *(["--variant", spec.variant] if spec.variant else []), "--data", outs[t.store],
+                "--results", exp.results, *_fit(exp, t.store, t.options), "--objective", t.objective,
+                *flags({"max_trials": t.max_trials, "max_epochs": t.max_epochs, **t.options}, f"{where}['options']")]  # fmt: skip
+        try:
+            study = study_of(spec.family, argv)  # the name main/tune_<family>.py gives it
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{where}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+        argv = ["python", f"main/tune_{spec.family}.py", *argv, "--study", study]
+        plan.outputs[f"tune:{study}"] = f"{exp.results}/tuning/{study}/best.json"
+        plan.steps.append(Step(f"tune-{study}", "tune", ((f"tune:{study}", tuple(argv)),), _after(plan, t.store)))
+    for kind, entries in (("ensemble", exp.spec.ensembles), ("export", exp.spec.exports)):
+        for i, e in enumerate(entries):
+            where = f"{exp.path}: {kind}s[{i}]"
+            refs = e.members if kind == "ensemble" else [e.run]
+            if kind == "ensemble" and len(refs) < 2:
+                raise ValueError(f"{where}: an ensemble needs two or more members")
+            if kind == "export" and e.predict:
+                plan.inputs.append((f"export {e.name}: video", e.predict))
+            after = tuple(dict.fromkeys(("afterany", _ref(exp, plan, r, where)) for r in refs))
+            key = f"{kind}:{safe_name(e.name, f'{where}: name')}"
+            plan.outputs[key] = f"{exp.results}/runs/{e.name}" if kind == "ensemble" else f"{exp.results}/exports/{e.name}"
+            plan.steps.append(Step(f"{kind}-{e.name}", "report" if kind == "ensemble" else "export",
+                                   ((key, ("python", "main/experiment.py", "step", file, key)),), after))  # fmt: skip
+    if not plan.steps:
+        raise ValueError(f"{exp.path}: nothing to do; list runs:, tuning:, ensembles: or exports:")
+    report = ("python", "main/experiment.py", "report", file)
+    plan.steps.append(Step("report", "report", (("report", report),), tuple(("afterany", s.name) for s in plan.steps
+                                                                           if s.kind != "preprocess")))  # fmt: skip
     return plan
 
 
-def report_settings(exp: Experiment) -> dict:
-    """The report section with its defaults: published, metrics, formats, split."""
-    r = exp.report
-    formats = r.get("formats") or list(_FORMATS)
-    formats = [formats] if isinstance(formats, str) else formats
-    bad = [f for f in formats if f not in _FORMATS]
-    if bad:
-        raise _err(f"{exp.path}: report.formats", f"expected some of {list(_FORMATS)}, received {bad}")
-    metrics = r.get("metrics")
-    return {"published": bool(r.get("published", False)), "formats": formats,
-            "metrics": ",".join(metrics) if isinstance(metrics, list) else metrics,
-            "split": r.get("split", "test"), "include_dry_runs": bool(r.get("include_dry_runs", False))}  # fmt: skip
+def sweep_experiment(models: list[str], seeds: int, *, name: str, results: str, subset: int = 100, data_root: str = "data",
+                     size: int | None = None, store: str | None = None, options: dict | None = None,
+                     profile: str = "slurm/cluster.toml", cluster: dict | None = None) -> Experiment:  # fmt: skip
+    """A sweep (models x seeds on existing stores) as an experiment with runs only, under ``<results>/sweeps/<name>``.
+
+    Each model trains on ``store`` when given, else on ``<data_root>/wlasl<subset>_<size>`` (its default side
+    unless ``size``), or its keypoint store; ``options`` are every run's training options (``{"epochs": 3}``).
+    """
+    unknown = [m for m in models if m not in list_models()]
+    if unknown or not models or seeds < 1:
+        raise ValueError(f"a sweep needs >= 1 model and seeds >= 1; unknown model(s) {unknown}; expected names from "
+                         f"{list_models()}")  # fmt: skip
+    outs = {m: store or f"{data_root}/" + (f"wlasl{subset}_{size}" if size and get_model(m).input == "clip"
+                                           else get_model(m).store_name(subset)) for m in models}  # fmt: skip
+    label = {out: f"s{i}_{Path(out).name}" for i, out in enumerate(dict.fromkeys(outs.values()))}
+    data = {"name": name, "results": f"{results}/sweeps/{name}", "profile": profile, "cluster": cluster or {},
+            "stores": {label[out]: {"out": out} for out in label},
+            "runs": [{"models": [m], "store": label[outs[m]], "seeds": seeds, "options": options or {}} for m in models]}  # fmt: skip
+    return experiment_from(data, f"sweep {safe_name(name, 'sweep name (--name)')}")

@@ -1,10 +1,10 @@
 """The cluster profile: a frozen ``SlurmConfig`` per kind of job, read from TOML.
 
-One table, :data:`RESOURCES`, says how each resource field becomes an
-``#SBATCH`` directive (job files, :mod:`utils.cluster.sbatch`) and a submitit
-parameter (sweeps, :mod:`utils.cluster.sweep`), side by side, so the two
-paths cannot drift. Values are checked once, when the config is built.
-See ``slurm/cluster.toml`` for the profile format.
+:data:`DIRECTIVES` says how each resource field becomes an ``#SBATCH``
+directive; every way onto SLURM (committed job files, experiments, sweeps)
+renders through it. Values are checked once, from the dataclass's type
+hints (:func:`utils.core.config.coerce`), when the config is built. See
+``slurm/cluster.toml`` for the profile format.
 """
 
 from __future__ import annotations
@@ -14,77 +14,42 @@ import difflib
 import re
 import tomllib
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.cluster.shell import check_directive, check_one_line, export_line, module_load_line
+from utils.cluster.shell import check_directive, check_one_line, export_line
+from utils.core.config import coerce
 
-__all__ = [
-    "ALIASES",
-    "JOB_KINDS",
-    "KIND_DEFAULTS",
-    "RESOURCES",
-    "SlurmConfig",
-    "load_profile",
-    "parse_time_min",
-    "profile_from_dict",
-    "read_profile_file",
-    "valid_keys",
-]
+__all__ = ["ALIASES", "DIRECTIVES", "JOB_KINDS", "KIND_DEFAULTS", "SlurmConfig", "load_profile", "parse_time_min",
+           "profile_from_dict", "read_profile_file", "valid_keys"]  # fmt: skip
 
 # The kinds of job the suite submits; a profile may override any field per kind.
-JOB_KINDS = ("train", "preprocess", "tune", "tune_distributed", "report")
+JOB_KINDS = ("train", "preprocess", "tune", "tune_distributed", "report", "export")
 
 MAIL_TYPES = {"NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
               "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS"}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Resource:
-    """How one SlurmConfig field reaches SLURM on both paths."""
-
-    field: str
-    sbatch: str  # the sbatch option (#SBATCH --<sbatch>=...)
-    submitit: str  # the submitit SlurmExecutor parameter
-    to_sbatch: Callable = str
-    to_submitit: Callable = lambda v: v
-
-
-# field -> sbatch option and submitit parameter, in one place.
-RESOURCES = (
-    Resource("partition", "partition", "partition"),
-    Resource("account", "account", "account"),
-    Resource("qos", "qos", "qos"),
-    Resource("gpus", "gres", "gres"),
-    Resource("constraint", "constraint", "constraint"),
-    Resource("nodes", "nodes", "nodes"),
-    Resource("ntasks_per_node", "ntasks-per-node", "ntasks_per_node"),
-    Resource("cpus_per_task", "cpus-per-task", "cpus_per_task"),
-    Resource("mem_gb", "mem", "mem", lambda v: f"{v}G", lambda v: f"{v}G"),
-    Resource("time_min", "time", "time"),
-    Resource("mail_user", "mail-user", "mail_user"),
-    Resource("mail_type", "mail-type", "mail_type"),
-)
+# field -> its sbatch option (#SBATCH --<option>=<value>), in one place.
+DIRECTIVES = {"partition": "partition", "account": "account", "qos": "qos", "gpus": "gres", "constraint": "constraint",
+              "nodes": "nodes", "ntasks_per_node": "ntasks-per-node", "cpus_per_task": "cpus-per-task", "mem_gb": "mem",
+              "time_min": "time", "mail_user": "mail-user", "mail_type": "mail-type"}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SlurmConfig:
     """Resources and environment of one kind of job. None = no line at all.
 
+    ``partition``, ``account``, ``qos``, ``constraint`` (node features, ``"a100|h100"``),
+    ``cpus_per_task``, ``mail_user`` and ``mail_type`` are the sbatch options of those
+    names (:data:`DIRECTIVES`).
+
     Attributes:
-        partition: ``--partition``.
-        account: ``--account``.
-        qos: ``--qos``.
         gpus: generic resources per node, ``--gres`` (``"gpu:1"``, ``"gpu:a100:2"``).
-        constraint: ``--constraint`` (node features, ``"a100|h100"``).
-        nodes: ``--nodes``; more than one node (or task) launches the command with ``srun``.
-        ntasks_per_node: ``--ntasks-per-node``, e.g. one per GPU for PyTorch DDP.
-        cpus_per_task: ``--cpus-per-task``.
+        nodes, ntasks_per_node: ``--nodes``, ``--ntasks-per-node`` (one per GPU for DDP); more than
+            one task in all launches the command with ``srun``, once per task.
         mem_gb: ``--mem`` in GB (per node).
         time_min: ``--time`` in minutes.
-        mail_user: ``--mail-user``.
-        mail_type: ``--mail-type`` (comma-separated SLURM mail types).
         signal_s: seconds before the time limit at which SLURM sends USR1 to the
             job script (``--signal=B:USR1@<s>``), which asks Python to checkpoint.
         requeue: ``--requeue`` (and ``--open-mode=append``, so the log of a
@@ -95,13 +60,11 @@ class SlurmConfig:
             sbatch is called from (the repo root); it must exist (sbatch will not create it).
         extra_directives: more ``--key=value`` or ``--flag`` directives, verbatim.
         modules: environment modules to ``module load``, in order.
-        venv: virtualenv to activate (relative to the repo root, or absolute);
+        venv: virtualenv that runs the command (relative to the repo root, or absolute);
             ``SLR_VENV`` in the submitting environment overrides it.
         conda_env: conda environment to activate instead of a venv.
-        env: variables to export in the job (``{"NCCL_DEBUG": "WARN"}``).
-        data_root: directory of the clip stores.
-        raw_root: directory with ``WLASL_v0.3.json`` and ``videos/``.
-        results_root: results directory (``runs/``, ``tables/``, ...).
+        env: variables for the command (``{"NCCL_DEBUG": "WARN"}``).
+        data_root, raw_root, results_root: the stores, ``WLASL_v0.3.json`` + ``videos/``, the results.
         subset: WLASL-N the jobs preprocess and train on.
     """
 
@@ -166,46 +129,19 @@ class SlurmConfig:
         """Tasks of one job (nodes x tasks per node); above 1 the command runs under ``srun``."""
         return (self.nodes or 1) * (self.ntasks_per_node or 1)
 
-    # -- the two paths, side by side -------------------------------------------
-
     def sbatch_options(self) -> list[tuple[str, str | None]]:
         """``(option, value)`` for ``#SBATCH`` lines, value None for a bare flag; unset fields left out."""
         out: list[tuple[str, str | None]] = []
-        for r in RESOURCES:
-            value = getattr(self, r.field)
+        for field, option in DIRECTIVES.items():
+            value = getattr(self, field)
             if value is not None:
-                out.append((r.sbatch, r.to_sbatch(value)))
+                out.append((option, f"{value}G" if field == "mem_gb" else str(value)))
         if self.signal_s is not None:
             out.append(("signal", f"B:USR1@{self.signal_s}"))
         if self.requeue:
             out += [("requeue", None), ("open-mode", "append")]
         out += self._extra()
         return out
-
-    def submitit_parameters(self) -> dict:
-        """The same resources as submitit ``SlurmExecutor.update_parameters`` keywords.
-
-        The profile's ``signal_s`` becomes submitit's ``signal_delay_s``, and
-        modules and env become ``setup`` lines quoted like the job files'.
-        Submitit handles requeueing itself, so ``requeue`` has no parameter.
-        """
-        params = {r.submitit: r.to_submitit(getattr(self, r.field)) for r in RESOURCES
-                  if getattr(self, r.field) is not None}  # fmt: skip
-        if self.signal_s is not None:
-            params["signal_delay_s"] = self.signal_s
-        if self.array_parallel is not None:
-            params["array_parallelism"] = self.array_parallel
-        extra = {k: (True if v is None else v) for k, v in self._extra()}
-        if extra:
-            params["additional_parameters"] = extra
-        setup = self.setup_lines()
-        if setup:
-            params["setup"] = setup
-        return params
-
-    def setup_lines(self) -> list[str]:
-        """``module load`` and ``export`` lines, every value quoted (submitit's ``setup``)."""
-        return [module_load_line(m) for m in self.modules] + [export_line(k, v) for k, v in self.env]
 
     def _extra(self) -> list[tuple[str, str | None]]:
         out = []
@@ -224,6 +160,7 @@ KIND_DEFAULTS: dict[str, dict] = {
     "tune": {"gpus": "gpu:1", "cpus_per_task": 8, "mem_gb": 32, "time_min": 2880, "signal_s": 300, "requeue": True},
     "tune_distributed": {"gpus": "gpu:1", "cpus_per_task": 8, "mem_gb": 32, "time_min": 2880, "array_size": 3},
     "report": {"cpus_per_task": 1, "mem_gb": 4, "time_min": 30},
+    "export": {"cpus_per_task": 4, "mem_gb": 16, "time_min": 120},
 }
 
 # SLURM's own spellings, accepted for the profile keys they mean.
@@ -275,25 +212,15 @@ def parse_time_min(value, where: str = "time") -> int:
 
 
 def _coerce(name: str, value, where: str):
-    """A TOML value -> the field's type; "" unsets an optional field."""
+    """A TOML value -> the field's type by the one coercion; "" unsets an optional field; ``env`` is a table."""
     hint = typing.get_type_hints(SlurmConfig)[name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if optional else hint
-    if value == "" and optional:
+    if value == "" and type(None) in typing.get_args(hint):
         return None
     if name == "env":
         if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
             raise TypeError(f'{where}: env expected a table of NAME = "value", received {value!r}')
         return tuple(sorted((str(k), str(v)) for k, v in value.items()))
-    if typing.get_origin(base) is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise TypeError(f"{where}: {name} expected a list of strings, received {value!r}")
-        return tuple(value)
-    ok = isinstance(value, base) and not (base is int and isinstance(value, bool))
-    if not ok:
-        raise TypeError(f"{where}: {name} expected {base.__name__}, received {value!r} ({type(value).__name__})")
-    return value
+    return coerce(hint, value, where, path=(name,))
 
 
 def _overrides(table: dict, where: str) -> dict:

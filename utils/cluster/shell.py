@@ -1,11 +1,12 @@
-"""The one quoting rule of the cluster layer, and the names that may become files and job names.
+"""The one quoting rule of the cluster layer.
 
 Every value that comes from a user (profile, experiment file, command line)
 and reaches a shell goes through :func:`quote` (``shlex.quote``: the value
-becomes one inert word), whether it lands in a job file rendered here, in a
-submitit job's setup lines or in a printed command. Values that cannot be
-quoted (``#SBATCH`` lines are not parsed by a shell, and a newline ends them)
-are checked by :func:`check_directive` instead.
+becomes one inert word), whether it lands in a job file or in a printed
+command. Values that cannot be quoted (``#SBATCH`` lines are not parsed by a
+shell, and a newline ends them) are checked by :func:`check_directive`
+instead. Names (experiments, sweeps, jobs) are checked by the suite's one
+rule, :func:`utils.core.ids.safe_name`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Iterable
 __all__ = [
     "DIRECTIVE_CHARS",
     "check_directive",
-    "check_name",
     "check_one_line",
     "command_line",
     "export_line",
@@ -30,8 +30,6 @@ __all__ = [
 DIRECTIVE_CHARS = "letters, digits and _.,:@%+=/*&|![]-"
 _DIRECTIVE_VALUE = re.compile(r"[A-Za-z0-9_.,:@%+=/*&|!\[\]-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# A name that becomes a folder, a log file and part of a job name.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def quote(value) -> str:
@@ -67,19 +65,4 @@ def check_directive(value: str, what: str) -> str:
     """An ``#SBATCH`` value: only :data:`DIRECTIVE_CHARS`; returns ``value``."""
     if not _DIRECTIVE_VALUE.fullmatch(value):
         raise ValueError(f"{what} may hold only {DIRECTIVE_CHARS}, received {value!r}; fix it where it is set")
-    return value
-
-
-def check_name(value: str, what: str) -> str:
-    """A sweep or experiment name: it names a folder, log files and jobs; returns ``value``.
-
-    Raises:
-        ValueError: anything but 1-64 letters, digits and ``_.-`` starting with a
-            letter or digit (so no ``/``, ``..``, blanks or newlines).
-    """
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
-        raise ValueError(
-            f"{what} expected 1-64 letters, digits and _.- (starting with a letter or digit, no '..'), "
-            f"received {value!r}; pick a plain name such as wlasl100"
-        )
     return value

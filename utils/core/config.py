@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "load_preset",
+    "read_mapping",
 ]
 
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
@@ -254,65 +255,24 @@ class RunConfig:
         return Path(self.results) / "runs" / self.run_id
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-
-
 def _type_name(t) -> str:
-    if typing.get_origin(t) is tuple and typing.get_args(t)[-1] is Ellipsis:
-        return f"a list of {_type_name(typing.get_args(t)[0])}"
-    if typing.get_origin(t) is tuple:
-        return f"a list of {len(typing.get_args(t))} numbers"
-    if typing.get_origin(t) is Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(t)))
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "text", dict: "a mapping"}.get(
-        t, getattr(t, "__name__", str(t))
-    )
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None))
+    if origin is tuple and args and args[-1] is Ellipsis:
+        return f"a list of {_type_name(args[0])}"
+    if origin is tuple:
+        return f"a list of {len(args)} numbers"
+    if origin is list:
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is dict or t is dict or typing.is_typeddict(t) or dataclasses.is_dataclass(t):
+        return "a mapping"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(t, getattr(t, "__name__", str(t)))
 
 
-def _coerce_value(hint, value, where: str, key: str):
-    """``value`` as ``hint`` demands, or TypeError naming the key, what was expected and what was received."""
-    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    args = [t for t in typing.get_args(hint) if t is not type(None)] if is_union else [hint]
-    if value is None and (not is_union or len(args) < len(typing.get_args(hint))):
-        return None
-    target = args[0]
-    ok, out = True, value
-    # bool is an int subclass: `epochs: true` must not become 1 epoch.
-    if target is bool:
-        ok = isinstance(value, bool)
-    elif target is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif target is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        out = float(value) if ok else value
-    elif target is str or typing.get_origin(target) is Literal:
-        ok = isinstance(value, str)
-    elif typing.get_origin(target) is tuple and typing.get_args(target)[-1] is Ellipsis:
-        # A list of any length (``teachers``): every item of the one item type.
-        item = typing.get_args(target)[0]
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
-        out = tuple(value) if ok else value
-    elif typing.get_origin(target) is tuple:
-        n = len(typing.get_args(target))
-        ok = isinstance(value, (list, tuple)) and len(value) == n
-        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        out = tuple(float(v) for v in value) if ok else value
-    elif target is dict:
-        ok = isinstance(value, dict)
-    if not ok:
-        raise TypeError(f"{where}: '{key}' expected {_type_name(target)}, received {type(value).__name__} {value!r}")
-    return out
-
-
-def _coerce(cls, key: str, value, where: str):
-    hints = typing.get_type_hints(cls)
-    if key not in hints:
-        valid = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(cls))
-        raise KeyError(f"{where}: unknown key '{key}'. Valid keys with defaults: {valid}")
-    return _coerce_value(hints[key], value, where, key)
-
-
-def _default(f: dataclasses.Field):
+def _field_default(f: dataclasses.Field):
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -320,50 +280,145 @@ def _default(f: dataclasses.Field):
     return "(required)"
 
 
+def _shown(path: tuple) -> str:
+    """``('runs', 0, 'models')`` -> ``runs[0]['models']``; one key alone is quoted: ``'epochs'``."""
+    if not path:
+        return "the value"
+    if len(path) == 1:
+        return f"'{path[0]}'"
+    return str(path[0]) + "".join(f"[{p!r}]" for p in path[1:])
+
+
+def _mapping(cls, value: dict, where: str, path: tuple, kw: dict) -> dict:
+    """The typed fields of a dataclass or TypedDict, each coerced; unknown keys refused or (``keep_unknown``) kept."""
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in value if k not in hints]
+    at = f"{where}: {_shown(path)[1:-1] if len(path) == 1 else _shown(path)}" if path else where
+    if unknown and not kw["keep_unknown"]:
+        valid = ", ".join(f"{f.name}={_field_default(f)!r}" for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) \
+            else ", ".join(hints)  # fmt: skip
+        raise KeyError(f"{at}: unknown key(s) {sorted(map(str, unknown))}. Valid keys with defaults: {valid}")
+    if dataclasses.is_dataclass(cls):
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in value and f.init
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # fmt: skip
+        if missing:
+            raise KeyError(f"{at}: missing {', '.join(map(repr, missing))} ({cls.__name__} needs it)")
+    # Unknown keys (kept only when asked, e.g. a record from a newer version) stay in a TypedDict;
+    # a dataclass cannot hold them.
+    out = {} if dataclasses.is_dataclass(cls) else {k: v for k, v in value.items() if k not in hints}
+    for key, item in value.items():
+        if key in hints:
+            out[key] = coerce(hints[key], item, where, path=(*path, key), **kw)
+    return out
+
+
+def coerce(hint, value, where: str, *, path: tuple = (), allow_nan: bool = False, keep_unknown: bool = False):
+    """``value`` as the type hint ``hint`` demands: the one validation of configs, run records, experiment
+    files, search spaces and cluster profiles, all read from their dataclass (or TypedDict) type hints.
+
+    Understands bool, int, float, str, ``Literal``, ``X | None`` and other unions (first match wins),
+    ``tuple[X, ...]``, ``tuple[A, B]``, ``list[X]``, ``dict`` / ``dict[K, V]``, TypedDicts (a mapping whose
+    keys are typed; other keys kept) and dataclasses (a mapping of their fields, built: their own checks
+    run; unknown keys refused listing the valid ones, unless ``keep_unknown``).
+
+    Args:
+        hint: the type.
+        value: as read from YAML, JSON or TOML.
+        where: names the file (or option source) in messages.
+        path: where the value sits in it, e.g. ``("runs", 0, "models")`` (shown as ``runs[0]['models']``).
+        allow_nan: NaN and infinities are numbers (run records), not errors (configs).
+        keep_unknown: ignore unknown keys instead of refusing them (records from newer versions).
+
+    Raises:
+        TypeError: a value of another type, naming where it is, what was expected and what was received.
+        KeyError: an unknown or a missing key of a dataclass.
+        ValueError: what a dataclass's own checks refuse (ranges, choices).
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    kw = {"allow_nan": allow_nan, "keep_unknown": keep_unknown}
+    if hint is typing.Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options:
+            try:
+                return coerce(option, value, where, path=path, **kw)
+            except TypeError:
+                if len(options) == 1:
+                    raise
+    elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, dict):
+            return hint(**_mapping(hint, value, where, path, kw))
+    elif typing.is_typeddict(hint):
+        if isinstance(value, dict):
+            return _mapping(hint, value, where, path, {**kw, "keep_unknown": True})
+    elif origin is dict or hint is dict:
+        if isinstance(value, dict):
+            if not args:
+                return value
+            return {coerce(args[0], k, where, path=path, **kw): coerce(args[1], v, where, path=(*path, k), **kw)
+                    for k, v in value.items()}  # fmt: skip
+    elif origin in (list, tuple) and (origin is list or args[-1] is Ellipsis):
+        if isinstance(value, (list, tuple)):
+            items = [coerce(args[0], v, where, path=(*path, i), **kw) for i, v in enumerate(value)] if args else list(value)
+            return tuple(items) if origin is tuple else items
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(coerce(a, v, where, path=(*path, i), **kw) for i, (a, v) in enumerate(zip(args, value)))
+    elif origin is Literal:
+        if isinstance(value, str | int) and not isinstance(value, bool) and value in args:
+            return value
+    elif hint is bool:  # bool is an int subclass: `epochs: true` must not become 1 epoch
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (allow_nan or math.isfinite(value)):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise TypeError(f"{where}: {_shown(path)} expected {_type_name(hint)}, received {type(value).__name__} {value!r:.80}")
+
+
 def config_from_dict(data: dict, where: str = "config") -> RunConfig:
     """Build a RunConfig from nested dicts (``{"model": {...}, "train": {...}}``).
 
     Raises:
-        KeyError: an unknown section or key (lists the valid ones).
+        KeyError: an unknown section or key (lists the valid ones), or a missing section.
         TypeError: a value of the wrong type (``train: 5``, ``crop_scale: 0.5``, ``epochs: true``).
         ValueError: a value out of range or an unsafe run id.
     """
-    if not isinstance(data, dict):
-        raise TypeError(f"{where}: expected a mapping of sections (model, data, train), received {type(data).__name__}")
-    top = {f.name: f for f in dataclasses.fields(RunConfig)}
-    unknown = set(data) - set(top)
-    if unknown:
-        raise KeyError(f"{where}: unknown section(s) {sorted(unknown)}; valid: {sorted(top)}")
-    hints = typing.get_type_hints(RunConfig)
-    kwargs = {}
-    for key, value in data.items():
-        if key in _SECTIONS:
-            cls = _SECTIONS[key]
-            if not isinstance(value, dict):
-                raise TypeError(
-                    f"{where}: section '{key}' expected a mapping of {cls.__name__} keys, received "
-                    f"{type(value).__name__} {value!r}"
-                )
-            kwargs[key] = cls(**{k: _coerce(cls, k, v, f"{where}.{key}") for k, v in value.items()})
-        else:
-            kwargs[key] = _coerce_value(hints[key], value, where, key)
-    missing = [k for k in ("model", "data") if k not in kwargs]
-    if missing:
-        raise KeyError(f"{where}: missing section(s) {missing}")
-    return RunConfig(**kwargs)
+    return coerce(RunConfig, data, where)
 
 
-def load_preset(path: str | Path) -> dict:
-    """A YAML preset as nested dicts (validated when merged into a RunConfig)."""
+def read_mapping(path: str | Path, what: str, expected: str) -> dict:
+    """A YAML file holding a mapping (presets, experiment files, search spaces); an empty file is ``{}``.
+
+    Raises:
+        FileNotFoundError: no such file (``what`` names it: ``preset not found: x.yaml``).
+        ValueError: not YAML, or not a mapping (``expected`` says of what).
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"preset not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of sections (model, data, train), received {type(data).__name__}")
+        raise ValueError(f"{path}: expected a mapping of {expected}, received {type(data).__name__}")
     return data
+
+
+def load_preset(path: str | Path) -> dict:
+    """A YAML preset as nested dicts (validated when merged into a RunConfig)."""
+    return read_mapping(path, "preset", "sections (model, data, train)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["MAX_ID_LEN", "SAFE_ID", "check_id", "check_under", "id_problem", "is_safe_id"]
+__all__ = ["MAX_ID_LEN", "SAFE_ID", "check_id", "check_under", "id_problem", "is_safe_id", "safe_name", "slug"]
 
 # Letters, digits, '_', '.', '-'; not starting with '.' or '-' (hidden files,
 # "." and "..", option-like names); short enough that a temp name built on it
@@ -47,6 +47,25 @@ def check_id(value, what: str = "id") -> str:
     if problem:
         raise ValueError(problem)
     return value
+
+
+def safe_name(value, what: str = "name") -> str:
+    """The one check of every name that becomes a path component, a job name or a log file name.
+
+    Run ids, study names, video ids, experiment, sweep and job names all pass
+    here (:func:`check_id` is the same rule); returns ``value``.
+    """
+    return check_id(value, what)
+
+
+def slug(text: str, fallback: str = "run") -> str:
+    """``text`` made a safe name: runs of other characters become ``-``, cut to :data:`MAX_ID_LEN`.
+
+    Raises:
+        ValueError: nothing safe is left and ``fallback`` is empty.
+    """
+    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-.")[:MAX_ID_LEN].rstrip("-.") or fallback
+    return check_id(out, f"name made from {text!r}")
 
 
 def check_under(root: str | Path, path: str | Path) -> Path:

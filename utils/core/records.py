@@ -12,7 +12,9 @@ A run lives in ``results/runs/<run_id>/``::
 Both engines write this same set through ``models.lifecycle.Run``.
 
 ``utils/report.py`` reads only ``metrics.json`` files and validates them with
-:func:`validate_record`; an old or broken record is reported, not fatal.
+:func:`validate_record`, from the type hints of :class:`RunRecord` (the one
+coercion, :func:`utils.core.config.coerce`); an old or broken record is
+reported, not fatal, and a metric an older record lacks reads as NaN.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, TypedDict
 
+from utils.core.config import coerce
 from utils.core.files import atomic_write_text
+from utils.core.metrics import HISTORY_COLUMNS, METRICS, OBJECTIVES, SPLIT_KEYS, metric
 
 __all__ = [
     "FRAMEWORKS",
@@ -40,10 +45,11 @@ __all__ = [
     "RecordError",
     "RunRecord",
     "append_history",
+    "best_trial",
+    "objective_value",
     "read_history",
     "environment",
     "git_revision",
-    "make_run_id",
     "read_record",
     "validate_record",
     "write_json",
@@ -51,13 +57,46 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "completed", "failed", "stopped")
+# cancelled: a user's scancel ended it (checkpoint kept: a rerun resumes); stopped: preempted, it requeues.
+Status = Literal["running", "completed", "failed", "stopped", "cancelled"]
+STATUSES = Status.__args__
 # Who wrote the record: a training engine, or models/ensemble.py (fused scores of other runs).
-FRAMEWORKS = ("keras", "torch", "ensemble")
-# Per-epoch keys every engine emits (train_* on the training split, val_* on val).
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top2", "val_top5", "lr", "wall_s")
-# Keys of metrics[split] after the final evaluation (see utils/core/metrics.py).
-SPLIT_METRIC_KEYS = ("loss", "top1", "top2", "top5", "per_class_top1", "n")
+Framework = Literal["keras", "torch", "ensemble"]
+FRAMEWORKS = Framework.__args__
+# Keys of metrics[split] after the final evaluation (utils/core/metrics.py: METRICS and n).
+SPLIT_METRIC_KEYS = SPLIT_KEYS
+
+# The structure inside the record's fields, as types: readers (the report, tuning) index into
+# these without further checks, so a wrong type stops at validation, by name. Other keys pass.
+SplitMetrics = TypedDict("SplitMetrics", {**{m.key: float | None for m in METRICS}, "n": int | None}, total=False)
+
+
+class Best(TypedDict, total=False):
+    epoch: int | None
+    val_top1: float | None
+    val_loss: float | None
+
+
+class Tags(TypedDict, total=False):
+    study: str | int
+    trial: str | int
+    plan: str
+    members: list[str]
+    weights: list[float]
+
+
+class RecordConfig(TypedDict, total=False):
+    model: dict
+    data: dict
+    train: dict
+    tags: dict
+    dry_run: bool
+    members: list[str]
+
+
+class Env(TypedDict, total=False):
+    num_classes: int | None
+    params: float | None
 
 
 class RecordError(ValueError):
@@ -88,34 +127,20 @@ class RunRecord:
 
     run_id: str
     model: str
-    framework: str
-    config: dict
+    framework: Framework
+    config: RecordConfig
     epochs: int = 0
-    best: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    status: str = "running"
+    best: Best = field(default_factory=dict)
+    metrics: dict[str, SplitMetrics] = field(default_factory=dict)
+    status: Status = "running"
     error: str | None = None
     wall_s: float = 0.0
-    env: dict = field(default_factory=dict)
-    tags: dict = field(default_factory=dict)
+    env: Env = field(default_factory=dict)
+    tags: Tags = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
-
-
-def make_run_id(model: str, data: str | Path, seed: int, name: str | None = None) -> str:
-    """``<model>-<store name>-s<seed>``, or ``name`` when given; never a timestamp.
-
-    A requeued SLURM job computes the same id and so resumes its own run.
-    """
-    if name:
-        return _slug(name)
-    return _slug(f"{model}-{Path(str(data)).name}-s{seed}")
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -151,7 +176,11 @@ def read_history(run_dir: str | Path) -> list[dict]:
 
 
 def validate_record(data: dict, source: str | Path = "record") -> RunRecord:
-    """Check a loaded ``metrics.json`` against the schema and return it typed.
+    """Check a loaded ``metrics.json`` against :class:`RunRecord`'s type hints and return it typed.
+
+    A completed run needs ``metrics["val"]`` and ``metrics["test"]``; a metric
+    that an older record lacks (one added to :data:`utils.core.metrics.METRICS`
+    since) becomes NaN. Keys the schema does not know are kept.
 
     Raises:
         RecordError: names the file, the field, what was expected and received.
@@ -164,85 +193,68 @@ def validate_record(data: dict, source: str | Path = "record") -> RunRecord:
             f"{source}: schema_version expected {SCHEMA_VERSION}, received {version!r}; "
             "the record comes from another version of the suite"
         )
-    required = {
-        "run_id": str,
-        "model": str,
-        "framework": str,
-        "config": dict,
-        "epochs": int,
-        "best": dict,
-        "metrics": dict,
-        "status": str,
-        "wall_s": (int, float),
-        "env": dict,
-    }
-    for key, types in required.items():
-        if key not in data:
-            raise RecordError(f"{source}: missing field '{key}'")
-        if not isinstance(data[key], types) or isinstance(data[key], bool):
-            raise RecordError(f"{source}: field '{key}' has type {type(data[key]).__name__}")
-    if data["framework"] not in FRAMEWORKS:
-        raise RecordError(f"{source}: field 'framework' expected one of {FRAMEWORKS}, received {data['framework']!r}")
-    if data["status"] not in STATUSES:
-        raise RecordError(f"{source}: field 'status' expected one of {STATUSES}, received {data['status']!r}")
-    if data["status"] == "completed":
+    try:
+        record = coerce(RunRecord, data, str(source), allow_nan=True, keep_unknown=True)
+    except (TypeError, KeyError, ValueError) as e:
+        raise RecordError(e.args[0] if isinstance(e, KeyError) else str(e)) from None
+    if record.status == "completed":
         for split in ("val", "test"):
-            got = data["metrics"].get(split)
-            if not isinstance(got, dict):
+            if split not in record.metrics:
                 raise RecordError(f"{source}: completed run without metrics['{split}']")
-            missing = [k for k in SPLIT_METRIC_KEYS if k not in got]
-            if missing:
-                raise RecordError(f"{source}: metrics['{split}'] lacks {missing}")
-    # The structure inside the fields: readers (the report, tuning) index into
-    # these without further checks, so a wrong type must stop here, by name.
-    def bad(where: str, expected: str, value) -> RecordError:
-        return RecordError(f"{source}: {where} expected {expected}, received {type(value).__name__} {value!r:.60}")
-
-    def number(value) -> bool:
-        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-
-    if not isinstance(data.get("tags", {}), dict):
-        raise bad("field 'tags'", "an object of labels (e.g. {})", data["tags"])
-    if not isinstance(data.get("error"), (str, type(None))):
-        raise bad("field 'error'", "a message or null", data["error"])
-    for key in ("study", "trial"):
-        if key in data.get("tags", {}) and not isinstance(data["tags"][key], (str, int)):
-            raise bad(f"tags['{key}']", "a string or integer", data["tags"][key])
-    for key in ("model", "data", "train", "tags"):
-        if key in data["config"] and not isinstance(data["config"][key], dict):
-            raise bad(f"config['{key}']", "an object", data["config"][key])
-    if not isinstance(data["config"].get("dry_run", False), bool):
-        raise bad("config['dry_run']", "true or false", data["config"]["dry_run"])
-    for split, values in data["metrics"].items():
-        if not isinstance(values, dict):
-            raise bad(f"metrics['{split}']", "an object of metric values", values)
-        for key in SPLIT_METRIC_KEYS:
-            if key in values and not number(values[key]):
-                raise bad(f"metrics['{split}']['{key}']", "a number", values[key])
-    for key, value in data["best"].items():
-        if (key == "epoch" or key.startswith("val_")) and not number(value):
-            raise bad(f"best['{key}']", "a number", value)
-    if data["framework"] == "ensemble":
-        _check_ensemble(data, source, bad)
-    for key in ("num_classes", "params"):
-        value = data["env"].get(key)
-        if not number(value) or (key == "num_classes" and isinstance(value, float)):
-            raise bad(f"env['{key}']", "an integer" if key == "num_classes" else "a number", value)
-    known = {f for f in RunRecord.__dataclass_fields__}
-    return RunRecord(**{k: v for k, v in data.items() if k in known})
+    for split, values in record.metrics.items():
+        record.metrics[split] = {**{k: (0 if k == "n" else math.nan) for k in SPLIT_KEYS}, **values}
+    if record.framework == "ensemble":
+        _check_ensemble(record, source)
+    return record
 
 
-def _check_ensemble(data: dict, source, bad) -> None:
+def _check_ensemble(record: RunRecord, source) -> None:
     """An ensemble (models/ensemble.py) names its member runs and their weights; the report shows them."""
-    members, weights = data["tags"].get("members"), data["tags"].get("weights")
-    if not (isinstance(members, list) and len(members) >= 2 and all(isinstance(m, str) for m in members)):
-        raise bad("tags['members'] of an ensemble", "a list of two or more run ids", members)
-    if not (isinstance(weights, list) and len(weights) == len(members)
-            and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):  # fmt: skip
-        raise bad("tags['weights'] of an ensemble", f"a list of {len(members)} numbers (one per member)", weights)
-    models = data["config"].get("members")
-    if not (isinstance(models, list) and len(models) == len(members) and all(isinstance(m, str) for m in models)):
-        raise bad("config['members'] of an ensemble", f"a list of {len(members)} model names", models)
+    members, weights = record.tags.get("members"), record.tags.get("weights")
+    if not members or len(members) < 2:
+        raise RecordError(f"{source}: tags['members'] of an ensemble expected a list of two or more run ids, "
+                          f"received {members!r}")  # fmt: skip
+    if weights is None or len(weights) != len(members):
+        raise RecordError(f"{source}: tags['weights'] of an ensemble expected a list of {len(members)} numbers "
+                          f"(one per member), received {weights!r}")  # fmt: skip
+    models = record.config.get("members")
+    if models is None or len(models) != len(members):
+        raise RecordError(f"{source}: config['members'] of an ensemble expected a list of {len(members)} model "
+                          f"names, received {models!r}")  # fmt: skip
+
+
+def objective_value(record: RunRecord, objective: str) -> float:
+    """A tuning objective (``val_top1``, ``val_loss``, ... :data:`utils.core.metrics.OBJECTIVES`) as the record
+    holds it: the final val evaluation of the best-on-val weights (``metrics["val"]``), else the best epoch's
+    figure (``best["val_<key>"]``); NaN when neither is there."""
+    key = OBJECTIVES[objective]
+    value = record.metrics.get("val", {}).get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = record.best.get(f"val_{key}")
+    return math.nan if value is None else float(value)
+
+
+def _trial_order(record: RunRecord) -> tuple:
+    # keras-tuner trial ids are strings such as "07"; order numeric ids as numbers.
+    trial = str(record.tags.get("trial"))
+    return (0, float(trial), "") if trial.replace(".", "", 1).isdigit() else (1, 0.0, trial)
+
+
+def best_trial(records, objective: str = "val_top1"):
+    """The best completed trial of a study by its objective, as its run record holds it.
+
+    The one rule for tuning (``best.json``) and the report (its best-trial row):
+    NaN never wins; a tie goes to the earliest trial (numeric trial order).
+    ``records`` are RunRecords or objects with a ``.record``; returns the item, or None.
+    """
+    sign = 1.0 if metric(OBJECTIVES[objective]).higher_better else -1.0
+    best, best_key = None, None
+    for item in sorted(records, key=lambda r: _trial_order(getattr(r, "record", r))):
+        record = getattr(item, "record", item)
+        value = objective_value(record, objective) if record.status == "completed" else math.nan
+        if math.isfinite(value) and (best_key is None or sign * value > best_key):
+            best, best_key = item, sign * value
+    return best
 
 
 def read_record(path: str | Path) -> RunRecord:

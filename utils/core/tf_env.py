@@ -3,7 +3,7 @@
 tf-models-official's MoViNet is a tf_keras (Keras 2) model, while plain
 ``tf.keras`` in TF 2.20 is Keras 3; keras-tuner's stock tuners and the
 MoViNet layers only agree when ``TF_USE_LEGACY_KERAS=1`` is set before
-TensorFlow is first imported (DESIGN.md, known traps). Every Keras-side
+TensorFlow is first imported (seen in use: otherwise keras-tuner refuses the MoViNet model). Every Keras-side
 module therefore does ``from utils.core.tf_env import tf, tf_keras`` and never
 imports tensorflow itself.
 """

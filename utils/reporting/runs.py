@@ -16,6 +16,7 @@ caller opts in (the demo does).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -25,8 +26,10 @@ from typing import NamedTuple
 
 from models.registry import get_model
 from utils.core.ids import MAX_ID_LEN, is_safe_id
-from utils.core.records import RecordError, RunRecord, read_record
+from utils.core.metrics import OBJECTIVES
+from utils.core.records import RecordError, RunRecord, best_trial, read_record
 from utils.core.runlock import lock_holder, run_is_alive
+from utils.reporting.exports import is_export_metrics
 
 __all__ = [
     "LoadedRun",
@@ -155,11 +158,14 @@ class LoadedRun:
         record: the validated run record.
         run_dir: the directory holding its metrics.json (and history.csv, predictions_test.csv).
         subset: :func:`subset_of` the record.
+        plan: the experiment or sweep it belongs to (``tags["plan"]``, or its folder under
+            ``experiments/<name>/`` or ``sweeps/<name>/``); None for a standalone run.
     """
 
     record: RunRecord
     run_dir: Path
     subset: int | None
+    plan: str | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -219,21 +225,19 @@ class RunSet:
             self.details[run.run_dir] = detail
 
 
-def _trial_key(t: LoadedRun) -> tuple:
-    # keras-tuner trial ids are strings such as "07"; order numeric ids as numbers.
-    trial = str(t.record.tags.get("trial"))
-    return (0, float(trial), "") if trial.replace(".", "", 1).isdigit() else (1, 0.0, trial)
+def _study_objective(trials: list[LoadedRun]) -> str:
+    """The objective the study optimised (its ``study.json`` beside ``runs/``); val top-1 when unknown."""
+    try:
+        objective = json.loads((trials[0].run_dir.parent.parent / "study.json").read_text()).get("objective")
+    except (OSError, ValueError, AttributeError):
+        return "val_top1"
+    return objective if objective in OBJECTIVES else "val_top1"
 
 
 def _best_of_study(trials: list[LoadedRun]) -> LoadedRun | None:
-    # Model selection uses val, never test (docs/design.md). NaN never wins; max()
-    # keeps the first of equal scores, so a tie goes to the earliest trial.
-    done = [
-        t for t in trials if t.record.status == "completed" and not math.isnan(metric_value(t.record, "val", "top1"))
-    ]
-    if not done:
-        return None
-    return max(sorted(done, key=_trial_key), key=lambda t: metric_value(t.record, "val", "top1"))
+    # The study's own objective, by the one rule tuning's best.json uses (utils.core.records.best_trial).
+    # Model selection uses val, never test (docs/design.md).
+    return best_trial(trials, _study_objective(trials))
 
 
 def _liveness(run_dir: Path, status: str) -> tuple[str, str]:
@@ -270,9 +274,10 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
     runs = RunSet()
     studies: dict[str, list[LoadedRun]] = {}
     seen: dict[tuple, Path] = {}
-    for path in sorted(Path(results).rglob("metrics.json")):
-        if path.parent.parent.name == "exports":
-            continue  # <run>/exports/<name>/metrics.json: an export's figures (utils/reporting/exports.py), not a run
+    results = Path(results)
+    for path in sorted(results.rglob("metrics.json")):
+        if is_export_metrics(path):
+            continue  # an export's figures (utils/reporting/exports.py), not a run
         try:
             record = read_record(path)
         except (RecordError, TypeError, ValueError) as e:
@@ -283,15 +288,18 @@ def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunS
         except ValueError as e:
             runs.skipped.append(Skipped(path, str(e), "unsafe run_id"))
             continue
-        # A copied run directory (a backup, a synced scratch folder) must not count twice.
-        key = (record.run_id, str(record.tags.get("study")), str(record.tags.get("trial")))
+        parts = path.relative_to(results).parts
+        plan = record.tags.get("plan") or (parts[1] if len(parts) > 3 and parts[0] in ("experiments", "sweeps") else None)
+        # A copied run directory (a backup, a synced scratch folder) must not count twice;
+        # two plans (or a plan and a standalone run) may use one run id.
+        key = (record.run_id, str(record.tags.get("study")), str(record.tags.get("trial")), plan)
         if key in seen:
             runs.skipped.append(
                 Skipped(path, f"duplicate of run {record.run_id} in {seen[key]}; counted once", "duplicate")
             )
             continue
         seen[key] = path.parent
-        loaded = LoadedRun(record=record, run_dir=path.parent, subset=subset_of(record))
+        loaded = LoadedRun(record=record, run_dir=path.parent, subset=subset_of(record), plan=plan)
         if is_trial(record):
             runs.trials.append(loaded)
             studies.setdefault(str(record.tags["study"]), []).append(loaded)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.policy import ROW_EXEMPT, settings
+from utils.core.metrics import METRICS as _METRICS
 from utils.reporting.runs import LoadedRun, RunSet, display_name, metric_value, model_sort_key
 
 __all__ = [
@@ -31,16 +33,10 @@ __all__ = [
     "summarise",
 ]
 
-# Metric key in metrics[split] -> column title. Accuracies are fractions in
-# the records and percent in the tables; the loss is printed as it is.
-METRICS = {
-    "top1": "Top 1",
-    "top2": "Top 2",
-    "top5": "Top 5",
-    "loss": "Loss",
-    "per_class_top1": "Per-class Top 1",
-}
-PERCENT = frozenset({"top1", "top2", "top5", "per_class_top1"})
+# Metric key in metrics[split] -> column title (utils/core/metrics.py, the one table), accuracies
+# first. Accuracies are fractions in the records and percent in the tables; the loss is printed as it is.
+METRICS = {m.key: m.title for m in sorted(_METRICS, key=lambda m: not m.percent)}
+PERCENT = frozenset(m.key for m in _METRICS if m.percent)
 DEFAULT_METRICS = ("top1", "top2", "loss")
 # Published tables report top-k only (in percent); top10 exists only there.
 PUBLISHED_METRICS = ("top1", "top2", "top5", "top10")
@@ -76,6 +72,7 @@ class Row:
             (``train.lr: 0.001, 0.01``); a row should average seeds only.
         teachers: for distilled students, the teachers' run ids
             (``tags["teachers"]``); they get their own row, without published figures.
+        plan: the experiment or sweep of its runs (None: standalone runs); runs of two plans never share a row.
     """
 
     model: str
@@ -90,6 +87,7 @@ class Row:
     published: dict[str, dict[str, float]] = field(default_factory=dict)
     differs: list[str] = field(default_factory=list)
     teachers: str = ""
+    plan: str | None = None
     runs: list[LoadedRun] = field(default_factory=list, repr=False)
 
 
@@ -103,25 +101,9 @@ def _params(runs: list[LoadedRun]) -> float | None:
     return float(np.mean(counts)) if counts else None
 
 
-# Config keys that may differ between the seeds of one row without changing what is measured.
-_PER_RUN_KEYS = frozenset(
-    {"run_id", "results", "tags", "dry_run", "tensorboard", "train.seed", "train.resume", "data.root", "data.workers"}
-)
-
-
-def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and name != "tags":
-            flat.update(_flatten(value, f"{name}."))
-        elif name not in _PER_RUN_KEYS:
-            flat[name] = repr(value)
-    return flat
-
-
 def _differences(runs: list[LoadedRun]) -> list[str]:
-    flats = [_flatten(r.record.config) for r in runs]
+    # Which settings may differ between the seeds of one row: models/policy.py's one rule.
+    flats = [{k: repr(v) for k, v in settings(r.record.config, ROW_EXEMPT).items()} for r in runs]
     keys = sorted(set().union(*flats)) if flats else []
     out = []
     for key in keys:
@@ -145,8 +127,8 @@ def _row(model: str, subset: int | None, runs: list[LoadedRun], split: str, metr
 
 def _sort_key(row: Row) -> tuple:
     # Per subset, family by family; a study's best trial and distilled students follow the seed-averaged row.
-    return (row.subset is None, row.subset or 0, model_sort_key(row.model), row.study is not None, row.study or "",
-            row.teachers)  # fmt: skip
+    return (row.subset is None, row.subset or 0, model_sort_key(row.model), row.plan or "", row.study is not None,
+            row.study or "", row.teachers)  # fmt: skip
 
 
 def summarise(runs: RunSet, *, split: str = "test", metrics=DEFAULT_METRICS, subset: int | None = None) -> list[Row]:
@@ -160,21 +142,25 @@ def summarise(runs: RunSet, *, split: str = "test", metrics=DEFAULT_METRICS, sub
     """
     if split not in ("test", "val"):
         raise ValueError(f"split expected 'test' or 'val', received {split!r}")
-    groups: dict[tuple[str, int | None, str], list[LoadedRun]] = {}
+    groups: dict[tuple[str, int | None, str, str | None], list[LoadedRun]] = {}
     for r in runs.completed:
         if subset is None or r.subset == subset:
-            # A student distilled from teachers is not the same model trained on labels: its own row.
-            groups.setdefault((r.record.model, r.subset, str(r.record.tags.get("teachers", ""))), []).append(r)
+            # A student distilled from teachers is not the same model trained on labels: its own row;
+            # the runs of each experiment or sweep (plan) are their own rows too.
+            groups.setdefault((r.record.model, r.subset, str(r.record.tags.get("teachers", "")), r.plan), []).append(r)
+    # The plan is named only when the table spans several (the global report), not in one experiment's own.
+    named = len({r.plan for r in runs.completed + runs.best_trials}) > 1
     rows = []
-    for (m, s, teachers), g in groups.items():
-        label = display_name(m) + (f" (distilled from {teachers})" if teachers else "")
+    for (m, s, teachers, plan), g in groups.items():
+        label = display_name(m) + (f" (distilled from {teachers})" if teachers else "") + (f" [{plan or 'runs/'}]" if named else "")
         rows.append(_row(m, s, g, split, metrics, label))
-        rows[-1].teachers = teachers
+        rows[-1].teachers, rows[-1].plan = teachers, plan
     for r in runs.best_trials:
         if subset is None or r.subset == subset:
             study, trial = str(r.record.tags["study"]), r.record.tags["trial"]
-            label = f"{display_name(r.record.model)} (study {study}, best trial {trial})"
+            label = f"{display_name(r.record.model)} (study {study}, best trial {trial})" + (f" [{r.plan}]" if named and r.plan else "")
             rows.append(_row(r.record.model, r.subset, [r], split, metrics, label, study=study))
+            rows[-1].plan = r.plan
     return sorted(rows, key=_sort_key)
 
 

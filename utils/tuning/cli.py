@@ -20,23 +20,25 @@ from models.registry import family_models, get_model
 from models.tensorboard_run import write_experiment
 from models.train import open_store
 from utils.core.config import RunConfig
-from utils.core.preempt import REQUEUE_EXIT_CODE
-from utils.train_cli import add_model_options, add_train_args, config_from_args, variant_names
+from utils.core.metrics import OBJECTIVES
+from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE
+from utils.core.records import objective_value
+from utils.train_cli import add_model_options, add_train_args, config_from_args, refusal, variant_names
 from utils.tuning.space import SpaceError, family_space, load_space_file
 from utils.tuning.study import (
     Study,
-    best_from_records,
+    best_record,
     check_settings,
     final_config,
     format_best,
     save_best,
+    study_label,
     study_name,
 )
 from wlasl.clip_store import StoreError
 
-__all__ = ["main", "tune", "tune_parser"]
+__all__ = ["main", "study_of", "tune", "tune_parser"]
 
-OBJECTIVE_NAMES = ("val_accuracy", "val_top1", "val_top2", "val_top5", "val_per_class_top1", "val_loss")
 # What --dry-run means for a search: a handful of tiny trials.
 # (factor 2 with 2 epochs: two 1-epoch trials, then the better one promoted.)
 DRY_RUN = {"max_epochs": 2, "max_trials": 3, "factor": 2, "steps_per_epoch": 2, "max_clips": 8}
@@ -64,7 +66,7 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
     g.add_argument("--max-trials", type=int, help="bayesian: trials (default 20); hyperband: optional cap")
     g.add_argument("--max-epochs", type=int, help="epochs of a full trial, Hyperband's largest budget (default --epochs, 30)")
     g.add_argument("--factor", type=int, help="hyperband: reduction factor between rounds (default 3; 2 with --dry-run)")
-    g.add_argument("--objective", choices=OBJECTIVE_NAMES, default="val_accuracy",
+    g.add_argument("--objective", choices=list(OBJECTIVES), default="val_accuracy",
                    help="what to optimise, read from each trial's run record (default val_accuracy = val top-1)")
     g.add_argument("--study", help="study name (default <model>-<tuner>-<store>; the same name resumes)")
     g.add_argument("--space", help="YAML file replacing entries of the family's search space (see utils/tuning/space.py)")
@@ -79,8 +81,8 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
     return p
 
 
-def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
-    """The base RunConfig, the variants to tune (or None) and the model/family label."""
+def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None]:
+    """The base RunConfig and the variants to tune (or None)."""
     variants = variant_names(family)
     tune_variant = getattr(args, "tune_variant", False)
     if variants and not tune_variant and not args.variant:
@@ -95,9 +97,25 @@ def _base_config(args, family: str) -> tuple[RunConfig, list[str] | None, str]:
             train={"steps_per_epoch": min(base.train.steps_per_epoch or DRY_RUN["steps_per_epoch"], DRY_RUN["steps_per_epoch"])},
             data={"max_clips": min(base.data.max_clips or DRY_RUN["max_clips"], DRY_RUN["max_clips"])},
         )
-    # The streaming MoViNet has other weights than the base one: its own study (as models.train.resolve).
-    label = (family if tune_variant else name) + ("_stream" if base.model.stream else "")
-    return base, (sorted(variants) if tune_variant else None), label
+    return base, (sorted(variants) if tune_variant else None)
+
+
+def study_of(family: str, argv: list[str]) -> str:
+    """The study a ``main/tune_<family>.py ARGV`` command runs (``--study``, else :func:`study_name`), its options
+    parsed and checked; what the experiment planner names a tuning step by.
+
+    Raises:
+        ValueError: an option the script refuses (argparse's message), or a bad value.
+    """
+    parser = tune_parser(family)
+
+    def refuse(message):  # argparse would print usage and exit
+        raise ValueError(f"{parser.prog}: {message}")
+
+    parser.error = refuse
+    args = parser.parse_args(argv)
+    base, variants = _base_config(args, family)
+    return args.study or study_name(base, args.tuner, family=family if variants else None)
 
 
 def _check_store(base: RunConfig, model_names: list[str]) -> None:
@@ -110,7 +128,7 @@ def _check_store(base: RunConfig, model_names: list[str]) -> None:
 
 def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     """Run (or resume) a study from parsed options; returns the exit code."""
-    base, variants, label = _base_config(args, family)
+    base, variants = _base_config(args, family)
     if args.distributed and args.final:
         raise ValueError("--final with --distributed: when the study ends, run the same command without --distributed "
                          "and with --final (the finished study is reloaded and goes straight to the final run)")
@@ -122,9 +140,9 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
         raise ValueError(f"--max-epochs and --max-trials expected >= 1 and --factor >= 2, received "
                          f"{max_epochs}, {max_trials}, {factor}")
     _check_store(base, [f"{family}_{v}" for v in variants] if variants else [base.model.name])
-    study = Study(args.study or study_name(label, args.tuner, base.data.root, base.dry_run), Path(base.results))
+    study = Study(args.study or study_name(base, args.tuner, family=family if variants else None), Path(base.results))
     settings = {
-        "family": family, "model": label, "tuner": args.tuner, "objective": args.objective, "space": space,
+        "family": family, "model": study_label(base, family if variants else None), "tuner": args.tuner, "objective": args.objective, "space": space,
         "max_epochs": max_epochs, "factor": factor if args.tuner == "hyperband" else None,
         "max_trials": max_trials, "data": str(base.data.root), "frames": base.model.frames, "size": base.model.size,
         "seed": base.train.seed, "steps_per_epoch": base.train.steps_per_epoch, "max_clips": base.data.max_clips,
@@ -146,7 +164,7 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
             print(f"worker {role.tuner_id}: waiting for the chief of study {study.name}", flush=True)
             dist.apply_env(role, dist.connect_worker(role, study.root, timeout_s=args.chief_timeout_s))
 
-    from utils.tuning.tuner import OBJECTIVES, StudyTuner, make_oracle, objective_value
+    from utils.tuning.tuner import StudyTuner, make_oracle
 
     oracle = make_oracle(args.tuner, space=space, objective=args.objective, max_trials=max_trials,
                          max_epochs=max_epochs, factor=factor, seed=base.train.seed)
@@ -157,6 +175,11 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     started = time.time()
     try:
         tuner.search()
+    except RuntimeError as e:
+        if not tuner.stopped_by_failures():
+            raise
+        print(f"search stopped: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # grpc.RpcError: the chief stopped answering
         if not (args.distributed and chief_listen is None and type(e).__module__.startswith("grpc")):
             raise
@@ -174,9 +197,8 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
         return 0
 
     # The best trial by the objective as its run record holds it (the oracle saw
-    # the same number, returned by run_trial; ties go to the earliest trial).
-    direction = OBJECTIVES[args.objective][0]
-    ranked = best_from_records(study, args.objective, direction, lambda r: objective_value(r, args.objective))
+    # the same number, returned by run_trial; ties go to the earliest trial): the report's rule too.
+    ranked = best_record(study, args.objective)
     if ranked is None:
         print(f"no trial of study {study.name} completed; see the records under {study.root / 'runs'}", file=sys.stderr)
         return 1
@@ -209,8 +231,8 @@ def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
     args = tune_parser(family, doc).parse_args(argv)
     try:
         return tune(args, family, train_fn=train_fn)
-    except (StoreError, SpaceError, FileNotFoundError, KeyError, ValueError, TypeError, ConnectionError, OSError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+    except (StoreError, SpaceError, FileNotFoundError, ConnectionError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
         from keras_tuner.errors import FatalError
@@ -218,12 +240,12 @@ def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
         from utils.tuning.tuner import SearchPreempted
 
         if isinstance(e, SearchPreempted):
+            if e.cancelled:
+                print(f"cancelled: {e}", file=sys.stderr)
+                return CANCELLED_EXIT_CODE
             print(f"preempted: {e}; exit {REQUEUE_EXIT_CODE} asks for a requeue", file=sys.stderr)
             return REQUEUE_EXIT_CODE
-        if isinstance(e, FatalError):
-            print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, FatalError) or refusal(e):  # a bug keeps its traceback
+            print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
             return 2
-        if isinstance(e, RuntimeError) and "consecutive failures" in str(e):
-            print(f"search stopped: {e}", file=sys.stderr)
-            return 1
         raise

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from models.registry import family_models
-from utils.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from utils.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig, coerce, read_mapping
 
 __all__ = ["COMMON_SPACE", "HP_TYPES", "default_variant", "TARGETS", "SpaceError", "family_space", "load_space_file", "trial_config"]
 
@@ -55,7 +57,6 @@ HP_TYPES = {
     "batch_size": int,
     "variant": str,
 }
-_SAMPLINGS = ("linear", "log", "reverse_log")
 
 # Shared defaults; each family's registry entry (ModelSpec.space) replaces
 # entries of it. Weight decay is a choice, not a log range, so that 0 (no
@@ -113,23 +114,32 @@ def load_space_file(path: str | Path) -> dict:
         FileNotFoundError: no such file.
         SpaceError: not YAML, not a mapping, or an unknown hyperparameter.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"space file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML ({e})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SpaceError(f"{path}: expected a mapping of hyperparameter: range/list/value, received {type(data).__name__}")
+        data = read_mapping(path, "space file", "hyperparameter: range/list/value")
+    except ValueError as e:
+        raise SpaceError(str(e)) from None
     for name in data:
         if name not in TARGETS:
             raise SpaceError(f"{path}: unknown hyperparameter '{name}'; tunable: {', '.join(TARGETS)}")
     return data
+
+
+@dataclass(frozen=True)
+class Range:
+    """A range entry ``{min, max[, step, sampling]}``, read by the one coercion (its keys and types checked)."""
+
+    min: float
+    max: float
+    step: float | None = None
+    sampling: Literal["linear", "log", "reverse_log"] = "linear"
+
+    def __post_init__(self):
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        if self.sampling != "linear" and self.min <= 0:
+            raise ValueError(f"{self.sampling} sampling needs min > 0, received {self.min}")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step expected a number > 0, received {self.step!r}")
 
 
 def _parse_entry(name: str, raw) -> dict:
@@ -138,70 +148,41 @@ def _parse_entry(name: str, raw) -> dict:
         raise SpaceError(f"unknown hyperparameter '{name}'; tunable: {', '.join(TARGETS)}")
     if isinstance(raw, list):
         return {"kind": "choice", "values": raw}
+    if isinstance(raw, dict) and set(raw) in ({"values"}, {"value"}):
+        return {"kind": "choice", "values": raw["values"]} if "values" in raw else {"kind": "fixed", "value": raw["value"]}
     if isinstance(raw, dict):
-        keys = set(raw)
-        if keys == {"values"}:
-            return {"kind": "choice", "values": raw["values"]}
-        if keys == {"value"}:
-            return {"kind": "fixed", "value": raw["value"]}
-        allowed = {"min", "max", "step", "sampling"}
-        if not {"min", "max"} <= keys or not keys <= allowed:
-            raise SpaceError(
-                f"space entry '{name}': expected {{min, max[, step, sampling]}}, {{values: [...]}} or {{value: x}}, "
-                f"received keys {sorted(keys)}"
-            )
-        kind = "int" if HP_TYPES[name] is int else "float"
-        return {"kind": kind, **raw}
+        return {"kind": "int" if HP_TYPES[name] is int else "float", **raw}
     if raw is None:
         raise SpaceError(f"space entry '{name}': empty; give a range, a list or a value")
     return {"kind": "fixed", "value": raw}
 
 
-def _cast(name: str, value):
-    """``value`` as the hyperparameter's type, or SpaceError naming it."""
-    want = HP_TYPES[name]
-    if isinstance(value, bool) or (want is str and not isinstance(value, str)):
-        raise SpaceError(f"space entry '{name}': expected {want.__name__} values, received {value!r}")
-    if want is int and not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-        raise SpaceError(f"space entry '{name}': expected whole numbers, received {value!r}")
-    if want in (int, float) and not isinstance(value, int | float):
-        raise SpaceError(f"space entry '{name}': expected a number, received {value!r}")
-    return want(value)
-
-
 def _check_entry(name: str, spec: dict, variants: list[str] | None) -> dict:
-    """Types, bounds and choices of one spec; returns it normalised."""
-    kind = spec["kind"]
-    if kind == "choice":
-        values = spec["values"]
-        if not isinstance(values, list) or not values:
-            raise SpaceError(f"space entry '{name}': a choice needs a non-empty list, received {values!r}")
-        values = [_cast(name, v) for v in values]
-        if len(set(values)) != len(values):
-            raise SpaceError(f"space entry '{name}': repeated values in {values}")
-        out = {"kind": "choice", "values": values}
-        checks = values
-    elif kind == "fixed":
-        out = {"kind": "fixed", "value": _cast(name, spec["value"])}
-        checks = [out["value"]]
-    else:
-        if HP_TYPES[name] is str:
-            raise SpaceError(f"space entry '{name}': takes a list of choices or one value, not a range")
-        lo, hi = _cast(name, spec["min"]), _cast(name, spec["max"])
-        sampling = spec.get("sampling") or "linear"
-        step = spec.get("step")
-        if lo > hi:
-            raise SpaceError(f"space entry '{name}': min {lo} > max {hi}")
-        if sampling not in _SAMPLINGS:
-            raise SpaceError(f"space entry '{name}': sampling expected one of {list(_SAMPLINGS)}, received {sampling!r}")
-        if sampling != "linear" and lo <= 0:
-            raise SpaceError(f"space entry '{name}': {sampling} sampling needs min > 0, received {lo}")
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step <= 0):
-            raise SpaceError(f"space entry '{name}': step expected a number > 0, received {step!r}")
-        if step is not None and HP_TYPES[name] is int:
-            step = _cast(name, step)
-        out = {"kind": kind, "min": lo, "max": hi, "sampling": sampling, "step": step}
-        checks = [lo, hi]
+    """Types, bounds and choices of one spec, from the types (the hyperparameter's, :class:`Range`); returns it
+    normalised."""
+    want, where = HP_TYPES[name], f"space entry '{name}'"
+    try:
+        if spec["kind"] == "choice":
+            values = coerce(list[want], spec["values"], where, path=("values",))
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"a choice needs a non-empty list without repeated values, received {values}")
+            out, checks = {"kind": "choice", "values": values}, values
+        elif spec["kind"] == "fixed":
+            out = {"kind": "fixed", "value": coerce(want, spec["value"], where, path=("value",))}
+            checks = [out["value"]]
+        else:
+            if want is str:
+                raise ValueError("takes a list of choices or one value, not a range")
+            r = coerce(Range, {k: v for k, v in spec.items() if k != "kind"}, where)
+            if want is int and not all(float(v).is_integer() for v in (r.min, r.max, r.step or 1)):
+                raise ValueError(f"expected whole numbers, received {r}")
+            cast = int if want is int else float
+            out = {"kind": spec["kind"], "min": cast(r.min), "max": cast(r.max), "sampling": r.sampling,
+                   "step": None if r.step is None else cast(r.step)}  # fmt: skip
+            checks = [out["min"], out["max"]]
+    except (TypeError, KeyError, ValueError) as e:
+        text = e.args[0] if isinstance(e, KeyError) else str(e)
+        raise SpaceError(text if text.startswith(where) else f"{where}: {text}") from None
     for value in checks:
         _check_value(name, value, variants)
     return out

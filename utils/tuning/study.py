@@ -14,26 +14,38 @@ store, never a timestamp, so a requeued job finds and resumes its study.
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from utils.core.config import RunConfig
 from utils.core.files import atomic_write_text
-from utils.core.records import RecordError, RunRecord, read_record, write_json
+from utils.core.ids import slug
+from utils.core.records import RecordError, RunRecord, best_trial, read_record, write_json
 from utils.tuning.space import TARGETS, trial_config
 
-__all__ = ["Study", "best_from_records", "check_settings", "final_config", "format_best", "save_best", "study_name"]
+__all__ = ["Study", "best_record", "check_settings", "final_config", "format_best", "save_best", "study_label", "study_name"]
 
 # Settings that may change between reruns of one study (extending a search).
 _MUTABLE_SETTINGS = ("max_trials",)
 
 
-def study_name(model_or_family: str, tuner: str, data_root: str, dry_run: bool = False) -> str:
-    """``<model|family>-<tuner>-<store name>``: stable across reruns and requeues."""
-    name = f"{model_or_family}-{tuner}-{Path(str(data_root)).name}" + ("-dryrun" if dry_run else "")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+def study_name(base: RunConfig, tuner: str, *, family: str | None = None) -> str:
+    """``<model|family>[_stream]-<tuner>-<store name>[-dryrun]``: stable across reruns and requeues.
+
+    The one home of the rule: ``main/tune_<family>.py`` and the experiment runner both call it.
+
+    Args:
+        base: the study's base configuration (model, store, stream, dry run).
+        tuner: ``hyperband`` or ``bayesian``.
+        family: the family, when the variant is tuned too (``--tune-variant``).
+    """
+    return slug(f"{study_label(base, family)}-{tuner}-{Path(str(base.data.root)).name}" + ("-dryrun" if base.dry_run else ""))
+
+
+def study_label(base: RunConfig, family: str | None = None) -> str:
+    """What a study tunes: the model (or the family, when the variant is tuned too), ``_stream`` for the
+    streaming MoViNet, which has other weights than the base one (as ``models.train.run_id``)."""
+    return (family or base.model.name) + ("_stream" if base.model.stream else "")
 
 
 @dataclass(frozen=True)
@@ -73,31 +85,17 @@ def check_settings(study: Study, settings: dict) -> None:
     write_json(path, settings)
 
 
-def best_from_records(study: Study, objective: str, direction: str, read_value) -> tuple[str, RunRecord] | None:
-    """The best completed trial by its run record (not by the oracle's copy).
-
-    Args:
-        study: the study.
-        objective: objective name, for messages.
-        direction: ``max`` or ``min``.
-        read_value: ``record -> float | None``.
-
-    Returns:
-        ``(trial_id, record)`` or None when no trial completed.
-    """
-    best = None
+def best_record(study: Study, objective: str) -> tuple[str, RunRecord] | None:
+    """The best completed trial of the study by its run record (not by the oracle's copy):
+    :func:`utils.core.records.best_trial`, the report's rule too. Returns ``(trial_id, record)`` or None."""
+    records = []
     for path in sorted((study.root / "runs").glob("*/metrics.json")):
         try:
-            record = read_record(path)
+            records.append(read_record(path))
         except RecordError:
             continue
-        value = read_value(record) if record.status == "completed" else None
-        if value is None or not math.isfinite(value):
-            continue
-        key = value if direction == "max" else -value
-        if best is None or key > best[0]:
-            best = (key, str(record.tags.get("trial")), record)
-    return None if best is None else (best[1], best[2])
+    best = best_trial(records, objective)
+    return None if best is None else (str(best.tags.get("trial")), best)
 
 
 def format_best(study: Study, trial_id: str, objective: str, value: float, values: dict, run_dir: Path) -> str:

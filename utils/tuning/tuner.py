@@ -20,39 +20,32 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 # The Keras side's one switch: TF_USE_LEGACY_KERAS=1 before TensorFlow is
 # imported (keras_tuner imports it), so keras-tuner and the tf_keras models
-# agree on one Keras (DESIGN.md, known traps).
+# agree on one Keras (utils/core/tf_env.py says why).
 import utils.core.tf_env  # noqa: F401
 
 # isort: split
 import keras_tuner
 from keras_tuner.errors import FailedTrialError, FatalError
-from keras_tuner.src.engine.oracle import Display
 
 from models.registry import get_model
 from models.tensorboard_run import TB_DIR
 from utils.core.config import RunConfig
-from utils.core.preempt import Preempted, PreemptionFlag
-from utils.core.records import RecordError, RunRecord, environment, read_record, write_record
+from utils.core.metrics import OBJECTIVES as _OBJECTIVE_METRIC
+from utils.core.metrics import metric
+from utils.core.preempt import Cancelled, Preempted, PreemptionFlag
+from utils.core.records import RecordError, RunRecord, environment, objective_value, read_record, write_record
 from utils.tuning.space import trial_config
 from utils.tuning.study import Study
 
-__all__ = ["OBJECTIVES", "SearchPreempted", "StudyTuner", "make_hyperparameters", "make_oracle", "objective_value"]
+__all__ = ["OBJECTIVES", "SearchPreempted", "StudyTuner", "make_hyperparameters", "make_oracle"]
 
-# keras-tuner objective name -> (direction, where the run record holds it).
-# "val_accuracy" is keras-tuner's usual name; the record calls it val top-1.
-OBJECTIVES = {
-    "val_accuracy": ("max", ("best", "val_top1")),
-    "val_top1": ("max", ("best", "val_top1")),
-    "val_top2": ("max", ("val", "top2")),
-    "val_top5": ("max", ("val", "top5")),
-    "val_per_class_top1": ("max", ("val", "per_class_top1")),
-    "val_loss": ("min", ("val", "loss")),
-}
+# keras-tuner objective name -> its direction; the names and the record lookup
+# (utils.core.records.objective_value) come from the one metric table.
+OBJECTIVES = {name: "max" if metric(key).higher_better else "min" for name, key in _OBJECTIVE_METRIC.items()}
 
 
 class SearchPreempted(FatalError):
@@ -61,21 +54,19 @@ class SearchPreempted(FatalError):
     A FatalError, so keras-tuner re-raises it instead of marking the trial
     failed; the trial stays "ongoing" in the oracle's state and is retried
     (resuming from its checkpoint) when the same command runs again.
+    ``cancelled``: a user's scancel (no requeue), not a preemption.
     """
 
-
-def objective_value(record: RunRecord, objective: str) -> float | None:
-    """The objective as the run record holds it (None when missing)."""
-    _, (where, key) = OBJECTIVES[objective]
-    value = record.best.get(key) if where == "best" else record.metrics.get(where, {}).get(key)
-    return None if value is None else float(value)
+    def __init__(self, message: str, cancelled: bool = False):
+        super().__init__(message)
+        self.cancelled = cancelled
 
 
 def make_hyperparameters(space: dict) -> keras_tuner.HyperParameters:
     """The declared space as keras-tuner HyperParameters.
 
     Hyperband's oracle, used without a model-building function, runs zero
-    trials unless it is handed the space up front (DESIGN.md), so both
+    trials unless it is handed the space up front (seen in use), so both
     oracles get it this way.
     """
     hp = keras_tuner.HyperParameters()
@@ -90,26 +81,6 @@ def make_hyperparameters(space: dict) -> keras_tuner.HyperParameters:
         else:
             hp.Fixed(name, spec["value"])
     return hp
-
-
-class _TrialIdDisplay(Display):
-    """keras-tuner's progress lines, naming each trial by its id (as run dirs, records and best.json do).
-
-    keras-tuner counts trials from 1 on screen ("Trial #1") while their ids
-    (and so the suite's ``<study>-trial<id>`` runs) count from 0; a retried
-    trial even got a new number. Here the id is the only name.
-    """
-
-    def on_trial_begin(self, trial):
-        if self.verbose < 1:
-            return
-        now = datetime.now()
-        self.trial_start[trial.trial_id] = now
-        self.search_start = self.search_start or now
-        self.trial_number[trial.trial_id] = trial.trial_id  # on_trial_end prints "Trial <id> Complete"
-        print(f"\nSearch: running trial {trial.trial_id}\n")
-        self.show_hyperparameter_table(trial)
-        print()
 
 
 def make_oracle(
@@ -137,7 +108,7 @@ def make_oracle(
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective expected one of {sorted(OBJECTIVES)}, received {objective!r}")
-    direction, _ = OBJECTIVES[objective]
+    direction = OBJECTIVES[objective]
     target = keras_tuner.Objective(objective, direction=direction)
     hps = make_hyperparameters(space)
     common = {"objective": target, "hyperparameters": hps, "seed": seed + 1}
@@ -148,7 +119,7 @@ def make_oracle(
         oracle = keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials or 20, **common)
     else:
         raise ValueError(f"--tuner expected 'hyperband' or 'bayesian', received {kind!r}")
-    oracle._display = _TrialIdDisplay(oracle=oracle, verbose=oracle._display.verbose)
+    oracle.verbose = 0  # keras-tuner counts trials from 1 on screen; StudyTuner prints them by id instead
     return oracle
 
 
@@ -207,7 +178,8 @@ class StudyTuner(keras_tuner.Tuner):
 
     def pre_create_trial(self):
         if self._flag is not None and self._flag.requested:
-            raise SearchPreempted(f"signal {self._flag.requested} between trials; rerun the command to resume")
+            raise SearchPreempted(f"signal {self._flag.requested} between trials; rerun the command to resume",
+                                  cancelled=self._flag.cancelled)  # fmt: skip
         # The base loop asks again at once when the oracle answers IDLE
         # (Hyperband waiting for a round): back off instead of spinning.
         if self._idle_asks:
@@ -215,12 +187,29 @@ class StudyTuner(keras_tuner.Tuner):
         self._idle_asks += 1
 
     def on_trial_begin(self, trial):
+        """Name the trial by its id, as its run directory, record and best.json do (keras-tuner counts from 1)."""
         self._idle_asks = 0
+        self._trial_t0 = time.monotonic()
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/"))  # fmt: skip
+        print(f"\nSearch: running trial {trial.trial_id} ({values or 'default configuration'})\n", flush=True)
         super().on_trial_begin(trial)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
+        took = time.monotonic() - getattr(self, "_trial_t0", time.monotonic())
+        best = self.oracle.get_best_trials(1)
+        so_far = f"; best so far: trial {best[0].trial_id} ({best[0].score})" if best else ""
+        print(f"Trial {trial.trial_id} Complete [{took:.0f} s]: {self.objective} = {trial.score}{so_far}", flush=True)
         _release_memory()
+
+    def stopped_by_failures(self) -> bool:
+        """Whether the search ended because too many trials failed in a row (the oracle's own limit),
+        read from the trials' states, not from the wording of keras-tuner's error."""
+        run = 0
+        for trial in self.oracle.trials.values():
+            run = run + 1 if trial.status == keras_tuner.engine.trial.TrialStatus.FAILED else 0
+        return run >= self.oracle.max_consecutive_failed_trials
 
     # -- one trial -------------------------------------------------------------
 
@@ -252,7 +241,7 @@ class StudyTuner(keras_tuner.Tuner):
                 seed_from_parent(self.study.run_dir(parent), cfg.run_dir)
             record = self._train(trial.trial_id, cfg)
         value = objective_value(record, self.objective)
-        if value is None or not math.isfinite(value):
+        if not math.isfinite(value):
             reason = f"objective {self.objective} is {value} in {cfg.run_dir / 'metrics.json'}"
             mark_failed(cfg, reason)
             raise FailedTrialError(f"trial {trial.trial_id}: {reason}")
@@ -266,7 +255,7 @@ class StudyTuner(keras_tuner.Tuner):
         try:
             record = train(cfg)
         except Preempted as e:
-            raise SearchPreempted(f"trial {trial_id} preempted ({e}); rerun the command to resume") from e
+            raise SearchPreempted(f"trial {trial_id} stopped ({e})", cancelled=isinstance(e, Cancelled)) from e
         except (FileNotFoundError, KeyError) as e:
             # Configuration, not this trial's values (a missing --pretrained file, an
             # unknown model): every trial would fail the same way. The store itself was
