@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,8 +83,6 @@ def _train(name: str, root: Path, results: Path, seed: int, **over) -> dict:
     import models  # noqa: F401  (registers every family)
     from models.train import run
     from utils.core.config import config_from_dict
-
-    import shutil
 
     shutil.rmtree(results / "runs" / f"{name}-s{seed}", ignore_errors=True)  # a benchmark measures a fresh run
     model = {"name": name, **over.pop("model", {})}
