@@ -19,6 +19,7 @@ from utils.cluster.slurm import JobState
 ROOT = Path(__file__).resolve().parents[1]
 THESIS = ROOT / "experiments" / "thesis_wlasl100.yaml"
 DEMO = ROOT / "experiments" / "demo.yaml"
+REAL = ROOT / "experiments" / "wlasl_real.yaml"
 
 
 def plan_of(path: Path, *sets: str):
@@ -300,18 +301,23 @@ def test_demo_lives_where_it_is_told(tmp_path):
     assert all(f"--results {tmp_path}/d/results" in " ".join(argv) for _, argv in plan.step("train-mini3_64").tasks)
 
 
-@pytest.mark.parametrize("path", [THESIS, DEMO], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [THESIS, DEMO, REAL], ids=lambda p: p.name)
 def test_shipped_experiments_speak_the_real_command_lines(path):
     """Every command of the shipped files parses with the scripts' own parsers (no unknown option)."""
     import models  # noqa: F401
+    from main.extract_keypoints import build_parser as keypoints_parser
     from main.preprocess import build_parser
+    from main.render_keypoints import build_parser as render_parser
     from utils.train_cli import train_parser
 
+    parsers = {"main/preprocess.py": build_parser, "main/extract_keypoints.py": keypoints_parser,
+               "main/render_keypoints.py": render_parser}  # fmt: skip
     plan = plan_of(path)
     for step in plan.steps:
         for key, argv in step.tasks:
             if step.kind == "preprocess":
-                assert str(build_parser().parse_args([*argv[2:], "--workers", "1"]).out) == plan.outputs[key]
+                extra = ["--workers", "1"] if argv[1] == "main/preprocess.py" else []
+                assert str(parsers[argv[1]]().parse_args([*argv[2:], *extra]).out) == plan.outputs[key]
             elif step.kind == "train":
                 family = argv[1].removeprefix("main/train_").removesuffix(".py")
                 args = train_parser(family).parse_args(list(argv[2:]))
@@ -357,6 +363,60 @@ def test_a_keypoint_store_and_store_options(tmp_path):
     path.write_text("stores:\n  s: {kind: keypoints, metadata: m.json, videos: v, size: 224}\n"
                     "runs:\n  - {models: [pose_lstm], store: s}\n")
     with pytest.raises(ValueError, match=r"\['size'\] do not apply to a keypoints store"):
+        plan_of(path)
+
+
+def test_paths_name_a_folder_once_and_set_moves_every_use():
+    plan = plan_of(REAL)
+    real = "../shared/data/wlasl_real"
+    prep = {s.name: s.tasks[0][1] for s in plan.steps if s.kind == "preprocess"}
+    for store in ("prep-real_64", "prep-real_pose"):
+        argv = prep[store]
+        assert argv[argv.index("--videos") + 1] == f"{real}/videos"
+        assert argv[argv.index("--metadata") + 1] == "../shared/data/wlasl/WLASL100_v0.3.json"
+    assert [e.predict for e in plan.exp.spec.exports] == [f"{real}/videos/65506.mp4"]
+    moved = plan_of(REAL, "paths.real=/data/my wlasl", "paths.metadata=raw/WLASL_v0.3.json")
+    argv = next(s.tasks[0][1] for s in moved.steps if s.name == "prep-real_64")
+    assert argv[argv.index("--videos") + 1] == "/data/my wlasl/videos"
+    assert argv[argv.index("--metadata") + 1] == "raw/WLASL_v0.3.json"
+    assert not any(real in " ".join(a) for s in moved.steps for _, a in s.tasks)
+
+
+@pytest.mark.parametrize(
+    "paths,message",
+    [("[a, b]", "paths expected a mapping of names to paths"), ("{model: x}", "'model' is taken"),
+     ("{real: 3}", "paths expected a mapping")],  # fmt: skip
+)
+def test_bad_paths_are_refused(tmp_path, paths, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"paths: {paths}\nstores:\n  s: {{out: data/s}}\nruns:\n  - {{models: [x3d_xs], store: s}}\n")
+    with pytest.raises(ValueError, match=message):
+        plan_of(path)
+
+
+def test_a_skeleton_store_is_drawn_after_its_keypoints_and_trains_rgb_models(tmp_path):
+    plan = plan_of(REAL)
+    step = plan.step("prep-real_skeleton")
+    assert step.after == (("afterok", "prep-real_pose"),)
+    assert " ".join(step.tasks[0][1]) == (
+        "python main/render_keypoints.py --keypoints data/real_pose --out data/real_skeleton --frames 16 --size 64"
+    )
+    assert plan.step("train-real_skeleton").after == (("afterok", "prep-real_skeleton"),)
+    path = tmp_path / "skel.yaml"
+    base = "stores:\n  k: {kind: keypoints, metadata: m.json, videos: v}\n  c: {out: data/c}\n  s: SKEL\n"
+    runs = "runs:\n  - {models: [x3d_xs], store: s}\n"
+    for skeleton, message in [
+        ("{kind: skeleton, source: c, frames: 8, size: 32}", r"expected the name of a keypoints store of this file \['k'\]"),
+        ("{kind: skeleton, source: k}", "`frames` and `size` are required for a skeleton store"),
+        ("{kind: skeleton, source: k, frames: 8, size: 32, videos: v}", r"drop \['videos'\]"),
+        ("{out: data/s, source: k}", "`source` belongs to a skeleton store"),
+    ]:
+        path.write_text(base.replace("SKEL", skeleton) + runs)
+        with pytest.raises(ValueError, match=message):
+            plan_of(path)
+    path.write_text(base.replace("SKEL", "{kind: skeleton, source: k, frames: 8, size: 32}")
+                    + "runs:\n  - {models: [pose_lstm], store: s}\n")  # fmt: skip
+    with pytest.raises(ValueError, match="pose_lstm trains on a keypoints store, but store s is a skeleton store"):
         plan_of(path)
 
 

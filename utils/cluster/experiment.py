@@ -12,6 +12,7 @@ same plan with runs only (:func:`sweep_experiment`). The format is in
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -37,11 +38,12 @@ class Synthetic:
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """A store to prepare (``metadata`` + ``videos``), or one that exists already (``out`` alone)."""
+    """A store to prepare (``metadata`` + ``videos``; a ``skeleton`` store: ``source``), or one that exists (``out`` alone)."""
 
     metadata: str | None = None
     videos: str | None = None
-    kind: Literal["clips", "keypoints"] = "clips"
+    kind: Literal["clips", "keypoints", "skeleton"] = "clips"
+    source: str | None = None  # skeleton: the keypoint store (of this file) whose skeletons it draws
     nslt: str | None = None
     subset: int | None = None
     frames: int | None = None
@@ -125,6 +127,7 @@ class ExperimentFile:
     data_root: str = "data"
     profile: str = "slurm/cluster.toml"
     cluster: dict[str, dict] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)  # {name}: a path that any string value may use
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,41 @@ def load_experiment(path: str | Path, sets: list[str] = ()) -> Experiment:
     return experiment_from(apply_sets(data, list(sets), str(path)), str(path))
 
 
+# Placeholders a `pretrained` pattern fills per model: not names of `paths`.
+_PATTERN_WORDS = frozenset({"model", "variant"})
+
+
+def with_paths(data: dict, where: str) -> dict:
+    """``paths: {real: /data/wlasl}`` and ``{real}`` in any string value: one key moves every path using it.
+
+    ``--set paths.real=DIR`` then points the whole file at another folder.
+    Only the names ``paths`` declares are filled in; other braces stay.
+    """
+    paths = data.get("paths") or {}
+    if not isinstance(paths, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in paths.items()):
+        raise ValueError(f"{where}: paths expected a mapping of names to paths (text), received {paths!r}")
+    for key in paths:
+        safe_name(key, f"{where}: paths: a name")
+        if key in _PATTERN_WORDS:
+            raise ValueError(f"{where}: paths: {key!r} is taken ({{model}} and {{variant}} fill `pretrained` patterns)")
+    if not paths:
+        return data
+    word = re.compile(r"\{(" + "|".join(map(re.escape, paths)) + r")\}")
+
+    def fill(value):
+        if isinstance(value, str):
+            return word.sub(lambda m: paths[m.group(1)], value)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    return {k: (v if k == "paths" else fill(v)) for k, v in data.items()}
+
+
 def experiment_from(data: dict, where: str) -> Experiment:
+    data = with_paths(data, where)
     spec = coerce(ExperimentFile, data, where)
     name = safe_name(spec.name or Path(where).stem, f"{where}: name")
     results = check_one_line(spec.results or f"results/experiments/{name}", f"{where}: results")
@@ -247,11 +284,17 @@ def flags(options: dict, where: str) -> list[str]:
 
 def _store_steps(exp: Experiment, plan: Plan) -> dict[str, str]:
     """One preprocessing step per store to prepare; returns each store's folder."""
-    outs = {}
-    for name, s in exp.spec.stores.items():
+    outs = {name: s.out or f"{exp.spec.data_root}/{name}" for name, s in exp.spec.stores.items()}
+    # Skeleton stores last: each waits for the keypoint store it draws.
+    for name, s in sorted(exp.spec.stores.items(), key=lambda item: item[1].kind == "skeleton"):
         where = f"{exp.path}: stores['{safe_name(name, f'{exp.path}: a store name')}']"
-        outs[name] = out = s.out or f"{exp.spec.data_root}/{name}"
+        out = outs[name]
         plan.outputs[f"store:{name}"] = out
+        if s.kind == "skeleton":
+            _skeleton_step(exp, plan, name, s, outs, where)
+            continue
+        if s.source is not None:
+            raise ValueError(f"{where}: `source` belongs to a skeleton store (kind: skeleton), not a {s.kind} store")
         if s.metadata is None and s.videos is None:
             if s.out is None:
                 raise ValueError(f"{where}: give `metadata` and `videos` (a store to prepare), or `out` (one that exists)")
@@ -285,6 +328,24 @@ def _store_steps(exp: Experiment, plan: Plan) -> dict[str, str]:
     return outs
 
 
+def _skeleton_step(exp: Experiment, plan: Plan, name: str, s: StoreSpec, outs: dict, where: str) -> None:
+    """A clip store of skeletons drawn from a keypoint store of this file (main/render_keypoints.py), after it."""
+    source = exp.spec.stores.get(s.source) if s.source else None
+    if source is None or source.kind != "keypoints":
+        keypoints = sorted(n for n, x in exp.spec.stores.items() if x.kind == "keypoints")
+        raise ValueError(f"{where}: `source` expected the name of a keypoints store of this file {keypoints}, "
+                         f"received {s.source!r}")  # fmt: skip
+    if s.frames is None or s.size is None:
+        raise ValueError(f"{where}: `frames` and `size` are required for a skeleton store (the clips it draws)")
+    given = [k for k in ("metadata", "videos", "nslt", "subset", "frame_step", "max_frames") if getattr(s, k) is not None]
+    if given or s.drop_duplicates or s.synthetic is not None:
+        raise ValueError(f"{where}: a skeleton store is drawn from its source's keypoints; drop {given or 'the video options'}")
+    argv = ["python", "main/render_keypoints.py", "--keypoints", outs[s.source], "--out", outs[name],
+            "--frames", str(s.frames), "--size", str(s.size), *flags(s.options, where)]  # fmt: skip
+    plan.steps.append(Step(f"prep-{name}", "preprocess", ((f"store:{name}", tuple(argv)),), _after(plan, s.source),
+                           shards=True))  # fmt: skip
+
+
 def _after(plan: Plan, store: str) -> tuple[tuple[str, str], ...]:
     return (("afterok", f"prep-{store}"),) if any(s.name == f"prep-{store}" for s in plan.steps) else ()
 
@@ -315,7 +376,7 @@ def _runs(exp: Experiment, plan: Plan, outs: dict) -> None:
         kind = exp.spec.stores[group.store].kind
         for model in models:
             wanted = "keypoints" if get_model(model).input == "keypoints" else "clips"
-            if wanted != kind:
+            if wanted != {"skeleton": "clips"}.get(kind, kind):  # skeleton videos are a clip store
                 raise ValueError(f"{where}: {model} trains on a {wanted} store, but store {group.store} is a {kind} store")
             options = {**group.options, **group.per_model.get(model, {})}
             pretrained = group.pretrained.get(model) if isinstance(group.pretrained, dict) else group.pretrained
