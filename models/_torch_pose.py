@@ -1,4 +1,4 @@
-"""The pose models' networks (PyTorch): keypoint normalisation, a stacked LSTM, a SPOTER-style transformer.
+"""The pose models' networks (PyTorch): keypoint features, a linear baseline, an LSTM, a class-token transformer.
 
 Imported lazily by :mod:`models.pose`'s builders, so ``import models`` never
 pays for torch.
@@ -183,12 +183,12 @@ class PoseTransformer(nn.Module):
         self.normalise = KeypointInput()
         self.standardise = Standardise()
         self.embed = nn.Linear(FEATURES, dim)
-        # Learned positions and class token start small (ViT's 0.02): the projected frames carry
-        # the signal, and the order is learned on top of it.
+        # Learned positions start at POSITION_STD, the order of the projected standardised frames,
+        # so that the frames' order is visible from the first step; the class token starts at zero.
         self.position = nn.Parameter(torch.randn(1, frames, dim) * POSITION_STD)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         # Pre-norm layers train without the learning-rate warm-up post-norm needs (Xiong et al.,
-        # 2020), which the suite's policy does not have.
+        # 2020); --warmup-epochs 5 changed nothing measurable on real WLASL (docs/pose.md).
         layer = nn.TransformerEncoderLayer(dim, heads, feedforward, dropout=attention_dropout, batch_first=True,
                                            norm_first=True)  # fmt: skip
         # No nested-tensor fast path: it warns with norm_first and changes nothing without padding.

@@ -126,10 +126,17 @@ def epoch_lr(train: TrainConfig, epoch: int, history: Sequence[EpochResult]) -> 
     """The learning rate of the 0-based ``epoch``, given the epochs before it.
 
     Args:
-        train: the run's training settings (``lr``, ``schedule``, ``epochs``).
+        train: the run's training settings (``lr``, ``schedule``, ``warmup_epochs``, ``epochs``).
         epoch: 0-based epoch about to run.
         history: the finished epochs before it, in order.
     """
+    # Warm-up scales whatever the schedule gives: a transformer trained from scratch on a few
+    # hundred clips takes its first steps at the full rate badly (docs/pose.md).
+    warm = min(1.0, (epoch + 1) / (train.warmup_epochs + 1))
+    return warm * _scheduled_lr(train, epoch, history)
+
+
+def _scheduled_lr(train: TrainConfig, epoch: int, history: Sequence[EpochResult]) -> float:
     if train.schedule == "cosine":
         progress = min(epoch, train.epochs) / train.epochs
         return 0.5 * train.lr * (1.0 + math.cos(math.pi * progress))

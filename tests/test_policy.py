@@ -43,6 +43,16 @@ def test_cosine_lr_is_closed_form_and_follows_a_raised_epoch_count():
     assert policy.epoch_lr(TrainConfig(lr=0.3, schedule="none"), 7, []) == 0.3
 
 
+def test_warmup_rises_linearly_then_hands_over_to_the_schedule():
+    t = TrainConfig(lr=1.0, schedule="none", epochs=10, warmup_epochs=3)
+    assert [policy.epoch_lr(t, e, []) for e in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    cosine = TrainConfig(lr=1.0, schedule="cosine", epochs=4, warmup_epochs=1)
+    assert [policy.epoch_lr(cosine, e, []) for e in range(3)] == pytest.approx([0.5, 0.853553, 0.5], abs=1e-6)
+    assert policy.epoch_lr(TrainConfig(lr=0.3, schedule="none"), 0, []) == 0.3  # 0: no warm-up
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(warmup_epochs=-1)
+
+
 def test_plateau_halves_after_the_third_epoch_without_a_new_best():
     t = TrainConfig(lr=1.0, schedule="plateau", epochs=20)
     # best at epoch 1, then epochs 2, 3, 4 bring no gain: epoch 5 (index 4) runs at half.

@@ -48,6 +48,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, help="decoupled weight decay on kernels (default 0)")
     g.add_argument("--clipnorm", type=float, help="clip each gradient tensor's norm to this (default: off)")
     g.add_argument("--schedule", choices=["none", "cosine", "plateau"], help="LR schedule (default cosine)")
+    g.add_argument("--warmup-epochs", type=int, help="first epochs' LR rising linearly to the schedule's (default 0 = none)")
     g.add_argument("--early-stop", type=int, help="patience in epochs without val gain (default 0 = off)")
     g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed precision on GPU")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile (PyTorch) / XLA (Keras)")
@@ -90,6 +91,7 @@ _ARG_TO_CONFIG = {
     "weight_decay": ("train", "weight_decay"),
     "clipnorm": ("train", "clipnorm"),
     "schedule": ("train", "schedule"),
+    "warmup_epochs": ("train", "warmup_epochs"),
     "early_stop": ("train", "early_stop"),
     "mixed_precision": ("train", "mixed_precision"),
     "compile": ("train", "compile"),

@@ -140,6 +140,8 @@ class TrainConfig:
             ``clipnorm``); None = no clipping.
         schedule: none, cosine (to 0 over ``epochs``) or plateau (halve after
             3 epochs without a new best on val).
+        warmup_epochs: the first epochs' learning rate rises linearly to the
+            schedule's (epoch e of W runs at (e + 1) / (W + 1) of it); 0 = none.
         early_stop: stop after this many epochs without val improvement (0 = off).
         mixed_precision: fp16/bf16 compute on GPU.
         seed: seeds data order, augmentation and initialisation.
@@ -163,6 +165,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clipnorm: float | None = None
     schedule: Schedule = "cosine"
+    warmup_epochs: int = 0
     early_stop: int = 0
     mixed_precision: bool = False
     seed: int = 0
@@ -181,6 +184,7 @@ class TrainConfig:
         _check_range(self, "weight_decay", 0.0)
         if self.clipnorm is not None and not self.clipnorm > 0:
             raise ValueError(f"TrainConfig.clipnorm expected > 0 (or unset), received {self.clipnorm!r}")
+        _check_range(self, "warmup_epochs", 0)
         _check_range(self, "early_stop", 0)
         _check_range(self, "steps_per_epoch", 1)
         _check_choice(self, "optimizer")
