@@ -132,7 +132,7 @@ def epoch_lr(train: TrainConfig, epoch: int, history: Sequence[EpochResult]) -> 
     """
     # Warm-up scales whatever the schedule gives: a transformer trained from scratch on a few
     # hundred clips takes its first steps at the full rate badly (docs/pose.md).
-    warm = min(1.0, (epoch + 1) / (train.warmup_epochs + 1))
+    warm = min(1.0, (epoch + 1) / ((train.warmup_epochs or 0) + 1))
     return warm * _scheduled_lr(train, epoch, history)
 
 

@@ -192,6 +192,8 @@ def build_pose_lstm(
     input="keypoints",
     space={"freeze": {"kind": "fixed", "value": 0}},
     tune_default=True,
+    # Real WLASL keypoints, 3 seeds, 60 epochs: val top-1 0.81 with 5 warm-up epochs, 0.77 without (docs/pose.md).
+    warmup_epochs=5,
     options=(
         Option("dim", int, 128, "model width"),
         Option("heads", int, 8, "attention heads; must divide dim"),

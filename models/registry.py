@@ -105,6 +105,8 @@ class ModelSpec:
         options: builder options a config may set.
         kwargs: fixed extra builder arguments of this variant.
         description: one line for ``--help`` and listings.
+        warmup_epochs: the learning-rate warm-up a run gets unless it sets
+            its own (``TrainConfig.warmup_epochs``).
     """
 
     name: str
@@ -124,6 +126,7 @@ class ModelSpec:
     options: tuple[Option, ...] = ()
     kwargs: dict = field(default_factory=dict)
     description: str = ""
+    warmup_epochs: int = 0
 
     @property
     def variant(self) -> str | None:

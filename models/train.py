@@ -48,7 +48,7 @@ def run_id(cfg: RunConfig) -> str:
 
 
 def resolve(cfg: RunConfig, spec: ModelSpec | None = None, store=None) -> RunConfig:
-    """Fill registry defaults (frames, size), dry-run limits and the run id; check the model options.
+    """Fill registry defaults (frames, size, warm-up), dry-run limits and the run id; check the model options.
 
     The input side defaults to the clip store's own (``store``, when given), else
     the model's; a side larger than the store's is refused, with the fix.
@@ -71,6 +71,8 @@ def resolve(cfg: RunConfig, spec: ModelSpec | None = None, store=None) -> RunCon
         )
     cfg = cfg.replace(model={"frames": cfg.model.frames or spec.frames, "size": size,
                              "options": spec.check_options(cfg.model.options)})  # fmt: skip
+    if cfg.train.warmup_epochs is None:
+        cfg = cfg.replace(train={"warmup_epochs": spec.warmup_epochs})
     if cfg.dry_run:
         cfg = cfg.replace(
             train={"epochs": DRY_RUN["epochs"], "steps_per_epoch": DRY_RUN["steps_per_epoch"]},

@@ -94,6 +94,20 @@ def test_registry_entries():
     assert get_model("pose_linear").options == ()
 
 
+def test_the_transformer_warms_up_unless_the_run_says_otherwise(tmp_path):
+    """``warmup_epochs`` unset takes the registry's (5 for pose_transformer, 0 elsewhere); a value given is kept."""
+    from models.train import resolve
+    from utils.core.config import config_from_dict
+
+    def warmup(name, **train):
+        cfg = config_from_dict({"model": {"name": name}, "data": {"root": str(tmp_path)}, "train": train,
+                                "results": str(tmp_path)})  # fmt: skip
+        return resolve(cfg).train.warmup_epochs
+
+    assert (warmup("pose_transformer"), warmup("pose_lstm"), warmup("pose_linear")) == (5, 0, 0)
+    assert warmup("pose_transformer", warmup_epochs=0) == 0 and warmup("pose_lstm", warmup_epochs=2) == 2
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [({"size": 224}, "not pixels"), ({"pretrained": "w.pt"}, "no pretrained"), ({"freeze": 2}, "nothing|no backbone"),

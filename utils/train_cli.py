@@ -48,7 +48,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, help="decoupled weight decay on kernels (default 0)")
     g.add_argument("--clipnorm", type=float, help="clip each gradient tensor's norm to this (default: off)")
     g.add_argument("--schedule", choices=["none", "cosine", "plateau"], help="LR schedule (default cosine)")
-    g.add_argument("--warmup-epochs", type=int, help="first epochs' LR rising linearly to the schedule's (default 0 = none)")
+    g.add_argument("--warmup-epochs", type=int, help="first epochs' LR rising linearly to the schedule's (default: the model's, "
+                   "ModelSpec.warmup_epochs: 0 for most, 5 for pose_transformer)")
     g.add_argument("--early-stop", type=int, help="patience in epochs without val gain (default 0 = off)")
     g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed precision on GPU")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile (PyTorch) / XLA (Keras)")

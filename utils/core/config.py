@@ -141,7 +141,9 @@ class TrainConfig:
         schedule: none, cosine (to 0 over ``epochs``) or plateau (halve after
             3 epochs without a new best on val).
         warmup_epochs: the first epochs' learning rate rises linearly to the
-            schedule's (epoch e of W runs at (e + 1) / (W + 1) of it); 0 = none.
+            schedule's (epoch e of W runs at (e + 1) / (W + 1) of it); 0 = none;
+            None = the model's own (``ModelSpec.warmup_epochs``, filled in by
+            ``models.train.resolve``).
         early_stop: stop after this many epochs without val improvement (0 = off).
         mixed_precision: fp16/bf16 compute on GPU.
         seed: seeds data order, augmentation and initialisation.
@@ -165,7 +167,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clipnorm: float | None = None
     schedule: Schedule = "cosine"
-    warmup_epochs: int = 0
+    warmup_epochs: int | None = None
     early_stop: int = 0
     mixed_precision: bool = False
     seed: int = 0
