@@ -81,7 +81,7 @@ class ClipStoreMeta:
     frames: int
     size: int
     num_classes: int
-    margin: float = 0.1
+    margin: float | None = 0.1  # None: a rendered skeleton store (wlasl/render_skeleton.py) has no crop margin
     frame_step: int = 1
 
     def __post_init__(self):
