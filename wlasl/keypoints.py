@@ -35,13 +35,13 @@ from wlasl.metadata import Instance
 from wlasl.stage import (
     Outcome,
     Stage,
-    add_stage_args,
     check_workers_and_shard,
     item_path,
     open_store,
     run_stage,
     select_instances,
     stage_options,
+    stage_parser,
 )
 from wlasl.video import DecodeError, open_video
 
@@ -284,18 +284,17 @@ def run_keypoints(cfg: KeypointConfig, progress: bool = True) -> dict:
                      progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip
 
 
+_DESCRIPTION = (
+    "Run MediaPipe Holistic on every frame of each WLASL instance's range and store body, "
+    "hand and face keypoints (keypoint store: manifest.csv, labels.txt, keypoints/*.npz, "
+    "keypoints_report.json). Same instance selection, frame ranges, skips, sharding and resuming "
+    "as main/preprocess.py."
+)
+
+
 def keypoint_parser(epilog: str = "") -> argparse.ArgumentParser:
     """The command line of ``main/extract_keypoints.py`` (what the experiment planner checks a store's options with)."""
-    p = argparse.ArgumentParser(
-        prog="main/extract_keypoints.py",
-        description="Run MediaPipe Holistic on every frame of each WLASL instance's range and store body, "
-        "hand and face keypoints (keypoint store: manifest.csv, labels.txt, keypoints/*.npz, "
-        "keypoints_report.json). Same instance selection, frame ranges, skips, sharding and resuming "
-        "as main/preprocess.py.",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_stage_args(p, store="keypoint store")
+    p = stage_parser("main/extract_keypoints.py", _DESCRIPTION, epilog, store="keypoint store")
     p.add_argument(
         "--max-frames",
         type=int,

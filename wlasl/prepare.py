@@ -30,7 +30,6 @@ from wlasl.metadata import Instance
 from wlasl.stage import (
     Outcome,
     Stage,
-    add_stage_args,
     check_workers_and_shard,
     item_path,
     open_store,
@@ -38,6 +37,7 @@ from wlasl.stage import (
     run_stage,
     select_instances,
     stage_options,
+    stage_parser,
     summary,
 )
 from wlasl.video import DecodeError, decode_frames
@@ -302,18 +302,17 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
                      progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip
 
 
+_DESCRIPTION = (
+    "Crop WLASL videos to the signer bbox and frame range, sample T frames, "
+    "resize, and store uint8 clips (clip store: manifest.csv, labels.txt, clips/*.npy, "
+    "prepare_report.json). Missing and broken videos are skipped and reported; reruns "
+    "skip finished clips."
+)
+
+
 def prepare_parser(epilog: str = "") -> argparse.ArgumentParser:
     """The command line of ``main/preprocess.py`` (what the experiment planner checks a store's options with)."""
-    p = argparse.ArgumentParser(
-        prog="main/preprocess.py",
-        description="Crop WLASL videos to the signer bbox and frame range, sample T frames, "
-        "resize, and store uint8 clips (clip store: manifest.csv, labels.txt, clips/*.npy, "
-        "prepare_report.json). Missing and broken videos are skipped and reported; reruns "
-        "skip finished clips.",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_stage_args(p, store="clip store")
+    p = stage_parser("main/preprocess.py", _DESCRIPTION, epilog, store="clip store")
     p.add_argument("--frames", type=int, default=20, help=f"frames per clip T, 1..{MAX_FRAMES} (default 20)")
     p.add_argument(
         "--frame-step",

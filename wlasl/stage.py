@@ -19,6 +19,7 @@ instance. Everything around it lives here, once:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import functools
 import io
@@ -52,6 +53,7 @@ __all__ = [
     "run_stage",
     "select_instances",
     "stage_options",
+    "stage_parser",
     "summary",
 ]
 
@@ -227,6 +229,14 @@ def open_store(
     else:
         atomic_write_text(path, json.dumps(meta, indent=2))
     atomic_write_text(Path(out) / "labels.txt", "".join(f"{g}\n" for g in glosses))
+
+
+def stage_parser(prog: str, description: str, epilog: str, *, store: str) -> argparse.ArgumentParser:
+    """A data stage's command line: its description and the options both stages share (:func:`add_stage_args`)."""
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_stage_args(p, store=store)
+    return p
 
 
 def add_stage_args(p, *, store: str) -> None:
