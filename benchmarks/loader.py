@@ -61,7 +61,7 @@ def make_store(root: Path, *, clips: int, size: int, frames: int) -> Path:
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(root / "labels.txt", "g0\ng1\ng2\n")
-    atomic_write_text(root / "store.json", json.dumps({"frames": frames, "size": size, "margin": 0.1}))
+    atomic_write_text(root / "store.json", json.dumps({"frames": frames, "size": size, "margin": 0.1, "num_classes": 3}))
     return root
 
 

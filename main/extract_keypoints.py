@@ -22,7 +22,6 @@ is named: rerun the same command to retry it, finished clips are kept.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -32,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from anywhere without install
 
 from wlasl.clip_store import StoreError  # noqa: E402
-from wlasl.keypoints import KeypointConfig, run_keypoints  # noqa: E402
+from wlasl.keypoints import keypoint_config, keypoint_parser, run_keypoints  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
-from wlasl.stage import add_stage_args, exit_status, parse_shard, summary  # noqa: E402
+from wlasl.stage import exit_status, summary  # noqa: E402
 
 # Set on the re-run, so a pose environment without MediaPipe fails instead of looping.
 _REEXEC = "SLR_POSE_REEXEC"
@@ -54,25 +53,8 @@ def _has_mediapipe() -> bool:
     return int(numpy.__version__.split(".")[0]) < 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/extract_keypoints.py",
-        description="Run MediaPipe Holistic on every frame of each WLASL instance's range and store body, "
-        "hand and face keypoints (keypoint store: manifest.csv, labels.txt, keypoints/*.npz, "
-        "keypoints_report.json). Same instance selection, frame ranges, skips, sharding and resuming "
-        "as main/preprocess.py.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_stage_args(p, store="keypoint store")
-    p.add_argument(
-        "--max-frames",
-        type=int,
-        default=200,
-        help="at most this many frames per clip; a longer range is sampled uniformly (noted capped) (default 200)",
-    )
-    p.add_argument("--workers", type=int, default=1, help="processes, one MediaPipe graph each (default 1)")
-    return p
+def build_parser():
+    return keypoint_parser(epilog=__doc__.split("Examples:")[1])
 
 
 def _reexec_in_pose_env(argv: list[str]) -> int:
@@ -100,18 +82,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)  # --help and usage errors need no pose environment
     try:
-        cfg = KeypointConfig(
-            metadata=args.metadata,
-            videos=args.videos,
-            out=args.out,
-            subset=args.subset,
-            nslt=args.nslt,
-            max_frames=args.max_frames,
-            workers=args.workers,
-            shard=parse_shard(args.shard),
-            strict=args.strict,
-            drop_duplicates=args.drop_duplicates,
-        )
+        cfg = keypoint_config(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ then centre-windowed as evaluation does.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,23 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/predict.py",
-        description="Top glosses of a raw video, cut like the run's clip store, through the run's model or an export.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("video", type=Path, help="a video file (mp4, ...)")
-    p.add_argument("--run", required=True, type=Path, help="run directory (results/runs/<run_id>)")
-    p.add_argument("--export", help="use RUN/exports/<NAME> instead of the run's framework model")
-    p.add_argument("--bbox", help="signer box x0,y0,x1,y1 in source pixels (default the whole frame)")
-    p.add_argument("--start", type=int, help="first frame, 1-based (default 1)")
-    p.add_argument("--end", type=int, help="last frame, 1-based inclusive (default the last)")
-    p.add_argument("--top", type=int, default=5, help="glosses to list (default 5)")
-    p.add_argument("--stream", action="store_true", help="stream MoViNet runs: print the running prediction after each frame")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    return p
+def build_parser():
+    from models.export.predict import predict_parser
+
+    return predict_parser(epilog=__doc__.split("Examples:")[1])
 
 
 def main(argv=None) -> int:

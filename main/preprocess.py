@@ -20,7 +20,6 @@ the same command to retry it, finished clips are kept.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,62 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.metadata import MetadataError  # noqa: E402
-from wlasl.prepare import PrepareConfig, parse_shard, run_prepare, summary  # noqa: E402
-from wlasl.stage import add_stage_args, exit_status  # noqa: E402
+from wlasl.prepare import prepare_config, prepare_parser, run_prepare, summary  # noqa: E402
+from wlasl.stage import exit_status  # noqa: E402
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/preprocess.py",
-        description="Crop WLASL videos to the signer bbox and frame range, sample T frames, "
-        "resize, and store uint8 clips (clip store: manifest.csv, labels.txt, clips/*.npy, "
-        "prepare_report.json). Missing and broken videos are skipped and reported; reruns "
-        "skip finished clips.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_stage_args(p, store="clip store")
-    p.add_argument("--frames", type=int, default=20, help="frames per clip T (default 20)")
-    p.add_argument(
-        "--frame-step",
-        type=int,
-        default=1,
-        help="1: spread --frames uniformly over the sign's range (default); S > 1: --frames frames S apart, "
-        "centred in the range (the seed thesis: --frames 20 --frame-step 2); ranges too short for that "
-        "fall back to uniform sampling and are listed as step_fallback in prepare_report.json",
-    )
-    p.add_argument("--size", type=int, default=224, help="output side in pixels: 172 MoViNet, 224 others (default 224)")
-    p.add_argument("--margin", type=float, default=0.1, help="crop margin around the bbox, fraction of its side (default 0.1)")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    p.add_argument(
-        "--decode-threads",
-        type=int,
-        default=1,
-        help="FFmpeg threads per video (default 1: least CPU per clip; more only helps a run with fewer "
-        "videos than cores)",
-    )
-    return p
+def build_parser():
+    return prepare_parser(epilog=__doc__.split("Examples:")[1])
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = PrepareConfig(
-            metadata=args.metadata,
-            videos=args.videos,
-            out=args.out,
-            subset=args.subset,
-            nslt=args.nslt,
-            frames=args.frames,
-            frame_step=args.frame_step,
-            size=args.size,
-            margin=args.margin,
-            workers=args.workers,
-            decode_threads=args.decode_threads,
-            shard=parse_shard(args.shard),
-            strict=args.strict,
-            drop_duplicates=args.drop_duplicates,
-        )
+        cfg = prepare_config(args)
         if not cfg.videos.is_dir():
             raise FileNotFoundError(f"--videos {cfg.videos} is not a directory; point it at the folder of <video_id>.mp4 files")
         report = run_prepare(cfg, progress=not args.no_progress)

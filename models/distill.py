@@ -46,15 +46,16 @@ missing video ids (a teacher that saw fewer clips).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.build import open_store
+from models.evaluation import read_scores
 from models.registry import get_model
-from utils.core.config import RunConfig, config_from_dict
+from utils.core.config import RunConfig
+from utils.core.readers import DamagedFile
 from utils.core.records import RecordError, read_record
 from wlasl.clip_store import StoreError
 
@@ -195,13 +196,10 @@ def load_teacher(run_dir: str | Path) -> Teacher:
         scores, computed = _compute_train_scores(run_dir, cfg), True
     else:
         try:
-            with np.load(path, allow_pickle=False) as z:
-                scores = {k: z[k] for k in ("video_id", "label", "logits", "glosses")}
-        except (OSError, ValueError, KeyError) as e:
-            raise TeacherError(
-                f"{path} is unreadable ({type(e).__name__}: {e}); delete it and the student computes it again from "
-                f"the teacher's checkpoint"
-            ) from None
+            scores = read_scores(run_dir, "train")
+        except DamagedFile as e:
+            raise TeacherError(f"teacher {e} (or delete it: the student then scores the teacher's train split again "
+                               "from its checkpoint)") from None
     return Teacher(
         run_dir=run_dir, run_id=record.run_id, model=record.model, stores=stores,
         video_ids=[str(v) for v in scores["video_id"]], labels=np.asarray(scores["label"], np.int64),
@@ -211,8 +209,9 @@ def load_teacher(run_dir: str | Path) -> Teacher:
 
 
 def _run_config(run_dir: Path) -> RunConfig:
-    path = run_dir / "config.json"
-    return config_from_dict(json.loads(path.read_text()), where=str(path))
+    from models.restore import read_run_config
+
+    return read_run_config(run_dir)
 
 
 def _run_store(run_dir: Path) -> tuple[str, str]:

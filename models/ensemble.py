@@ -31,6 +31,7 @@ and confusion files), which the report lists with its members named.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,17 @@ from pathlib import Path
 import numpy as np
 
 from models.evaluation import SCORE_SPLITS, read_scores, write_split
+from utils.core.files import make_dirs
 from utils.core.ids import id_problem, is_safe_id
 from utils.core.metrics import softmax
 from utils.core.records import RecordError, RunRecord, environment, read_record, write_json, write_record
 
-__all__ = ["FUSION", "GRID_STEPS", "Member", "choose_weights", "fuse", "fuse_runs", "load_member", "parse_weights", "weight_grid"]
+__all__ = ["FUSION", "GRID_STEPS", "MAX_GRID_POINTS", "Member", "check_grid", "choose_weights", "fuse", "fuse_runs", "load_member", "parse_weights", "weight_grid"]
 
 FUSION = "probabilities"
 GRID_STEPS = 10
+# Each grid point fuses and scores the whole val split: a bound keeps --grid-steps from taking forever (or all memory).
+MAX_GRID_POINTS = 100_000
 # Floor of a fused probability before its log (a member may give a class exactly 0 in float32).
 _FLOOR = 1e-30
 _SHOWN = 5  # ids or classes quoted in a refusal
@@ -144,10 +148,29 @@ def fuse(probs: list[np.ndarray], weights) -> np.ndarray:
     return np.tensordot(np.asarray(weights, np.float64), np.stack(probs), axes=1)
 
 
-def weight_grid(n: int, steps: int = GRID_STEPS) -> np.ndarray:
-    """Every weight vector of ``n`` non-negative multiples of ``1/steps`` that sums to 1, shape (points, n)."""
+def check_grid(n: int, steps: int) -> int:
+    """The number of points of :func:`weight_grid`, C(steps + n - 1, n - 1), checked before anything is built.
+
+    Raises:
+        ValueError: ``n`` or ``steps`` below 1, or more than :data:`MAX_GRID_POINTS` points (each is scored on val).
+    """
     if n < 1 or steps < 1:
         raise ValueError(f"weight_grid expected n >= 1 and steps >= 1, received n={n}, steps={steps}")
+    points = math.comb(steps + n - 1, n - 1)
+    if points > MAX_GRID_POINTS:
+        fits = max((k for k in range(1, min(steps, 10_000)) if math.comb(k + n - 1, n - 1) <= MAX_GRID_POINTS), default=1)
+        raise ValueError(f"--grid-steps {steps} with {n} runs gives {points:,} weight points, expected at most "
+                         f"{MAX_GRID_POINTS:,}; use --grid-steps {fits} or less, or fixed --weights")  # fmt: skip
+    return points
+
+
+def weight_grid(n: int, steps: int = GRID_STEPS) -> np.ndarray:
+    """Every weight vector of ``n`` non-negative multiples of ``1/steps`` that sums to 1, shape (points, n).
+
+    Raises:
+        ValueError: as :func:`check_grid`.
+    """
+    check_grid(n, steps)
     # Stars and bars: n - 1 bar positions among steps + n - 1 slots.
     points = []
     for bars in itertools.combinations(range(steps + n - 1), n - 1):
@@ -230,10 +253,12 @@ def fuse_runs(run_dirs, out: str | Path, *, weights: str = "auto", grid_steps: i
         if d.resolve() in seen:
             raise ValueError(f"run {d} is given twice (also as {seen[d.resolve()]}); give each run once")
         seen[d.resolve()] = d
+    chosen = parse_weights(weights, len(run_dirs))
+    if isinstance(chosen, str):
+        check_grid(len(run_dirs), grid_steps)  # before any file is read
     members = [load_member(d) for d in run_dirs]
     out = Path(out)
     _check_out(out, members)
-    chosen = parse_weights(weights, len(members))
     splits = [s for s in SCORE_SPLITS if all(s in m.scores for m in members)]
     _check_compatible(members, splits)
 
@@ -242,7 +267,7 @@ def fuse_runs(run_dirs, out: str | Path, *, weights: str = "auto", grid_steps: i
     if isinstance(chosen, str):  # auto: on val, never test
         _ids, labels, probs = aligned["val"]
         chosen, _correct = choose_weights(probs, labels, grid_steps)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, "--out")
     metrics = {}
     for split, (ids, labels, probs) in aligned.items():
         scores = np.log(np.maximum(fuse(probs, chosen), _FLOOR))

@@ -23,6 +23,7 @@ import numpy as np
 from models.figures import confusion_figure, png_bytes
 from utils.core.files import atomic_write_bytes, atomic_write_text
 from utils.core.metrics import confusion_matrix, evaluate_logits, softmax
+from utils.core.readers import DamagedFile, delete_advice, read_npz
 
 __all__ = ["SCORE_SPLITS", "class_summary", "read_scores", "top_classes", "write_split"]
 
@@ -72,16 +73,28 @@ def write_split(
 
 
 def read_scores(run_dir: str | Path, split: str) -> dict:
-    """``{"video_id", "label", "logits", "glosses"}`` of a run's ``scores_<split>.npz``.
+    """``{"video_id", "label", "logits", "glosses"}`` of a run's ``scores_<split>.npz``, checked: the arrays agree
+    in length and class count, and every score is a finite number.
 
     Raises:
         FileNotFoundError: the run has no scores for that split (names the file).
+        DamagedFile: the file is not such scores (empty, cut, other arrays, NaN scores); names it and the fix.
     """
     path = Path(run_dir) / f"scores_{split}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run has no per-class scores for the {split} split")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in ("video_id", "label", "logits", "glosses")}
+    # A completed run whose scores file is missing evaluates its best weights again when its command is rerun.
+    todo = delete_advice(path, run_dir, "rerun the run's training command with its options (it evaluates the kept "
+                         "best weights again and rewrites its scores)")  # fmt: skip
+    expected = f"the run's per-class scores of the {split} split"
+    z = read_npz(path, ("video_id", "label", "logits", "glosses"), expected=expected, todo=todo, finite=("logits",))
+    n = len(z["video_id"]) if z["video_id"].ndim == 1 else -1
+    if (z["logits"].ndim != 2 or z["label"].shape != (n,) or len(z["logits"]) != n or z["label"].dtype.kind not in "iu"
+            or z["glosses"].shape != (z["logits"].shape[1],)):  # fmt: skip
+        raise DamagedFile(path, f"{expected}: video_id (N,), label (N,) integers, logits (N, C), glosses (C,)",
+                          f"{z['video_id'].shape}, {z['label'].shape} {z['label'].dtype}, {z['logits'].shape}, "
+                          f"{z['glosses'].shape}", todo)  # fmt: skip
+    return z
 
 
 def class_summary(labels: np.ndarray, order: np.ndarray, num_classes: int) -> tuple[np.ndarray, ...]:

@@ -39,11 +39,12 @@ from typing import Protocol, runtime_checkable
 from models import policy
 from models.tensorboard_run import TB_DIR, RunBoard, run_hparams
 from utils.core.config import RunConfig
-from utils.core.files import atomic_write_text
+from utils.core.files import atomic_write_text, make_dirs
 from utils.core.metrics import METRICS, evaluate_logits
 from utils.core.preempt import Cancelled, Preempted
 from utils.core.records import RunRecord, append_history, read_history, read_record, write_json, write_record
 from utils.core.runlock import RunLock
+from wlasl.clip_store import store_digest
 
 __all__ = ["HEARTBEAT_S", "Checkpointer", "Engine", "NonFiniteLoss", "ResumeRefused", "Run", "Sums", "Trainer"]
 
@@ -165,7 +166,7 @@ class Run:
         self.dir = Path(run_dir)
         self.ckpt_dir = self.dir / "checkpoints"
         self.cfg, self.main, self.num_classes = cfg, main, num_classes
-        self.fingerprint = policy.fingerprint(cfg)
+        self.fingerprint = policy.fingerprint(cfg, store=store_digest(cfg.data.root))
         self.state = self._read_state()
         self.entry: dict | None = None  # the checkpoint resumed from
         self.record = RunRecord(
@@ -217,7 +218,16 @@ class Run:
                 f"{self.dir} holds a {state['model']} run, this command trains {self.cfg.model.name}; "
                 f"pick another --run-id"
             )
-        diff = policy.fingerprint_diff(state["fingerprint"], self.fingerprint)
+        saved = state["fingerprint"]
+        # A checkpoint from before stores were told apart by content names its store's folder, as then.
+        current = self.fingerprint if "data.store" in saved else policy.fingerprint(self.cfg)
+        diff = policy.fingerprint_diff(saved, current)
+        if any(d.startswith("data.store:") for d in diff):
+            raise ResumeRefused(
+                f"{self.dir} was trained on another store than {self.cfg.data.root} holds now (its store.json or "
+                f"manifest.csv differ: other clips, or the store was made again). Train on the original store, or "
+                f"pick another --run-id to start a new run on this one"
+            )
         if diff:
             raise ResumeRefused(
                 f"{self.dir} was trained with other settings, so it cannot resume with these ({'; '.join(diff)}). "
@@ -258,7 +268,11 @@ class Run:
             return False
         newest = self.state["checkpoints"][0]
         finished = newest["epoch"] >= self.cfg.train.epochs or newest.get("stopped_early")
-        if record.status == "completed" and finished:
+        from models.evaluation import SCORE_SPLITS
+
+        # Scores deleted (a damaged file's fix): not done, the finish evaluates the kept best weights again.
+        scored = all((self.dir / f"scores_{split}.npz").is_file() for split in SCORE_SPLITS)
+        if record.status == "completed" and finished and scored:
             self.record = record
             return True
         return False
@@ -272,7 +286,7 @@ class Run:
         same run is refused instead of corrupting it.
         """
         if self.main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.ckpt_dir, f"run {self.record.run_id} (--results {self.cfg.results})")
         with RunLock(self.dir, wait_s=LOCK_WAIT_S) if self.main else nullcontext():
             if self.main:
                 write_json(self.dir / "config.json", self.cfg.to_dict())

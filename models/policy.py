@@ -202,15 +202,21 @@ def settings(config: dict, exempt: frozenset = FINGERPRINT_EXEMPT, prefix: str =
     return out
 
 
-def fingerprint(cfg: RunConfig | dict) -> dict:
+def fingerprint(cfg: RunConfig | dict, store: str | None = None) -> dict:
     """The settings that shape a run's result, as flat ``section.key -> value`` (JSON-ready).
 
-    The store is identified by its directory name, so a run moved with its
-    store to another filesystem still resumes.
+    The store is identified by what it holds, ``store`` (``wlasl.clip_store.store_digest``:
+    its store.json and manifest), never by where it lies: a run moved with its store to
+    another filesystem or folder name still resumes, and a run pointed at another store in
+    a folder of the same name does not. Without ``store`` (the HParams table, checkpoints
+    from before the digest) the store is its folder's name.
     """
     flat = settings(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg)
     flat = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
-    if isinstance(flat.get("data.root"), str):
+    if store is not None:
+        flat.pop("data.root", None)
+        flat["data.store"] = store
+    elif isinstance(flat.get("data.root"), str):
         flat["data.root"] = flat["data.root"].rstrip("/").rsplit("/", 1)[-1]
     return flat
 

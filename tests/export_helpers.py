@@ -9,6 +9,7 @@ which does not need a model that has learnt anything.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from utils.core.config import config_from_dict
@@ -46,3 +47,18 @@ def read_export(run_dir: Path, name: str) -> tuple[dict, dict]:
     """(contract.json, metrics.json) of an export."""
     folder = run_dir / "exports" / name
     return json.loads((folder / "contract.json").read_text()), json.loads((folder / "metrics.json").read_text())
+
+
+@contextmanager
+def toy_run_with_onnx(root: Path):
+    """A finished run of the tests' tiny PyTorch family (``toy_small``) on :func:`make_store`, with its ONNX export
+    (``exports/onnx_float32``); yields ``{"root", "run", "store", "videos"}``. The family stays registered inside."""
+    from torch_helpers import toy_family
+
+    from models.export import export_run
+
+    store = make_store(root)
+    with toy_family():
+        run_dir = train_run(store, root / "results", "toy", model="toy_small")
+        export_run(run_dir, "onnx", log=lambda _: None)
+        yield {"root": root, "run": run_dir, "store": store, "videos": root / "raw" / "videos"}

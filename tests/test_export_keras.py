@@ -122,3 +122,24 @@ def test_tflite_int8_stays_within_the_stated_margin_of_float(toys):
     assert metrics["max_abs_logit_diff"] <= 0.1 * metrics["original_logit_range"], metrics
     assert metrics["agreement"] >= 0.8, metrics
     assert abs(metrics["exported"]["top1"] - metrics["original"]["top1"]) <= 0.2, metrics
+
+
+def test_a_cut_keras_checkpoint_is_named_not_a_traceback(toys, tmp_path, capsys):
+    """Issue 24 f07: a cut Keras checkpoint ("not an sstable") gave export and predict a traceback."""
+    import json
+    import shutil
+
+    from main.export import main
+
+    run = tmp_path / "runs" / "toy3d"
+    shutil.copytree(toys["3d"], run, ignore=shutil.ignore_patterns("exports"))
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    files = state["checkpoints"][0]["best"]["files"]
+    cut = [p for name in files for p in (run / "checkpoints").glob(f"{name}*")]  # a TF checkpoint: .index, .data-*
+    assert cut, files
+    for path in cut:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert main([str(run), "--format", "savedmodel", "--name", "again"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and files[0] in err and "Traceback" not in err, err[-600:]
+    assert not (run / "exports" / "again").exists()

@@ -61,7 +61,7 @@ def _write_store(root, *, clips=9, frames=STORED, size=STORE_PX):
         w.writeheader()
         w.writerows(rows)
     (root / "labels.txt").write_text("g0\ng1\ng2\n")
-    (root / "store.json").write_text(json.dumps({"frames": frames, "size": size}))
+    (root / "store.json").write_text(json.dumps({"frames": frames, "size": size, "num_classes": 3}))
     return root
 
 

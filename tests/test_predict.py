@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 from conftest import SHARED_WLASL
-from export_helpers import FRAMES, SIZE, make_store, train_run
-from torch_helpers import toy_family
+from export_helpers import FRAMES, SIZE, toy_run_with_onnx
 
 from main.predict import main
 from models.evaluation import read_scores
@@ -22,12 +21,8 @@ from wlasl.prepare import PrepareConfig, run_prepare
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """A finished run of the tests' tiny PyTorch family (cutting the video does not depend on the network)."""
-    root = tmp_path_factory.mktemp("predict")
-    store = make_store(root)
-    with toy_family():
-        run_dir = train_run(store, root / "results", "toy", model="toy_small")
-        export_run(run_dir, "onnx", log=lambda _: None)
-        yield {"run": run_dir, "store": store, "videos": root / "raw" / "videos"}
+    with toy_run_with_onnx(tmp_path_factory.mktemp("predict")) as made:
+        yield made
 
 
 def _manifest(store):

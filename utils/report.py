@@ -26,11 +26,11 @@ _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install, as main/*.py
 
 import models  # noqa: E402,F401  (registers every family: names and row order come from the registry)
-from utils.core.files import atomic_write_text  # noqa: E402
+from utils.core.files import atomic_write_text, make_dirs  # noqa: E402
 from utils.reporting import plots  # noqa: E402
 from utils.reporting.exports import ExportRow, collect_exports, format_exports  # noqa: E402
 from utils.reporting.formats import format_notes, format_others, format_table, one_line  # noqa: E402
-from utils.reporting.runs import RunSet, collect_runs, is_trial, safe_file_path  # noqa: E402
+from utils.reporting.runs import RunSet, collect_runs, is_trial, safe_file_path, set_apart_unscored  # noqa: E402
 from utils.reporting.tables import (  # noqa: E402
     DEFAULT_METRICS,
     METRICS,
@@ -127,6 +127,7 @@ def build_report(
             f"no results directory at {results}; train a model first (main/train_<family>.py) or pass --results DIR"
         )
     runs = collect_runs(results, include_dry_runs=include_dry_runs)
+    set_apart_unscored(runs, split)
     metrics = tuple(metrics)
     rows = summarise(runs, split=split, metrics=metrics, subset=subset)
     pubs: list[Published] = []
@@ -171,7 +172,9 @@ def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None,
     Raises:
         KeyError: a ``confusion`` run id is not among the records.
     """
-    out = Path(out)
+    out = make_dirs(out, "the tables folder (--out)")
+    if plots_dir is not None:
+        make_dirs(plots_dir, "the plots folder (--plots)")
     # Check the confusion run ids before writing anything: a typo should not cost a full plotting pass.
     targets = {run_id: report.runs.find(run_id) for run_id in (confusion if plots_dir is not None else ())}
     missing = [run_id for run_id, run in targets.items() if run is None]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from models.registry import family_models, get_model
 from models.train import resolve, run
+from utils.core.argv import parse_strictly
 from utils.core.config import RunConfig, config_from_dict, load_preset
 from utils.core.distenv import dist_env
 from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE, Cancelled, Preempted
@@ -206,16 +207,11 @@ def parse_train_argv(family: str, argv: list[str]) -> RunConfig:
     (``models.train.run_id``) before submitting it.
 
     Raises:
-        ValueError: an option the script refuses (argparse's message), or a bad value.
+        ValueError: an option the script refuses (argparse's message; abbreviations too: an experiment's
+            ``epoch: 3`` is not ``--epochs``), or a bad value.
         KeyError, TypeError, FileNotFoundError: as :func:`config_from_args`.
     """
-    parser = train_parser(family)
-
-    def refuse(message):  # argparse would print usage and exit
-        raise ValueError(f"{parser.prog}: {message}")
-
-    parser.error = refuse
-    args = parser.parse_args(argv)
+    args = parse_strictly(train_parser(family), argv)
     return config_from_args(args, model_name(family, args))
 
 
@@ -262,6 +258,6 @@ def main(family: str, argv=None, doc: str = "") -> int:
         print(
             f"{record.status}: {record.run_id}  val top1 {record.best.get('val_top1', float('nan')):.4f}  "
             f"test top1 {test.get('top1', float('nan')):.4f} top2 {test.get('top2', float('nan')):.4f}  "
-            f"({record.wall_s:.1f} s) -> {Path(record.config.get('results', 'results')) / 'runs' / record.run_id}"
+            f"({record.wall_s:.1f} s) -> {Path(cfg.results) / 'runs' / record.run_id}"  # where it is now, moved or not
         )
     return 0 if record.status == "completed" else 1

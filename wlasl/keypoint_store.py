@@ -30,14 +30,13 @@ extraction (pose environment) both use it.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wlasl.clip_store import SOURCE_COLUMNS, StoreError
+from utils.core.readers import DamagedFile, delete_advice, read_npz
+from wlasl.clip_store import SOURCE_COLUMNS, StoreError, read_store_files
 
 __all__ = [
     "FACE_SUBSET",
@@ -47,6 +46,8 @@ __all__ = [
     "KeypointClip",
     "KeypointEntry",
     "KeypointStore",
+    "KeypointStoreMeta",
+    "MAX_KEYPOINT_FRAMES",
     "part_slices",
 ]
 
@@ -79,6 +80,26 @@ KEYPOINT_COLUMNS = SOURCE_COLUMNS + (
     "status",  # ok, or '+'-joined notes: clamped, capped, short_file
     "path",  # relative to the store root
 )
+
+
+# Bound of the frames a keypoint clip may hold (a frame is K x 3 float16: 600 bytes).
+MAX_KEYPOINT_FRAMES = 4096
+
+
+@dataclass(frozen=True)
+class KeypointStoreMeta:
+    """What ``store.json`` of a keypoint store must hold (other keys are kept in ``KeypointStore.meta``)."""
+
+    num_keypoints: int
+    num_classes: int
+    max_frames: int
+
+    def __post_init__(self):
+        if self.num_keypoints != NUM_KEYPOINTS:
+            raise ValueError(f"'num_keypoints' expected {NUM_KEYPOINTS} (this suite's layout), received {self.num_keypoints}")
+        if self.num_classes < 1 or not 1 <= self.max_frames <= MAX_KEYPOINT_FRAMES:
+            raise ValueError(f"'num_classes' expected >= 1 and 'max_frames' 1..{MAX_KEYPOINT_FRAMES}, received "
+                             f"{self.num_classes} and {self.max_frames}")  # fmt: skip
 
 
 def part_slices() -> dict[str, slice]:
@@ -132,35 +153,18 @@ class KeypointStore:
                 f"no keypoint store at {self.root} (missing {', '.join(missing)}). Make it with: "
                 f"python main/extract_keypoints.py --metadata raw/WLASL_v0.3.json --videos raw/videos --subset N --out {self.root}"
             )
-        self.meta = json.loads((self.root / "store.json").read_text())
-        if self.meta.get("num_keypoints") != NUM_KEYPOINTS:
-            raise StoreError(
-                f"{self.root / 'store.json'}: num_keypoints expected {NUM_KEYPOINTS} (this suite's layout), "
-                f"received {self.meta.get('num_keypoints')}; extract the store again"
-            )
-        self.labels: list[str] = (self.root / "labels.txt").read_text(encoding="utf-8").splitlines()
-        with (self.root / "manifest.csv").open(newline="", encoding="utf-8") as f:
-            self.rows: list[dict] = list(csv.DictReader(f))
-        fix = "the store was edited or mixed with another one: extract it again"
-        if len(self.labels) != self.meta.get("num_classes"):
-            raise StoreError(
-                f"{self.root / 'labels.txt'}: expected {self.meta.get('num_classes')} lines (num_classes in "
-                f"store.json), received {len(self.labels)}; {fix}"
-            )
+        fix = "the store was edited, damaged or mixed with another one: extract it again"
+        self.meta, self.labels, self.rows = read_store_files(
+            self.root, KeypointStoreMeta, ("video_id", "gloss", "label", "split", "signer_id", "width", "height", "path"), fix)
         self.entries = []
         for k, r in enumerate(self.rows, start=2):
             try:
                 label, signer, width, height = (int(r[c]) for c in ("label", "signer_id", "width", "height"))
-            except (KeyError, TypeError, ValueError):
+            except (TypeError, ValueError):
                 raise StoreError(
                     f"{self.root / 'manifest.csv'}: line {k} (video_id {r.get('video_id')}): label, signer_id, width "
                     f"and height expected integers, received {[r.get(c) for c in ('label', 'signer_id', 'width', 'height')]}; {fix}"
                 ) from None
-            if not 0 <= label < len(self.labels) or r["gloss"] != self.labels[label]:
-                raise StoreError(
-                    f"{self.root / 'manifest.csv'}: line {k} (video_id {r['video_id']}): label {label} / gloss "
-                    f"{r['gloss']!r} does not match labels.txt ({len(self.labels)} classes); {fix}"
-                )
             self.entries.append(
                 KeypointEntry(
                     video_id=r["video_id"], label=label, gloss=r["gloss"], split=r["split"],
@@ -187,12 +191,13 @@ class KeypointStore:
     def load(self, entry: KeypointEntry | str | Path) -> KeypointClip:
         """One clip's arrays, checked against the layout (a wrong file raises, naming it)."""
         path = entry.path if isinstance(entry, KeypointEntry) else Path(entry)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                clip = KeypointClip(z["points"], z["present"], z["frames"])
-        except (OSError, ValueError, KeyError, EOFError) as e:
-            raise StoreError(f"{path}: cannot read the keypoints ({e}); delete it and rerun the extraction") from None
-        t = clip.points.shape[0]
+        rerun = delete_advice(path, self.root, "rerun the extraction (finished clips are kept)")
+        try:  # headers checked before any array is read: a damaged one cannot claim 10^9 frames
+            z = read_npz(path, ("points", "present", "frames"), expected="a clip's keypoints", todo=rerun)
+        except (DamagedFile, FileNotFoundError) as e:
+            raise StoreError(f"cannot read the keypoints: {e}" if isinstance(e, DamagedFile) else f"{e}; {rerun}") from None
+        clip = KeypointClip(z["points"], z["present"], z["frames"])
+        t = clip.points.shape[0] if clip.points.ndim else 0
         ok = (
             clip.points.dtype == np.float16 and clip.points.shape == (t, NUM_KEYPOINTS, 3)
             and clip.present.dtype == np.bool_ and clip.present.shape == (t, len(PARTS))
@@ -202,7 +207,7 @@ class KeypointStore:
             raise StoreError(
                 f"{path}: expected points float16 (T, {NUM_KEYPOINTS}, 3), present bool (T, {len(PARTS)}), "
                 f"frames (T,) with 1 <= T <= {self.max_frames}, received {clip.points.dtype} {clip.points.shape}, "
-                f"{clip.present.dtype} {clip.present.shape}, {clip.frames.shape}; delete it and rerun the extraction"
+                f"{clip.present.dtype} {clip.present.shape}, {clip.frames.shape}; {rerun}"
             )
         return clip
 

@@ -16,6 +16,7 @@ imports use only numpy, OpenCV, MediaPipe, tqdm, ``wlasl`` and
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import json
@@ -26,14 +27,26 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.core.argv import parse_strictly
 from utils.core.files import atomic_save_npz, atomic_write_text, file_sha256
 from wlasl.geometry import resolve_range, sample_indices
-from wlasl.keypoint_store import FACE_SUBSET, KEYPOINT_COLUMNS, NUM_KEYPOINTS, PARTS, part_slices
+from wlasl.keypoint_store import FACE_SUBSET, KEYPOINT_COLUMNS, MAX_KEYPOINT_FRAMES, NUM_KEYPOINTS, PARTS, part_slices
 from wlasl.metadata import Instance
-from wlasl.stage import Outcome, Stage, check_workers_and_shard, item_path, open_store, run_stage, select_instances
+from wlasl.stage import (
+    Outcome,
+    Stage,
+    check_workers_and_shard,
+    item_path,
+    open_store,
+    run_stage,
+    select_instances,
+    stage_options,
+    stage_parser,
+)
 from wlasl.video import DecodeError, open_video
 
-__all__ = ["STAGE", "KeypointConfig", "extract_instance", "landmarks_to_array", "run_keypoints"]
+__all__ = ["STAGE", "KeypointConfig", "extract_instance", "keypoint_config", "keypoint_parser", "landmarks_to_array",
+           "parse_keypoint_argv", "run_keypoints"]  # fmt: skip
 
 SKIP_REASONS = ("missing", "corrupt", "frame_range", "video_id")
 
@@ -95,8 +108,8 @@ class KeypointConfig:
     ext: str = ".mp4"
 
     def __post_init__(self):
-        if self.max_frames < 1:
-            raise ValueError(f"--max-frames expected >= 1, received {self.max_frames}")
+        if not 1 <= self.max_frames <= MAX_KEYPOINT_FRAMES:
+            raise ValueError(f"--max-frames expected 1..{MAX_KEYPOINT_FRAMES}, received {self.max_frames}")
         check_workers_and_shard(self.workers, self.shard)
 
 
@@ -269,3 +282,43 @@ def run_keypoints(cfg: KeypointConfig, progress: bool = True) -> dict:
     work = functools.partial(extract_instance, cfg=cfg)
     return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers,
                      progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip
+
+
+_DESCRIPTION = (
+    "Run MediaPipe Holistic on every frame of each WLASL instance's range and store body, "
+    "hand and face keypoints (keypoint store: manifest.csv, labels.txt, keypoints/*.npz, "
+    "keypoints_report.json). Same instance selection, frame ranges, skips, sharding and resuming "
+    "as main/preprocess.py."
+)
+
+
+def keypoint_parser(epilog: str = "") -> argparse.ArgumentParser:
+    """The command line of ``main/extract_keypoints.py`` (what the experiment planner checks a store's options with)."""
+    p = stage_parser("main/extract_keypoints.py", _DESCRIPTION, epilog, store="keypoint store")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=200,
+        help=f"at most this many frames per clip, 1..{MAX_KEYPOINT_FRAMES}; a longer range is sampled uniformly "
+        "(noted capped) (default 200)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes, one MediaPipe graph each (default 1)")
+    return p
+
+
+def keypoint_config(args: argparse.Namespace) -> KeypointConfig:
+    """The KeypointConfig of parsed ``main/extract_keypoints.py`` options (every value checked).
+
+    Raises:
+        ValueError: a value out of its range, or a bad ``--shard``.
+    """
+    return KeypointConfig(**stage_options(args), max_frames=args.max_frames)
+
+
+def parse_keypoint_argv(argv: list[str]) -> KeypointConfig:
+    """What ``main/extract_keypoints.py ARGV`` would do, checked now (options spelled out, every value in range).
+
+    Raises:
+        ValueError: an option or value the script refuses.
+    """
+    return keypoint_config(parse_strictly(keypoint_parser(), argv))

@@ -12,6 +12,7 @@ keypoint stage.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import time
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.core.argv import parse_strictly
+from utils.core.config import MAX_FRAMES, MAX_SIZE
 from utils.core.files import atomic_save_npy, atomic_write_text, file_sha256
 from wlasl.clip_store import MANIFEST_COLUMNS
 from wlasl.geometry import FrameRange, fit_bbox, resolve_range, square_crop, step_indices
@@ -33,11 +36,14 @@ from wlasl.stage import (
     parse_shard,
     run_stage,
     select_instances,
+    stage_options,
+    stage_parser,
     summary,
 )
 from wlasl.video import DecodeError, decode_frames
 
-__all__ = ["STAGE", "ClipSkip", "MadeClip", "Outcome", "PrepareConfig", "make_clip", "parse_shard", "process_instance", "run_prepare", "summary"]
+__all__ = ["STAGE", "ClipSkip", "MadeClip", "Outcome", "PrepareConfig", "make_clip", "parse_prepare_argv", "parse_shard",
+           "prepare_config", "prepare_parser", "process_instance", "run_prepare", "summary"]  # fmt: skip
 
 SKIP_REASONS = ("missing", "corrupt", "bbox", "frame_range", "video_id")
 
@@ -95,12 +101,13 @@ class PrepareConfig:
     ext: str = ".mp4"
 
     def __post_init__(self):
-        if self.frames < 1:
-            raise ValueError(f"--frames expected >= 1, received {self.frames}")
-        if self.frame_step < 1:
-            raise ValueError(f"--frame-step expected >= 1, received {self.frame_step}")
-        if self.size < 8:
-            raise ValueError(f"--size expected >= 8 pixels, received {self.size}")
+        # Bounded: a clip is frames x size² x 3 bytes in memory (utils.core.config.MAX_FRAMES, MAX_SIZE).
+        if not 1 <= self.frames <= MAX_FRAMES:
+            raise ValueError(f"--frames expected 1..{MAX_FRAMES}, received {self.frames}")
+        if not 1 <= self.frame_step <= MAX_FRAMES:
+            raise ValueError(f"--frame-step expected 1..{MAX_FRAMES}, received {self.frame_step}")
+        if not 8 <= self.size <= MAX_SIZE:
+            raise ValueError(f"--size expected 8..{MAX_SIZE} pixels, received {self.size}")
         if not 0 <= self.margin <= 1:
             raise ValueError(f"--margin expected 0..1 (fraction of the bbox side), received {self.margin}")
         if self.decode_threads < 1:
@@ -293,3 +300,56 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     work = functools.partial(process_instance, cfg=cfg)
     return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers,
                      progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip
+
+
+_DESCRIPTION = (
+    "Crop WLASL videos to the signer bbox and frame range, sample T frames, "
+    "resize, and store uint8 clips (clip store: manifest.csv, labels.txt, clips/*.npy, "
+    "prepare_report.json). Missing and broken videos are skipped and reported; reruns "
+    "skip finished clips."
+)
+
+
+def prepare_parser(epilog: str = "") -> argparse.ArgumentParser:
+    """The command line of ``main/preprocess.py`` (what the experiment planner checks a store's options with)."""
+    p = stage_parser("main/preprocess.py", _DESCRIPTION, epilog, store="clip store")
+    p.add_argument("--frames", type=int, default=20, help=f"frames per clip T, 1..{MAX_FRAMES} (default 20)")
+    p.add_argument(
+        "--frame-step",
+        type=int,
+        default=1,
+        help="1: spread --frames uniformly over the sign's range (default); S > 1: --frames frames S apart, "
+        "centred in the range (the seed thesis: --frames 20 --frame-step 2); ranges too short for that "
+        "fall back to uniform sampling and are listed as step_fallback in prepare_report.json",
+    )
+    p.add_argument("--size", type=int, default=224,
+                   help=f"output side in pixels, 8..{MAX_SIZE}: 172 MoViNet, 224 others (default 224)")  # fmt: skip
+    p.add_argument("--margin", type=float, default=0.1, help="crop margin around the bbox, fraction of its side (default 0.1)")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=1,
+        help="FFmpeg threads per video (default 1: least CPU per clip; more only helps a run with fewer "
+        "videos than cores)",
+    )
+    return p
+
+
+def prepare_config(args: argparse.Namespace) -> PrepareConfig:
+    """The PrepareConfig of parsed ``main/preprocess.py`` options (every value checked).
+
+    Raises:
+        ValueError: a value out of its range, or a bad ``--shard``.
+    """
+    return PrepareConfig(**stage_options(args), frames=args.frames, frame_step=args.frame_step, size=args.size,
+                         margin=args.margin, decode_threads=args.decode_threads)  # fmt: skip
+
+
+def parse_prepare_argv(argv: list[str]) -> PrepareConfig:
+    """What ``main/preprocess.py ARGV`` would do, checked now (options spelled out, every value in range).
+
+    Raises:
+        ValueError: an option or value the script refuses.
+    """
+    return prepare_config(parse_strictly(prepare_parser(), argv))

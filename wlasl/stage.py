@@ -19,6 +19,7 @@ instance. Everything around it lives here, once:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import functools
 import io
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from utils.core.files import atomic_write_text, remove_stale_temps
 from utils.core.ids import check_under, id_problem
+from utils.core.readers import delete_advice, read_json
 from wlasl.clip_store import StoreError
 from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
 from wlasl.workers import Lost, run_pool
@@ -50,6 +52,8 @@ __all__ = [
     "parse_shard",
     "run_stage",
     "select_instances",
+    "stage_options",
+    "stage_parser",
     "summary",
 ]
 
@@ -129,13 +133,18 @@ def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
     return 0, 1
 
 
+# Bounds: a process per worker, and a report file looked for per shard.
+MAX_WORKERS = 256
+MAX_SHARDS = 10_000
+
+
 def check_workers_and_shard(workers: int, shard: tuple[int, int]) -> None:
     """The checks every stage's config makes on ``--workers`` and ``--shard``."""
-    if workers < 1:
-        raise ValueError(f"--workers expected >= 1, received {workers}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"--workers expected 1..{MAX_WORKERS}, received {workers}")
     i, n = shard
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard expected i/n with 0 <= i < n, received {i}/{n}")
+    if not (1 <= n <= MAX_SHARDS and 0 <= i < n):
+        raise ValueError(f"--shard expected i/n with 0 <= i < n <= {MAX_SHARDS}, received {i}/{n}")
 
 
 def select_instances(metadata: Path, subset: int | None, nslt: Path | None) -> tuple[list[str], list[Instance]]:
@@ -151,9 +160,14 @@ def select_instances(metadata: Path, subset: int | None, nslt: Path | None) -> t
         n_classes = max((i.label for i in chosen), default=-1) + 1
         if subset is not None and subset != n_classes:
             raise ValueError(f"--subset {subset} disagrees with {nslt}, which holds {n_classes} classes; drop one of them")
-        return glosses[:n_classes], chosen
-    chosen = select_subset(glosses, instances, subset)
-    return glosses[: subset or len(glosses)], chosen
+        glosses = glosses[:n_classes]
+    else:
+        chosen = select_subset(glosses, instances, subset)
+        glosses = glosses[: subset or len(glosses)]
+    if not chosen:  # an empty store that "succeeds" would only fail later, in training
+        raise ValueError(f"{metadata}{f' with {nslt}' if nslt else ''} selects no instances ({len(glosses)} glosses); "
+                         "expected a WLASL v0.3 file whose glosses list instances: check the file and --subset / --nslt")  # fmt: skip
+    return glosses, chosen
 
 
 def item_path(out: Path, folder: str, video_id: str, suffix: str) -> Path:
@@ -203,7 +217,8 @@ def open_store(
     open_out(out, stage)
     path = Path(out) / "store.json"
     if path.is_file():
-        old = {**(assumed or {}), **json.loads(path.read_text())}
+        fix = f"it is not a store this suite made; use another --out, or {delete_advice(out, Path(out).parent, 'rerun')}"
+        old = {**(assumed or {}), **read_json(path, expected="the store's settings (a JSON object)", todo=fix)}
         if any(old.get(k) != meta[k] for k in keys):
             have = ", ".join(f"{k}={old.get(k)}" for k in keys)
             want = ", ".join(f"{k}={meta[k]}" for k in keys)
@@ -214,6 +229,14 @@ def open_store(
     else:
         atomic_write_text(path, json.dumps(meta, indent=2))
     atomic_write_text(Path(out) / "labels.txt", "".join(f"{g}\n" for g in glosses))
+
+
+def stage_parser(prog: str, description: str, epilog: str, *, store: str) -> argparse.ArgumentParser:
+    """A data stage's command line: its description and the options both stages share (:func:`add_stage_args`)."""
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_stage_args(p, store=store)
+    return p
 
 
 def add_stage_args(p, *, store: str) -> None:
@@ -236,6 +259,17 @@ def add_stage_args(p, *, store: str) -> None:
         "either way the report lists them as split_leakage",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def stage_options(args) -> dict:
+    """The config fields of the options :func:`add_stage_args` adds (and ``--workers``), from parsed ``args``.
+
+    Raises:
+        ValueError: a bad ``--shard``.
+    """
+    return {"metadata": args.metadata, "videos": args.videos, "out": args.out, "subset": args.subset, "nslt": args.nslt,
+            "workers": args.workers, "shard": parse_shard(args.shard), "strict": args.strict,
+            "drop_duplicates": args.drop_duplicates}  # fmt: skip
 
 
 class _ProgressLines:
@@ -375,6 +409,11 @@ def _dropped_duplicates(groups: list[dict]) -> dict[str, dict]:
     return dropped
 
 
+def _read_part(path: Path, out: Path, expected: str) -> dict:
+    """A row file or shard report of the store ``out``; a damaged one is named, with the rerun that remakes it."""
+    return read_json(path, expected=expected, todo=delete_advice(path, out, "rerun the same command (it is made again)"))
+
+
 def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int, *, drop_duplicates: bool = False) -> dict:
     """Build ``manifest.csv`` and the stage report from what is on disk.
 
@@ -391,7 +430,7 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int, *, drop
             continue  # never a row: it was a recorded skip
         row_path = out / "rows" / f"{vid}.json"
         if row_path.is_file():
-            rows.append(json.loads(row_path.read_text()))
+            rows.append(_read_part(row_path, out, "a manifest row (a JSON object)"))
     groups = duplicate_groups(rows)
     dropped = _dropped_duplicates(groups) if drop_duplicates else {}
     rows = [r for r in rows if r["video_id"] not in dropped]
@@ -408,7 +447,7 @@ def assemble(stage: Stage, out: Path, video_ids: list[str], shards: int, *, drop
         path = out / "reports" / f"shard-{k}-of-{shards}.json"
         if not path.is_file():
             continue
-        rep = json.loads(path.read_text())
+        rep = _read_part(path, out, "a shard report (a JSON object)")
         done_shards.append(k)
         wall_s += rep["wall_s"]
         for o in rep["outcomes"]:

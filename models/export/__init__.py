@@ -7,7 +7,7 @@ video like preprocessing does and names the top glosses. docs/export.md has
 the formats per family and the phone-side use.
 """
 
-from models.export.api import check_request, default_name, export_run
+from models.export.api import check_format, check_request, default_name, export_run
 from models.export.contract import FORMATS, ExportError, read_contract
 from models.export.predict import Prediction, predict_video
 from models.export.runtime import open_export
@@ -16,6 +16,7 @@ __all__ = [
     "FORMATS",
     "ExportError",
     "Prediction",
+    "check_format",
     "check_request",
     "default_name",
     "export_run",

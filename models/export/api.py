@@ -7,8 +7,8 @@ failed or killed export leaves nothing under ``exports/<name>``.
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -21,12 +21,36 @@ from models.export.contract import (
     store_clips,
     write_json,
 )
+from utils.core.files import HOST, pid_alive
+from utils.core.ids import id_problem
+from utils.core.records import RecordError, read_record
 
-__all__ = ["check_request", "default_name", "export_run"]
+__all__ = ["MAX_THREADS", "check_format", "check_request", "default_name", "export_run", "remove_stale_exports"]
 
 
 def default_name(fmt: str, int8: bool) -> str:
     return f"{fmt}_{'int8' if int8 else 'float32'}"
+
+
+def check_format(spec, fmt: str, int8: bool, where: str) -> None:
+    """Refuse a format the model's framework lacks, or int8 where it does not apply (``where`` names the request).
+
+    Raises:
+        ExportError: unknown format, a format of the other framework, or int8 with savedmodel; says what works instead.
+    """
+    every = sorted({f for fs in FORMATS.values() for f in fs})
+    if fmt not in every:
+        raise ExportError(f"--format expected one of {every}, received {fmt!r}")
+    allowed = FORMATS[spec.framework]
+    if fmt not in allowed:
+        lacking = "TensorFlow/Keras" if spec.framework == "keras" else "PyTorch"
+        raise ExportError(
+            f"{where}: {spec.name} is a {lacking} model and --format {fmt} is not available for it "
+            f"(no {fmt} exporter for {lacking} here); what works instead: --format {' or --format '.join(allowed)}"
+        )
+    if int8 and fmt == "savedmodel":
+        raise ExportError("--int8 applies to --format tflite (Keras runs) and --format onnx (PyTorch runs), not savedmodel; "
+                          "what works instead: --format tflite --int8")  # fmt: skip
 
 
 def check_request(run_dir: Path, fmt: str, int8: bool) -> None:
@@ -35,27 +59,13 @@ def check_request(run_dir: Path, fmt: str, int8: bool) -> None:
     Raises:
         ExportError: unknown format, a format of the other framework, or int8 where it does not apply.
         FileNotFoundError: not a run directory.
+        DamagedFile: its config.json is damaged (named).
     """
     import models  # noqa: F401  (registers every family)
     from models.registry import get_model
+    from models.restore import read_run_config
 
-    every = sorted({f for fs in FORMATS.values() for f in fs})
-    if fmt not in every:
-        raise ExportError(f"--format expected one of {every}, received {fmt!r}")
-    config = Path(run_dir) / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json); pass results/runs/<run_id>")
-    spec = get_model(json.loads(config.read_text())["model"]["name"])
-    allowed = FORMATS[spec.framework]
-    if fmt not in allowed:
-        lacking = "TensorFlow/Keras" if spec.framework == "keras" else "PyTorch"
-        raise ExportError(
-            f"{run_dir}: {spec.name} is a {lacking} model and --format {fmt} is not available for it "
-            f"(no {fmt} exporter for {lacking} here); what works instead: --format {' or --format '.join(allowed)}"
-        )
-    if int8 and fmt == "savedmodel":
-        raise ExportError("--int8 applies to --format tflite (Keras runs) and --format onnx (PyTorch runs), not savedmodel; "
-                          "what works instead: --format tflite --int8")  # fmt: skip
+    check_format(get_model(read_run_config(run_dir).model.name), fmt, int8, str(run_dir))
 
 
 def export_run(run_dir, fmt: str, *, int8: bool = False, calibration: int = 32, name: str | None = None,
@@ -83,19 +93,24 @@ def export_run(run_dir, fmt: str, *, int8: bool = False, calibration: int = 32, 
     from models.restore import restore_run
 
     run_dir = Path(run_dir)
-    check_request(run_dir, fmt, int8)
+    name = name if name is not None else default_name(fmt, int8)
+    problem = id_problem(name, "--name")
+    if problem:
+        raise ExportError(f"{problem}: it names the folder RUN_DIR/exports/<name>")
+    if not 1 <= threads <= MAX_THREADS:
+        raise ExportError(f"--threads expected 1..{MAX_THREADS} CPU threads, received {threads}")
     if calibration < 1:
         raise ExportError(f"--calibration expected >= 1 train clips, received {calibration}")
-    name = name or default_name(fmt, int8)
-    if not name or "/" in name or name.startswith("."):
-        raise ExportError(f"--name expected a plain folder name, received {name!r}")
+    check_request(run_dir, fmt, int8)
+    _check_finished(run_dir)
+    remove_stale_exports(run_dir / "exports")
     restored = restore_run(run_dir)
     cfg = restored.cfg
     frames, size = cfg.model.frames, cfg.model.size
     _, labels, clips = store_clips(cfg.data.root, "test", frames=frames, size=size)
     calib = store_clips(cfg.data.root, "train", frames=frames, size=size, limit=calibration)[2] if int8 else None
     final = run_dir / "exports" / name
-    tmp = run_dir / "exports" / f".{name}.tmp-{os.getpid()}"
+    tmp = run_dir / "exports" / f".{name}.tmp-{HOST}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -127,6 +142,42 @@ def export_run(run_dir, fmt: str, *, int8: bool = False, calibration: int = 32, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+# Runtimes' thread pools: a bound so that a typo cannot ask for a million threads.
+MAX_THREADS = 256
+_STALE = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[A-Za-z0-9.-]+)-(?P<pid>\d+)")
+
+
+def _check_finished(run_dir: Path) -> None:
+    """Only a completed run is exported: a running or failed one's best weights may change or never be evaluated.
+
+    Raises:
+        ExportError: the record says otherwise (or is unreadable); names the status and what to do.
+    """
+    try:
+        record = read_record(run_dir / "metrics.json")
+    except RecordError as e:
+        raise ExportError(f"{run_dir}: its run record is unreadable ({e}); export a completed run") from None
+    if record.status != "completed":
+        raise ExportError(f"{run_dir}: run {record.run_id} is {record.status}, expected completed; finish it first "
+                          "(rerun its training command), then export it")  # fmt: skip
+
+
+def remove_stale_exports(exports: Path) -> list[Path]:
+    """Delete what killed exports left behind (``.<name>.tmp-<pid>``, ``.<name>.old-<pid>``); returns them.
+
+    An export builds in a temporary folder named with its host and process id: one whose process no
+    longer runs on this host was killed (kill -9) and is never finished. Another host's is left alone
+    (its process may run there now).
+    """
+    removed = []
+    for path in sorted(exports.glob(".*-*")) if exports.is_dir() else []:
+        m = _STALE.fullmatch(path.name)
+        if m and path.is_dir() and m["host"] == HOST and not pid_alive(int(m["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _write_model(restored, fmt: str, out: Path, calib, what: str, log):
@@ -184,7 +235,7 @@ def _replace(tmp: Path, final: Path) -> None:
     """Move the finished export into place; an older export of that name goes only after the new one is whole."""
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{HOST}-{os.getpid()}")
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:

@@ -16,11 +16,16 @@ margin, side) that ``main/predict.py`` repeats on a raw video.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from utils.core.config import MAX_FRAMES, MAX_SIZE
 from utils.core.files import atomic_write_text
+from utils.core.ids import is_safe_id
+from utils.core.readers import DamagedFile, check_typed, read_json
 from wlasl.clip_store import ClipStore, StoreError
 from wlasl.transforms import clip_transform
 
@@ -94,7 +99,8 @@ def store_geometry(root: str | Path) -> dict | None:
     path = Path(root) / "store.json"
     if not path.is_file():
         return None
-    meta = json.loads(path.read_text())
+    meta = read_json(path, expected="the store's settings (a JSON object)",
+                     todo="the run's store was edited or damaged: make it again with main/preprocess.py")  # fmt: skip
     return {k: v for k, v in meta.items() if k not in ("schema_version", "num_classes", "subset", "metadata", "nslt")}
 
 
@@ -133,11 +139,39 @@ def build_contract(restored, *, fmt: str, precision: str, files: dict, batch: st
     }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Preprocessing:
+    store: dict | None
+    frames: int
+    size: int
+
+    def __post_init__(self):
+        if not (1 <= self.frames <= MAX_FRAMES and 8 <= self.size <= MAX_SIZE):
+            raise ValueError(f"preprocessing frames and size expected 1..{MAX_FRAMES} and 8..{MAX_SIZE}, received "
+                             f"{self.frames} and {self.size}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Contract:
+    """What readers of contract.json index into (the rest is for people and phone apps)."""
+
+    format: Literal["tflite", "onnx", "savedmodel"]
+    files: dict[str, str]
+    classes: list[str]
+    preprocessing: _Preprocessing
+    stream: dict | None = None
+
+    def __post_init__(self):
+        names = [self.files.get("model")] + ([self.stream.get("file")] if self.stream else [])
+        if not all(isinstance(n, str) and is_safe_id(n) for n in names):  # a file of the export folder, nowhere else
+            raise ValueError(f"files expected plain file names of the export folder, received {names}")
+
+
 def read_contract(export_dir: str | Path) -> dict:
-    """An export's contract.json.
+    """An export's contract.json, checked (what ``predict`` and the runtimes read from it is there, typed).
 
     Raises:
-        ExportError: no such export (lists the run's exports).
+        ExportError: no such export (lists the run's exports), or a damaged contract (names the file and field).
     """
     export_dir = Path(export_dir)
     path = export_dir / CONTRACT_FILE
@@ -147,4 +181,11 @@ def read_contract(export_dir: str | Path) -> dict:
             f"no export at {export_dir} (no {CONTRACT_FILE}); exports of this run: {', '.join(known) or 'none'}; "
             "make one with main/export.py RUN_DIR --format tflite|onnx|savedmodel"
         )
-    return json.loads(path.read_text())
+    todo = f"export the run again: python main/export.py {export_dir.parent.parent} --format FORMAT --name {export_dir.name}"
+    expected = "an export contract (a JSON object with format, files, classes, preprocessing)"
+    try:
+        data = read_json(path, expected=expected, todo=todo)
+        check_typed(path, _Contract, data, expected=expected, todo=todo)
+    except DamagedFile as e:
+        raise ExportError(str(e)) from None
+    return data

@@ -9,17 +9,20 @@ its stored clip and the logits evaluation gave it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from models.export.contract import model_input, read_contract, store_geometry
+from utils.core.argv import parse_strictly
 from utils.core.metrics import softmax
 
-__all__ = ["Prediction", "parse_bbox", "predict_video", "video_clip"]
+__all__ = ["Prediction", "check_window", "parse_bbox", "parse_predict_argv", "predict_parser", "predict_video", "video_clip"]
+
+_MAX_PIXEL = 100_000  # larger than any video frame: a box beyond it is a typo
 
 
 @dataclass
@@ -61,12 +64,61 @@ def parse_bbox(text: str | None) -> tuple[int, int, int, int] | None:
     if text is None:
         return None
     try:
+        # float first ("10.0" is 10); inf and nan are no pixel (int() of them raises OverflowError / ValueError)
         box = tuple(int(float(v)) for v in text.split(","))
-    except ValueError:
+    except (ValueError, OverflowError):
         box = ()
-    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"--bbox expected x0,y0,x1,y1 in pixels with x0 < x1 and y0 < y1, received {text!r}")
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1] or min(box) < 0 or max(box) > _MAX_PIXEL:
+        raise ValueError(f"--bbox expected x0,y0,x1,y1 in pixels (0..{_MAX_PIXEL}) with x0 < x1 and y0 < y1, "
+                         f"received {text!r}")  # fmt: skip
     return box
+
+
+def check_window(start: int | None, end: int | None, top: int = 1) -> tuple[int, int]:
+    """``(start, end)`` of a frame window (default 1 and -1: the whole video), checked with ``top``.
+
+    Raises:
+        ValueError: not 1 <= start <= end (end -1 = to the end), or top < 1.
+    """
+    start = 1 if start is None else start
+    end = -1 if end is None else end
+    if start < 1 or (end != -1 and end < start):
+        raise ValueError(f"--start/--end expected 1 <= start <= end (1-based frames; end -1 = to the end), received {start}..{end}")
+    if top < 1:
+        raise ValueError(f"--top expected >= 1, received {top}")
+    return start, end
+
+
+def predict_parser(epilog: str = "") -> argparse.ArgumentParser:
+    """The command line of ``main/predict.py`` (what the experiment planner checks an export's options with)."""
+    p = argparse.ArgumentParser(
+        prog="main/predict.py",
+        description="Top glosses of a raw video, cut like the run's clip store, through the run's model or an export.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("video", type=Path, help="a video file (mp4, ...)")
+    p.add_argument("--run", required=True, type=Path, help="run directory (results/runs/<run_id>)")
+    p.add_argument("--export", help="use RUN/exports/<NAME> instead of the run's framework model")
+    p.add_argument("--bbox", help="signer box x0,y0,x1,y1 in source pixels (default the whole frame)")
+    p.add_argument("--start", type=int, help="first frame, 1-based (default 1)")
+    p.add_argument("--end", type=int, help="last frame, 1-based inclusive (default the last)")
+    p.add_argument("--top", type=int, default=5, help="glosses to list (default 5)")
+    p.add_argument("--stream", action="store_true", help="stream MoViNet runs: print the running prediction after each frame")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return p
+
+
+def parse_predict_argv(argv: list[str]) -> argparse.Namespace:
+    """What ``main/predict.py ARGV`` would be asked, checked now (options spelled out, bbox and window valid).
+
+    Raises:
+        ValueError: an option or value the script refuses.
+    """
+    args = parse_strictly(predict_parser(), argv)
+    parse_bbox(args.bbox)
+    check_window(args.start, args.end, args.top)
+    return args
 
 
 def video_clip(video: str | Path, geometry: dict, *, bbox=None, start: int | None = None, end: int | None = None):
@@ -91,12 +143,11 @@ def video_clip(video: str | Path, geometry: dict, *, bbox=None, start: int | Non
     from wlasl.video import DecodeError, probe
 
     video = Path(video)
+    if video.is_dir():
+        raise FileNotFoundError(f"{video} is a folder, expected a video file (e.g. raw/videos/69241.mp4)")
     if not video.is_file():
         raise FileNotFoundError(f"video not found: {video}")
-    start = 1 if start is None else start
-    end = -1 if end is None else end
-    if start < 1 or (end != -1 and end < start):
-        raise ValueError(f"--start/--end expected 1 <= start <= end (1-based frames; end -1 = to the end), received {start}..{end}")
+    start, end = check_window(start, end)
     try:
         info = probe(video)
     except DecodeError as e:
@@ -123,9 +174,11 @@ def _geometry(run_dir: Path, contract: dict | None) -> tuple[dict, int, int]:
         pre = contract["preprocessing"]
         geometry, frames, size = pre.get("store"), pre["frames"], pre["size"]
     else:
-        model = json.loads((run_dir / "config.json").read_text())
-        frames, size = model["model"]["frames"], model["model"]["size"]
-        geometry = store_geometry(model["data"]["root"])
+        from models.restore import read_run_config
+
+        cfg = read_run_config(run_dir)
+        frames, size = cfg.model.frames, cfg.model.size
+        geometry = store_geometry(cfg.data.root)
     if not geometry:
         raise FileNotFoundError(
             f"{run_dir}: the clip geometry (frames, size, margin) comes from the run's store.json, which is not there; "
@@ -146,8 +199,7 @@ def predict_video(video, run_dir, *, export: str | None = None, bbox=None, start
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json); pass --run results/runs/<run_id>")
-    if top < 1:
-        raise ValueError(f"--top expected >= 1, received {top}")
+    check_window(start, end, top)
     contract = read_contract(run_dir / "exports" / export) if export else None
     geometry, frames, size = _geometry(run_dir, contract)
     made = video_clip(video, geometry, bbox=bbox, start=start, end=end)

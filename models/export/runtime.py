@@ -161,16 +161,26 @@ def open_export(export_dir: str | Path, *, threads: int = 1, stream: bool = Fals
     """
     export_dir = Path(export_dir)
     contract = read_contract(export_dir)
-    if stream:
-        if not contract.get("stream"):
-            raise ExportError(
-                f"{export_dir} has no streaming model (only MoViNet --stream runs exported to tflite have one); "
-                "drop --stream or export a stream run with --format tflite"
-            )
-        return StreamRunner(export_dir / contract["stream"]["file"], contract["stream"], threads)
-    path = export_dir / contract["files"]["model"]
-    if contract["format"] == "tflite":
-        return TFLiteRunner(path, threads)
-    if contract["format"] == "onnx":
-        return OnnxRunner(path, threads)
-    return SavedModelRunner(path)
+    if stream and not contract.get("stream"):
+        raise ExportError(
+            f"{export_dir} has no streaming model (only MoViNet --stream runs exported to tflite have one); "
+            "drop --stream or export a stream run with --format tflite"
+        )
+    path = export_dir / (contract["stream"]["file"] if stream else contract["files"]["model"])
+    try:
+        if stream:
+            return StreamRunner(path, contract["stream"], threads)
+        if contract["format"] == "tflite":
+            return TFLiteRunner(path, threads)
+        if contract["format"] == "onnx":
+            return OnnxRunner(path, threads)
+        return SavedModelRunner(path)
+    except ExportError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a cut, emptied or foreign model file: every runtime raises its own type
+        raise ExportError(
+            f"{path}: expected the export's {contract['format']} model, received a file its runtime cannot "
+            f"load ({type(e).__name__}: {' '.join(str(e).split())[:200]}); export the run again: python main/export.py "
+            f"{export_dir.parent.parent} --format {contract['format']}{' --int8' * (contract.get('precision') == 'int8')} "
+            f"--name {export_dir.name}"
+        ) from None

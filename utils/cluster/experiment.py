@@ -20,10 +20,13 @@ from typing import Literal
 from models.registry import get_model, list_models
 from utils.cluster.render import train_words
 from utils.cluster.shell import check_one_line
-from utils.core.config import coerce, read_mapping
+from utils.core.config import MAX_SEED, YamlSyntaxError, coerce, load_yaml, read_mapping
 from utils.core.ids import safe_name
+from wlasl.keypoints import parse_keypoint_argv
+from wlasl.prepare import parse_prepare_argv
 
-__all__ = ["Experiment", "Plan", "Step", "apply_sets", "flags", "load_experiment", "make_plan", "sweep_experiment"]
+__all__ = ["MAX_SEEDS", "RUNNER_KEYS", "Experiment", "Plan", "Step", "apply_sets", "flags", "load_experiment", "make_plan",
+           "own_keys", "sweep_experiment"]  # fmt: skip
 
 
 # -- the file, as types (every key is checked against these)
@@ -175,16 +178,14 @@ class Plan:
 
 def apply_sets(data: dict, sets: list[str], where: str) -> dict:
     """``key.sub.0.x=value`` overrides (``*`` = every item); values are read as YAML (``1``, ``true``, ``[a, b]``)."""
-    import yaml
-
     data = copy.deepcopy(data)
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{where}: --set expected key=value (e.g. runs.0.seeds=1), received {item!r}")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
+            value = load_yaml(text, f"{where} --set {key}")
+        except YamlSyntaxError:
             value = text
         _set(data, key.split("."), value, f"{where} --set {key}")
     return data
@@ -261,6 +262,32 @@ def experiment_from(data: dict, where: str) -> Experiment:
     return Experiment(where, name, results, spec, {**data, "name": name, "results": results})
 
 
+# The flags the plan itself gives each job, from the file's own keys. Options come after them on the command
+# line and would win: a run trained into another results folder than its plan watches, on another store or
+# seed, under another run id or model variant. So they are refused as options, saying where they belong.
+RUNNER_KEYS = {
+    "runs": {"data": "from store:", "results": "from results:", "seed": "from seeds:", "tag": "plan=<name>",
+             "run_id": "made from model, store and seed", "variant": "from models:"},
+    "stores": {**{k: f"the store's own {k}:" for k in ("metadata", "videos", "out", "nslt", "subset", "frames", "size",
+                                                       "frame_step", "max_frames", "drop_duplicates", "strict")},
+               "shard": "one per array task", "workers": "the job's CPUs (--workers with --local)"},
+    "tuning": {**{k: f"the entry's own {k}:" for k in ("tuner", "objective", "max_trials", "max_epochs")},
+               "variant": "from model:", "data": "from store:", "results": "from results:", "tag": "plan=<name>",
+               "study": "made from model, tuner and store"},
+    "exports": {"run": "from run:", "export": "from format: and int8:", "json": "prediction.txt holds the text"},
+}
+# Jobs per run group: seeds beyond this are a typo (10**12 would also exhaust memory building the plan).
+MAX_SEEDS = 1000
+
+
+def own_keys(options: dict, kind: str, where: str) -> None:
+    """Refuse options that are flags the plan sets itself (:data:`RUNNER_KEYS`), naming where each belongs."""
+    clash = {str(k): RUNNER_KEYS[kind][str(k).replace("-", "_")] for k in options if str(k).replace("-", "_") in RUNNER_KEYS[kind]}
+    if clash:
+        raise ValueError(f"{where}: {sorted(clash)} cannot be options: the experiment sets them itself "
+                         f"({'; '.join(f'{k}: {v}' for k, v in clash.items())})")  # fmt: skip
+
+
 # Options that are on unless switched off: ``false`` is their ``--no-`` flag, not an omitted one.
 _NEGATABLE = frozenset({"tensorboard", "resume"})
 
@@ -309,6 +336,7 @@ def _store_steps(exp: Experiment, plan: Plan) -> dict[str, str]:
             raise ValueError(f"{where}: {[k for k in wrong if getattr(s, k) is not None]} do not apply to a {s.kind} store")
         if s.subset is not None and s.nslt is not None:
             raise ValueError(f"{where}: give `subset` or `nslt`, not both")
+        own_keys(s.options, "stores", f"{where}['options']")
         argv = ["python", "main/preprocess.py" if s.kind == "clips" else "main/extract_keypoints.py"]
         for key in ("metadata", "videos", "nslt", "subset", "frames", "size", "frame_step", "max_frames"):
             value = getattr(s, key)
@@ -316,6 +344,10 @@ def _store_steps(exp: Experiment, plan: Plan) -> dict[str, str]:
                 raise ValueError(f"{where}: `{key}` expected >= 1, received {value}")
             argv += [f"--{key.replace('_', '-')}", str(value)] if value is not None else []
         argv += flags({"drop_duplicates": s.drop_duplicates, "strict": s.strict, **s.options}, where) + ["--out", out]
+        try:  # every value the job would check, checked now by the script's own parser
+            (parse_prepare_argv if s.kind == "clips" else parse_keypoint_argv)(argv[2:])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         if s.synthetic is not None:
             meta, videos = Path(s.metadata), Path(s.videos)
             if meta.name != "WLASL_v0.3.json" or videos != meta.parent / "videos":
@@ -370,9 +402,16 @@ def _runs(exp: Experiment, plan: Plan, outs: dict) -> None:
                 raise ValueError(f"{at}: unknown model(s) {unknown}; expected names from {list_models()}")
         if group.store not in exp.spec.stores:
             raise ValueError(f"{where}: store {group.store!r} is not among the stores {sorted(exp.spec.stores)}")
+        count = group.seeds if isinstance(group.seeds, int) else len(group.seeds)
+        if not 1 <= count <= MAX_SEEDS:
+            raise ValueError(f"{where}['seeds'] expected a whole number 1..{MAX_SEEDS} or a list of 1..{MAX_SEEDS} seeds, "
+                             f"received {group.seeds!r:.80}")  # fmt: skip
         seeds = group.seeds if isinstance(group.seeds, list) else list(range(group.seeds))
-        if not seeds or min(seeds) < 0 or (isinstance(group.seeds, int) and group.seeds < 1):
-            raise ValueError(f"{where}['seeds'] expected a whole number >= 1 or a list of seeds >= 0, received {group.seeds!r}")
+        if min(seeds) < 0 or max(seeds) > MAX_SEED or len(set(seeds)) != len(seeds):
+            raise ValueError(f"{where}['seeds'] expected distinct seeds 0..{MAX_SEED}, received {group.seeds!r:.80}")
+        for at, options in ((f"{where}['options']", group.options),
+                            *((f"{where}['per_model']['{m}']", o) for m, o in group.per_model.items())):  # fmt: skip
+            own_keys(options, "runs", at)
         kind = exp.spec.stores[group.store].kind
         for model in models:
             wanted = "keypoints" if get_model(model).input == "keypoints" else "clips"
@@ -417,6 +456,10 @@ def make_plan(exp: Experiment) -> Plan:
     Raises:
         ValueError: an unknown model or store, a run planned twice, a bad value (named, with its entry).
     """
+    from models.ensemble import GRID_STEPS, check_grid, parse_weights
+    from models.export.api import check_format
+    from models.export.predict import parse_predict_argv
+    from utils.reporting.tables import parse_metrics
     from utils.tuning.cli import study_of
 
     plan = Plan(exp)
@@ -428,6 +471,7 @@ def make_plan(exp: Experiment) -> Plan:
         if t.model not in list_models() or t.store not in outs:
             raise ValueError(f"{where}: model {t.model!r} and store {t.store!r} must be a registered model and a store "
                              f"of this file ({sorted(outs)})")  # fmt: skip
+        own_keys(t.options, "tuning", f"{where}['options']")
         spec = get_model(t.model)
         argv = ["--tuner", t.tuner, *(["--variant", spec.variant] if spec.variant else []), "--data", outs[t.store],
                 "--results", exp.results, *_fit(exp, t.store, t.options), "--objective", t.objective,
@@ -445,6 +489,16 @@ def make_plan(exp: Experiment) -> Plan:
             refs = e.members if kind == "ensemble" else [e.run]
             if kind == "ensemble" and len(refs) < 2:
                 raise ValueError(f"{where}: an ensemble needs two or more members")
+            try:  # what main/ensemble.py, main/export.py and main/predict.py would refuse, refused now
+                if kind == "ensemble" and parse_weights(e.weights, len(refs)) == "auto":
+                    check_grid(len(refs), GRID_STEPS)
+                if kind == "export":
+                    check_format(get_model(e.run.model), e.format, e.int8, f"run {e.run.model}")
+                    own_keys(e.options, "exports", f"{where}['options']")
+                    if e.predict:
+                        parse_predict_argv([e.predict, "--run", "RUN", *flags(e.options, f"{where}['options']")])
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
             if kind == "export" and e.predict:
                 plan.inputs.append((f"export {e.name}: video", e.predict))
             after = tuple(dict.fromkeys(("afterany", _ref(exp, plan, r, where)) for r in refs))
@@ -454,6 +508,10 @@ def make_plan(exp: Experiment) -> Plan:
                                    ((key, ("python", "main/experiment.py", "step", file, key)),), after))  # fmt: skip
     if not plan.steps:
         raise ValueError(f"{exp.path}: nothing to do; list runs:, tuning:, ensembles: or exports:")
+    try:  # the report job's --metrics, checked as utils/report.py checks them
+        parse_metrics(",".join(exp.spec.report.metrics or []))
+    except ValueError as e:
+        raise ValueError(f"{exp.path}: report['metrics']: {e}") from None
     report = ("python", "main/experiment.py", "report", file)
     plan.steps.append(Step("report", "report", (("report", report),), tuple(("afterany", s.name) for s in plan.steps
                                                                            if s.kind != "preprocess")))  # fmt: skip

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from utils.cluster.experiment import Plan, Step
 from utils.cluster.profile import SlurmConfig, profile_from_dict, read_profile_file
-from utils.cluster.render import render_job
-from utils.cluster.shell import command_line, quote
+from utils.cluster.render import log_pattern, render_job
+from utils.cluster.shell import check_directive, command_line, quote
 from utils.cluster.slurm import (
     JobState,
     ResourceError,
@@ -39,8 +39,9 @@ from utils.cluster.slurm import (
     preflight,
     slurm,
 )
-from utils.core.files import atomic_write_text
+from utils.core.files import atomic_write_text, make_dirs
 from utils.core.records import RecordError, read_record, write_json
+from wlasl import keypoints, prepare
 
 __all__ = ["ROOT", "Action", "Facts", "choose_profile", "compress", "default_cluster", "execute", "gather", "job_log",
            "plan_actions", "profile_for", "run_local"]  # fmt: skip
@@ -97,8 +98,12 @@ def output_done(key: str, path: str) -> bool:
     p = Path(path)
     try:
         if kind == "store":
-            report = p / "prepare_report.json"
-            return bool(json.loads(report.read_text()).get("complete")) if report.is_file() else (p / "manifest.csv").is_file()
+            # Each stage's own report (a keypoint store's is keypoints_report.json): complete only when no instance
+            # is owed a retry. A store from before the reports has its manifest only.
+            reports = [p / stage.report for stage in (prepare.STAGE, keypoints.STAGE) if (p / stage.report).is_file()]
+            if reports:
+                return all(json.loads(r.read_text()).get("complete") is True for r in reports)
+            return (p / "manifest.csv").is_file()
         if kind in ("run", "ensemble"):
             return read_record(p / "metrics.json").status == "completed"
         return (p / "export.json").is_file() if kind == "export" else p.is_file()
@@ -231,10 +236,21 @@ def job_log(plan: Plan, step: Step, job: str) -> Path:
     return Path(plan.exp.results) / "logs" / f"{name}.out"
 
 
+def _output(cfg: SlurmConfig, step: Step) -> list[str]:
+    """``[--output=...]`` for sbatch's command line when the log path cannot be an ``#SBATCH`` line (a results
+    folder with a space: an argument word holds any path); ``[]`` when the job file carries it."""
+    pattern = log_pattern(cfg, "array" if step.shards or step.kind == "train" else None)
+    try:
+        check_directive(pattern, "--output")
+    except ValueError:
+        return [f"--output={pattern}"]
+    return []
+
+
 def _render(plan: Plan, step: Step, cfg: SlurmConfig) -> tuple[str, str | None]:
     """A step's job file and its full ``--array`` range (None for a single job)."""
     kw = {"job_name": job_name(plan, step), "source": plan.exp.path, "root": str(ROOT), "made_by": "main/experiment.py",
-          "description": f"Experiment {plan.exp.name}: {step.name}."}  # fmt: skip
+          "description": f"Experiment {plan.exp.name}: {step.name}.", "output": not _output(cfg, step)}  # fmt: skip
     if step.shards:
         return render_job(cfg, list(step.tasks[0][1]), array=f"0-{(cfg.array_size or 1) - 1}", workers_from_cpus=True,
                           **kw), f"0-{(cfg.array_size or 1) - 1}"  # fmt: skip
@@ -298,6 +314,7 @@ def execute(plan: Plan, *, fit: bool = False, dry_run: bool = False, say: Callab
         RuntimeError: SLURM refused a command (what was submitted before it is kept in submitted.json).
     """
     results, profile = Path(plan.exp.results), profile_for(plan)
+    make_dirs(results, f"{plan.exp.path}: results")
     facts = gather(plan, slurm_states=not dry_run)
     missing = check_inputs(plan, facts, create=not dry_run)
     if missing and not dry_run:
@@ -308,12 +325,13 @@ def execute(plan: Plan, *, fit: bool = False, dry_run: bool = False, say: Callab
     for a in (a for a in actions if a.kind == "submit"):
         step = plan.step(a.step)
         text, array = _render(plan, step, profile[step.kind])
-        files[a.step] = (results / "jobs" / f"{job_name(plan, step)}.slurm", array, [])
+        output = _output(profile[step.kind], step)
+        files[a.step] = (results / "jobs" / f"{job_name(plan, step)}.slurm", array, list(output))
         atomic_write_text(files[a.step][0], text)  # written in a dry run too, to be read
         if not dry_run:
-            files[a.step][2][:] = preflight(text, job=f"experiment {plan.exp.name} {a.step}", fit=fit, nodes=nodes,
-                                            fix=f"python main/experiment.py run {plan.exp.path} --fit (or --set "
-                                                f"cluster.{step.kind}.cpus_per_task=N)")  # fmt: skip
+            files[a.step][2][len(output):] = preflight(
+                text, output, job=f"experiment {plan.exp.name} {a.step}", fit=fit, nodes=nodes,
+                fix=f"python main/experiment.py run {plan.exp.path} --fit (or --set cluster.{step.kind}.cpus_per_task=N)")
     if dry_run:
         say(f"sbatch commands, as a script (each job id feeds the next job's --dependency; the job files are written "
             f"under {results / 'jobs'}, nothing is submitted):")  # fmt: skip
@@ -359,7 +377,7 @@ def run_local(plan: Plan, *, report: Callable, say: Callable[[str], None] = prin
     missing = check_inputs(plan, facts, create=True)
     if missing:
         raise FileNotFoundError(f"{plan.exp.path}: " + "; ".join(missing))
-    (Path(plan.exp.results) / "logs").mkdir(parents=True, exist_ok=True)
+    make_dirs(Path(plan.exp.results) / "logs", f"{plan.exp.path}: results")
     atomic_write_text(Path(plan.exp.results) / "experiment.yaml", json.dumps(plan.exp.raw, indent=2) + "\n")
     failed: set[str] = set()
     for step in plan.steps[:-1]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.cluster.profile import SlurmConfig
+from utils.core.files import make_dirs
 
 __all__ = ["ACTIVE", "GresError", "JobState", "Node", "Request", "ResourceError", "check_fit", "cluster_nodes",
            "config_request", "expand_task_ids", "fit_options", "job_states", "parse_gres", "parse_mem_mb", "preflight",
@@ -282,7 +283,7 @@ def preflight(text: str, sbatch_args=(), *, job: str, fix: str, fit: bool = Fals
         req, raw = request(text, (*sbatch_args, *added))
     check_fit(req, found, job=job, fix=fix)
     # sbatch opens the log before the job starts and fails without a word when its folder is missing.
-    Path(str(raw.get("output") or "slurm-%j.out")).parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(Path(str(raw.get("output") or "slurm-%j.out")).parent, f"{job}: --output")
     return added
 
 

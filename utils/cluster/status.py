@@ -21,6 +21,7 @@ from pathlib import Path
 
 from utils.cluster.experiment import Plan
 from utils.cluster.runner import ROOT, Facts, gather, job_log, output_done
+from utils.core.files import atomic_write_text, make_dirs
 from utils.core.records import RecordError, best_trial, read_record
 
 __all__ = ["TaskStatus", "experiment_report", "format_status", "plan_status", "run_step"]
@@ -143,8 +144,7 @@ def experiment_report(plan: Plan, *, say: Callable[[str], None] = print):
     missing = [t for t in plan_status(plan) if t.key != "report" and t.state != "completed"]
     buf = io.StringIO()
     csv.writer(buf).writerows([["task", "state", "reason", "log"], *([t.key, t.state, t.reason, t.log] for t in missing)])
-    (results / "tables").mkdir(parents=True, exist_ok=True)
-    (results / "tables" / "incomplete_runs.csv").write_text(buf.getvalue())
+    atomic_write_text(results / "tables" / "incomplete_runs.csv", buf.getvalue())
     if missing:
         say(f"{len(missing)} of {len(plan.outputs)} planned tasks did not complete (not in the table):")
         for t in missing:
@@ -182,16 +182,16 @@ def run_step(plan: Plan, key: str) -> int:
                          *(["--int8"] if e.int8 else [])], cwd=ROOT).returncode  # fmt: skip
     if rc != 0:
         return rc
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, f"export {name}")
     if e.predict:
         from utils.cluster.experiment import flags
 
         r = subprocess.run([*python, "main/predict.py", e.predict, "--run", str(run), "--export", export,
                             *flags(e.options, key)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         sys.stderr.write(r.stderr)
-        (out / "prediction.txt").write_text(r.stdout)
+        atomic_write_text(out / "prediction.txt", r.stdout)
         if r.returncode != 0:
             return r.returncode
-    (out / "export.json").write_text(json.dumps({"run": str(run), "export": str(run / "exports" / export),
-                                                 "prediction": str(out / "prediction.txt") if e.predict else None}))
+    atomic_write_text(out / "export.json", json.dumps({"run": str(run), "export": str(run / "exports" / export),
+                                                       "prediction": str(out / "prediction.txt") if e.predict else None}))
     return 0

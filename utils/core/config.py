@@ -18,14 +18,27 @@ from typing import Literal
 from utils.core.ids import check_id
 
 __all__ = [
+    "MAX_FRAMES",
+    "MAX_SEED",
+    "MAX_SIZE",
     "DataConfig",
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
+    "YamlSyntaxError",
     "config_from_dict",
     "load_preset",
+    "load_yaml",
     "read_mapping",
 ]
+
+# Bounds of the sizes a clip is made of, for every stage (preprocessing, training, prediction): a
+# value past them is a typo or an attack, and would exhaust memory (a clip is frames x size² x 3
+# bytes: 512 x 1024² x 3 = 1.5 GiB) or fail deep inside a library instead of naming the option.
+MAX_FRAMES = 512
+MAX_SIZE = 1024
+# numpy's and torch's seeds are 32-bit.
+MAX_SEED = 2**32 - 1
 
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
 Schedule = Literal["none", "cosine", "plateau"]
@@ -82,8 +95,8 @@ class ModelConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _check_range(self, "frames", 1)
-        _check_range(self, "size", 8)
+        _check_range(self, "frames", 1, MAX_FRAMES)
+        _check_range(self, "size", 8, MAX_SIZE)
         _check_range(self, "dropout", 0.0, 0.99)
         _check_range(self, "freeze", 0)
         _check_range(self, "unfreeze_last", 1)
@@ -188,6 +201,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.clipnorm expected > 0 (or unset), received {self.clipnorm!r}")
         _check_range(self, "warmup_epochs", 0)
         _check_range(self, "early_stop", 0)
+        _check_range(self, "seed", 0, MAX_SEED)
         _check_range(self, "steps_per_epoch", 1)
         _check_choice(self, "optimizer")
         _check_choice(self, "schedule")
@@ -404,22 +418,70 @@ def config_from_dict(data: dict, where: str = "config") -> RunConfig:
     return coerce(RunConfig, data, where)
 
 
+class YamlSyntaxError(ValueError):
+    """Text that is not YAML (a ``--set`` value falls back to plain text on this one only)."""
+
+
+# A YAML file may use anchors and aliases (``<<: *defaults``), but every alias is a copy of its node
+# when the data is used: nested aliases ("a billion laughs") expand to billions of values from a few
+# lines. The expanded size is counted on the node graph, which shares the aliased nodes, before
+# anything is built.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded(node, memo: dict, where: str) -> int:
+    """How many values ``node`` holds once every alias in it is a copy (capped just past the limit)."""
+    if id(node) in memo:
+        if memo[id(node)] is None:
+            raise ValueError(f"{where}: an alias (*name) inside the node it names: a value that holds itself")
+        return memo[id(node)]
+    memo[id(node)] = None  # in progress
+    children = node.value if isinstance(node.value, list) else []
+    flat = [x for c in children for x in (c if isinstance(c, tuple) else (c,))]
+    memo[id(node)] = min(1 + sum(_expanded(c, memo, where) for c in flat), MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
+def load_yaml(text: str, where: str):
+    """YAML text as Python data (safe types only), refusing an alias bomb before it is expanded.
+
+    Raises:
+        ValueError: not YAML, or more than :data:`MAX_YAML_NODES` values once its aliases are expanded.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def get_single_node(self):
+            node = super().get_single_node()
+            if node is not None and _expanded(node, {}, where) > MAX_YAML_NODES:
+                raise ValueError(f"{where}: more than {MAX_YAML_NODES:,} values once its aliases (*name) are expanded; "
+                                 "an experiment file is a few dozen: write the values out, or use fewer nested aliases")  # fmt: skip
+            return node
+
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise YamlSyntaxError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: values nested too deeply to be an experiment, preset or search space") from None
+
+
 def read_mapping(path: str | Path, what: str, expected: str) -> dict:
     """A YAML file holding a mapping (presets, experiment files, search spaces); an empty file is ``{}``.
 
     Raises:
         FileNotFoundError: no such file (``what`` names it: ``preset not found: x.yaml``).
-        ValueError: not YAML, or not a mapping (``expected`` says of what).
+        ValueError: not UTF-8 YAML (an alias bomb too), or not a mapping (``expected`` says of what).
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: expected a {what} (UTF-8 YAML text), received bytes that are not UTF-8 text "
+                         f"(at byte {e.start}); is it the right file?") from None  # fmt: skip
+    data = load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of {expected}, received {type(data).__name__}")
     return data

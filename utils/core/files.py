@@ -21,18 +21,48 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "HOST",
+    "FolderError",
     "atomic_save_npy",
     "atomic_save_npz",
     "atomic_write_bytes",
     "atomic_write_text",
     "file_sha256",
     "fsync_files",
+    "executable_mode",
+    "make_dirs",
+    "pid_alive",
     "remove_stale_temps",
 ]
 
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "host"
+HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "host"
 # .<name>~<host>~<pid>~<random>.tmp
 _TEMP = re.compile(r"\.(?P<name>.+)~(?P<host>[A-Za-z0-9.-]+)~(?P<pid>\d+)~[0-9a-f]+\.tmp")
+
+
+class FolderError(ValueError):
+    """A folder that cannot be made or written (a regular file in its path, no permission); names both."""
+
+
+def make_dirs(path: str | Path, what: str = "writing") -> Path:
+    """``path`` made (with its parents) if missing, or one clear error saying why it cannot be.
+
+    Every folder the suite writes into is made here (atomic writes included), so an
+    output path under a regular file (``--out FILE/sub``) or in a read-only place is
+    one line naming the option's value, never a ``NotADirectoryError`` traceback.
+
+    Raises:
+        FolderError: ``what`` and ``path``, and the file in the way or the OS's reason.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a regular file, not a folder" if blocker is not None else (e.strerror or str(e))
+        raise FolderError(f"{what}: cannot make the folder {path} ({why}); pass a folder you can write to "
+                          "(it is made if missing)") from None  # fmt: skip
+    return path
 
 
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
@@ -40,7 +70,7 @@ def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
     # file gets the mode any normal file gets (mkstemp forces 0600, which
     # locks teammates out of a shared store).
     while True:
-        tmp = folder / f".{name}~{_HOST}~{os.getpid()}~{secrets.token_hex(4)}.tmp"
+        tmp = folder / f".{name}~{HOST}~{os.getpid()}~{secrets.token_hex(4)}.tmp"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
         except FileExistsError:
@@ -51,7 +81,7 @@ def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
 def _atomic_file(path: str | Path, fsync: bool = False):
     """A binary file that appears under ``path`` only once it is whole (on disk too, with ``fsync``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, f"writing {path}")
     fd, tmp = _create_temp(path.parent, path.name)
     try:
         # No fsync: rename is atomic against a killed process, which is the
@@ -70,6 +100,14 @@ def _atomic_file(path: str | Path, fsync: bool = False):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def executable_mode() -> int:
+    """The mode of a new executable file under this process's umask (0755 under 022, 0750 under 027): a script
+    is as readable by the group and the world as any other file the suite writes, never more."""
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = False) -> None:
@@ -103,7 +141,8 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (someone else's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -131,8 +170,8 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = 600.0) -> int:
     for tmp in folder.glob(".*.tmp"):
         m = _TEMP.fullmatch(tmp.name)
         try:
-            if m and m["host"] == _HOST:
-                stale = not _pid_alive(int(m["pid"]))
+            if m and m["host"] == HOST:
+                stale = not pid_alive(int(m["pid"]))
             else:
                 stale = now - tmp.stat().st_mtime > older_than_s
             if stale:

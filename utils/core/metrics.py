@@ -51,6 +51,11 @@ class Metric:
     percent: bool = True
     per_epoch: bool = False
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The values it can take: a fraction in [0, 1], or a loss in [0, inf)."""
+        return (0.0, 1.0) if self.percent else (0.0, float("inf"))
+
 
 # In record order (history.csv keeps this column order).
 METRICS = (

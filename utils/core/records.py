@@ -201,11 +201,40 @@ def validate_record(data: dict, source: str | Path = "record") -> RunRecord:
         for split in ("val", "test"):
             if split not in record.metrics:
                 raise RecordError(f"{source}: completed run without metrics['{split}']")
+    _check_figures(record, source)
     for split, values in record.metrics.items():
         record.metrics[split] = {**{k: (0 if k == "n" else math.nan) for k in SPLIT_KEYS}, **values}
     if record.framework == "ensemble":
         _check_ensemble(record, source)
     return record
+
+
+def _check_figures(record: RunRecord, source) -> None:
+    """Every figure the record holds is one a run can produce: within its metric's bounds, and a number unless its
+    split had no clips (``n`` 0: an empty split's metrics are NaN). Checked before missing metrics read as NaN, so
+    an older record that lacks a metric stays valid; a report never averages a NaN or an impossible 5700% top-1."""
+    known = {m.key: m for m in METRICS}
+    for split, values in record.metrics.items():
+        n = values.get("n")
+        if n is not None and n < 0:
+            raise RecordError(f"{source}: metrics['{split}']['n'] expected a clip count >= 0, received {n}")
+        for key, value in values.items():
+            if key not in known or value is None:
+                continue
+            lo, hi = known[key].bounds
+            if not math.isfinite(value) and (n is None or n > 0):
+                raise RecordError(f"{source}: metrics['{split}']['{key}'] expected a number (it is NaN only for an "
+                                  f"empty split), received {value} on {n if n is not None else 'an unknown number of'} "
+                                  "clips; the run's evaluation failed: rerun it")  # fmt: skip
+            if math.isfinite(value) and not lo <= value <= hi:
+                raise RecordError(f"{source}: metrics['{split}']['{key}'] expected {lo:g}..{hi:g}, received {value}; "
+                                  "the record was edited or damaged")  # fmt: skip
+    for key in ("val_top1", "val_loss"):
+        value = record.best.get(key)
+        lo, hi = known[key[4:]].bounds
+        if value is not None and math.isfinite(value) and not lo <= value <= hi:
+            raise RecordError(f"{source}: best['{key}'] expected {lo:g}..{hi:g}, received {value}; the record was "
+                              "edited or damaged")  # fmt: skip
 
 
 def _check_ensemble(record: RunRecord, source) -> None:

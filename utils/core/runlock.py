@@ -37,6 +37,8 @@ import time
 import warnings
 from pathlib import Path
 
+from utils.core.files import make_dirs
+
 __all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "lock_holder", "run_is_alive"]
 
 LOCK_NAME = ".lock"
@@ -79,7 +81,7 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.run_dir, "the run folder")
         # O_CLOEXEC (Python's default): a program exec'd by the run does not keep the run "alive".
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         deadline = time.monotonic() + self.wait_s

@@ -121,6 +121,12 @@ def format_notes(rows: list[Row]) -> str:
         for r in rows
         if r.differs
     ]
+    lines += [
+        f"- {one_line(r.label)} ({_subset_text(r.subset)}): {METRICS.get(k, k)} is the mean of {have} of its {r.n} runs "
+        "(the other records predate that metric)"
+        for r in rows
+        for k, have in r.partial.items()
+    ]
     # An ensemble row names its member runs and the weights each got (validated by validate_record).
     lines += [
         f"- {one_line(r.label)} ({_subset_text(r.subset)}): {one_line(run.record.run_id)} fuses "

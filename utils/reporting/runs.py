@@ -40,6 +40,7 @@ __all__ = [
     "is_dry_run",
     "is_trial",
     "safe_file_path",
+    "set_apart_unscored",
     "metric_value",
     "model_sort_key",
     "subset_of",
@@ -257,6 +258,17 @@ def _liveness(run_dir: Path, status: str) -> tuple[str, str]:
     if alive is True:
         return "running", f"held by {who}"
     return "running", "no lock file (a run from before run locks): cannot tell whether it is still alive"
+
+
+def set_apart_unscored(runs: RunSet, split: str) -> None:
+    """Move the completed runs (and best trials) whose ``split`` had no clips out of the table: their figures are
+    NaN, and averaging them in would show a mean over fewer runs than the row's n."""
+    for group in (runs.completed, runs.best_trials):
+        for r in [r for r in group if not (r.record.metrics.get(split) or {}).get("n")
+                  and math.isnan(metric_value(r.record, split, "top1"))]:  # fmt: skip
+            group.remove(r)
+            runs.set_apart(r, f"no {split} clips", f"its {split} split was empty: no figures to show (see its store's "
+                           "report)")  # fmt: skip
 
 
 def collect_runs(results: str | Path, *, include_dry_runs: bool = False) -> RunSet:

@@ -10,6 +10,7 @@ tuning study adds one row, its best trial by val top-1. Text output is in
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 
 from models.policy import ROW_EXEMPT, settings
 from utils.core.metrics import METRICS as _METRICS
+from utils.core.readers import read_text
 from utils.reporting.runs import LoadedRun, RunSet, display_name, metric_value, model_sort_key
 
 __all__ = [
@@ -73,6 +75,7 @@ class Row:
         teachers: for distilled students, the teachers' run ids
             (``tags["teachers"]``); they get their own row, without published figures.
         plan: the experiment or sweep of its runs (None: standalone runs); runs of two plans never share a row.
+        partial: metric -> how many of the runs have it, where some do not (records older than the metric).
     """
 
     model: str
@@ -89,6 +92,7 @@ class Row:
     teachers: str = ""
     plan: str | None = None
     runs: list[LoadedRun] = field(default_factory=list, repr=False)
+    partial: dict[str, int] = field(default_factory=dict)
 
 
 def _scale(key: str) -> float:
@@ -122,6 +126,8 @@ def _row(model: str, subset: int | None, runs: list[LoadedRun], split: str, metr
         finite = values[~np.isnan(values)]
         row.mean[key] = float(finite.mean()) if finite.size else math.nan
         row.std[key] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+        if 0 < finite.size < len(runs):  # said under the table: the mean is over fewer runs than n
+            row.partial[key] = int(finite.size)
     return row
 
 
@@ -194,33 +200,42 @@ def load_published(path: str | Path) -> list[Published]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"published figures not found at {path}; pass --published-csv PATH")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(row for row in f if not row.startswith("#"))
-        need = {"model", "subset", "source", "citation"}
-        missing = need - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: expected columns {sorted(need)} and metrics, missing {sorted(missing)}")
-        sources: dict[str, Published] = {}
-        for i, line in enumerate(reader, start=2):
-            src = line["source"].strip()
-            pub = sources.setdefault(
-                src, Published(src, line["citation"].strip(), (line.get("note") or "").strip(), {})
-            )
-            try:
-                sub = int(line["subset"])
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{path} line {i}: subset expected a class count, received {line['subset']!r}"
-                ) from None
-            figures = {}
-            for key in PUBLISHED_METRICS:
-                text = (line.get(key) or "").strip()
-                if text:
-                    try:
-                        figures[key] = float(text)
-                    except ValueError:
-                        raise ValueError(f"{path} line {i}: {key} expected a number, received {text!r}") from None
-            pub.values[(line["model"].strip(), sub)] = figures
+    content = read_text(path, expected="published figures (CSV: model, subset, top1, ..., source, citation)",
+                        todo="pass --published-csv a file in the format of results/published.csv")  # fmt: skip
+    try:
+        return _published(path, csv.DictReader(row for row in io.StringIO(content, newline="") if not row.startswith("#")))
+    except csv.Error as e:
+        raise ValueError(f"{path}: expected published figures as CSV, received text that is not CSV ({e})") from None
+
+
+def _published(path: Path, reader: csv.DictReader) -> list[Published]:
+    need = {"model", "subset", "source", "citation"}
+    missing = need - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{path}: expected columns {sorted(need)} and metrics, missing {sorted(missing)}")
+    sources: dict[str, Published] = {}
+    for i, line in enumerate(reader, start=2):
+        src = line["source"].strip()
+        pub = sources.setdefault(
+            src, Published(src, line["citation"].strip(), (line.get("note") or "").strip(), {})
+        )
+        try:
+            sub = int(line["subset"])
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{path} line {i}: subset expected a class count, received {line['subset']!r}"
+            ) from None
+        figures = {}
+        for key in PUBLISHED_METRICS:
+            text = (line.get(key) or "").strip()
+            if text:
+                try:
+                    figures[key] = float(text)
+                except ValueError:
+                    figures[key] = math.nan
+                if not 0 <= figures[key] <= 100:  # percent; nan and inf are not figures either
+                    raise ValueError(f"{path} line {i}: {key} expected a percentage 0..100, received {text!r}")
+        pub.values[(line["model"].strip(), sub)] = figures
     return list(sources.values())
 
 

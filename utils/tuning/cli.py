@@ -19,6 +19,7 @@ from pathlib import Path
 from models.registry import family_models, get_model
 from models.tensorboard_run import write_experiment
 from models.train import open_store
+from utils.core.argv import parse_strictly
 from utils.core.config import RunConfig
 from utils.core.metrics import OBJECTIVES
 from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE
@@ -107,13 +108,7 @@ def study_of(family: str, argv: list[str]) -> str:
     Raises:
         ValueError: an option the script refuses (argparse's message), or a bad value.
     """
-    parser = tune_parser(family)
-
-    def refuse(message):  # argparse would print usage and exit
-        raise ValueError(f"{parser.prog}: {message}")
-
-    parser.error = refuse
-    args = parser.parse_args(argv)
+    args = parse_strictly(tune_parser(family), argv)
     base, variants = _base_config(args, family)
     return args.study or study_name(base, args.tuner, family=family if variants else None)
 

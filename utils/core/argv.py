@@ -1,0 +1,37 @@
+"""Checking a command line before it runs: what planners call to validate a job's options up front.
+
+An experiment's or sweep's job runs ``main/<script>.py ARGV`` hours later on a
+cluster. :func:`parse_strictly` parses that ARGV now, with the script's own
+parser, so a bad value fails ``run --dry-run`` instead of the job; and it
+takes every option as spelled out (argparse would let ``--epoch`` stand for
+``--epochs``, or ``--result`` for ``--results``), naming the close matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+
+__all__ = ["parse_strictly"]
+
+
+def parse_strictly(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed by ``parser`` without abbreviations; an error is a ValueError naming the script.
+
+    Raises:
+        ValueError: argparse's message (an unknown option lists the script's close matches).
+    """
+    known = sorted(o for o in parser._option_string_actions if o.startswith("--"))
+
+    def refuse(message: str):  # argparse would print the usage and exit
+        hints = []
+        if message.startswith("unrecognized arguments:"):
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], known, n=2, cutoff=0.8)
+                if word.startswith("--") and close:
+                    hints.append(f"{word}: did you mean {' or '.join(close)}?")
+        raise ValueError(f"{parser.prog}: {message}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+    parser.allow_abbrev = False
+    parser.error = refuse
+    return parser.parse_args(argv)
