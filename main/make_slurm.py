@@ -1,7 +1,7 @@
 """Render the SLURM job files from cluster profiles.
 
 Examples:
-    # after editing slurm/cluster.toml or slurm/local.toml: writes slurm/ and slurm/local/
+    # after editing a profile (slurm/cluster.toml, local.toml, local_multi.toml): writes slurm/, slurm/local/, slurm/local_multi/
     python main/make_slurm.py
     # CI / pre-commit: exit 1 if a committed job file differs from its profile
     python main/make_slurm.py --check
@@ -25,15 +25,18 @@ sys.path.insert(0, str(ROOT))  # run from anywhere without install
 from utils.cluster.profile import load_profile, valid_keys  # noqa: E402
 from utils.cluster.render import check_dir, render_all, write_dir  # noqa: E402
 
-# The committed pairs: the generic cluster files, and the ones fitted to slurm/local_cluster.sh.
-COMMITTED = ((ROOT / "slurm" / "cluster.toml", ROOT / "slurm"), (ROOT / "slurm" / "local.toml", ROOT / "slurm" / "local"))
+# The committed pairs: the generic cluster files, and the ones fitted to slurm/local_cluster.sh (its single
+# node, and the two namespaced nodes of `start --nodes 2`).
+COMMITTED = ((ROOT / "slurm" / "cluster.toml", ROOT / "slurm"), (ROOT / "slurm" / "local.toml", ROOT / "slurm" / "local"),
+             (ROOT / "slurm" / "local_multi.toml", ROOT / "slurm" / "local_multi"))  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main/make_slurm.py",
         description="Write slurm/*.slurm (one job per model, preprocessing arrays, tuning, report) from a cluster "
-        "profile. Without --profile: slurm/cluster.toml -> slurm/ and slurm/local.toml -> slurm/local/.",
+        "profile. Without --profile: slurm/cluster.toml -> slurm/, slurm/local.toml -> slurm/local/ and "
+        "slurm/local_multi.toml -> slurm/local_multi/.",
         epilog=__doc__.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -5,7 +5,10 @@ written, when to resume) is :mod:`models.lifecycle` / :mod:`models.policy`'s;
 this module holds what is TensorFlow-specific:
 
 - the model built under the seed, the dtype policy (mixed precision on GPU)
-  and a MirroredStrategy when the node has several GPUs;
+  and a MirroredStrategy when the node has several GPUs (MultiWorkerMirroredStrategy
+  over several SLURM tasks); with several replicas every BatchNorm layer
+  normalises over the global batch (:mod:`models._keras_global_bn`) and
+  ``--batch-size`` is the global batch, as in the PyTorch engine (models/policy.py);
 - the optimizer from the policy's numbers (decoupled weight decay on
   kernels only, per-tensor ``clipnorm``);
 - a custom loop rather than ``model.fit``: the data of an epoch is a pure
@@ -25,22 +28,24 @@ Distillation: :func:`kd_loss`, the TensorFlow form of
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from models import policy
+from models._keras_global_bn import to_global_batchnorm
 from models.distill import Distillation, check_fit
 from models.lifecycle import NonFiniteLoss, Run
+from utils.core.distenv import per_process_batch
 from utils.core.files import fsync_files
 from utils.core.preempt import PreemptionFlag
 from utils.core.records import RunRecord, environment
 from utils.core.tf_env import set_precision, tf, tf_keras
 from utils.core.tf_strategy import choose_strategy
 
-__all__ = ["NonFiniteLoss", "build_scope", "fit", "kd_loss", "load_weights", "make_optimizer", "predict_logits", "prepare_process"]
+__all__ = ["NonFiniteLoss", "build_scope", "fit", "kd_loss", "load_weights", "make_optimizer", "predict_logits",
+           "prepare_process"]
 
 
 def prepare_process(cfg) -> None:
@@ -144,6 +149,13 @@ class _Steps:
             return self.strategy.gather(logits, 0), self.strategy.gather(y, 0)
         return logits, y
 
+    def any_worker(self, flag: bool) -> bool:
+        """True in every process when it is true in one (an all-reduce over the workers of a multi-worker run)."""
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return flag  # one process: nothing to agree on
+        value = self.strategy.run(lambda: tf.constant(float(flag)))
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+
     def distribute(self, ds):
         return self.strategy.experimental_distribute_dataset(ds) if self.strategy.num_replicas_in_sync > 1 else ds
 
@@ -168,10 +180,11 @@ class _Checkpoints:
     def save(self, kind: str, tag: str) -> list[str]:
         name = f"{kind}-{tag}"
         if not self.main:
-            # Every worker of a multi-worker job must take part in a save; only the chief's is kept.
-            scratch = self.folder / f".worker-{os.getpid()}"
-            self.objects[kind].write(str(scratch / name))
-            shutil.rmtree(scratch, ignore_errors=True)
+            # Every worker of a multi-worker job must take part in a save; only the chief's is kept. The
+            # worker's copy goes to its own temporary folder: inside checkpoints/ the chief, cleaning up
+            # files no checkpoint names, would delete it under the worker's feet.
+            with tempfile.TemporaryDirectory(prefix="slr-worker-ckpt-") as scratch:
+                self.objects[kind].write(str(Path(scratch) / name))
             return [name]
         self.objects[kind].write(str(self.folder / name))
         fsync_files(sorted(self.folder.glob(f"{name}.*")))
@@ -202,13 +215,15 @@ class _Trainer:
         return loss, correct, int(count)
 
     def stop_requested(self, flag) -> bool:
-        return flag.requested is not None
+        # A signal may reach one worker a step before the others: they all stop at the same step, or the
+        # others would wait in that step's all-reduce for a worker that is saving a checkpoint.
+        return self.steps.any_worker(flag.requested is not None)
 
     def predict(self, data):
         return self.steps.predict(data, self.num_classes)
 
     def end_training(self) -> None:
-        pass
+        self.steps.any_worker(False)  # an all-reduce over the workers: every one has got here
 
 
 def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None = None) -> RunRecord:
@@ -224,12 +239,16 @@ def fit(model, loaders, cfg, run_dir, *, flag=None, distill: Distillation | None
         Preempted: SIGUSR1/SIGTERM arrived; checkpoint saved, record "stopped" (``Cancelled``: "cancelled").
     """
     check_fit(cfg, distill, train_size=len(loaders.ids["train"]), num_classes=loaders.num_classes)
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    per_process_batch(cfg.data.batch_size, replicas)  # the global batch splits evenly over the replicas
+    if replicas > 1:
+        to_global_batchnorm(model)  # the run of one process with the whole batch (models/policy.py)
     env = environment(
         params=int(model.count_params()),
         trainable_params=int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
         tensorflow=tf.__version__,
         precision=tf_keras.mixed_precision.global_policy().name,
-        replicas=model.distribute_strategy.num_replicas_in_sync,
+        replicas=replicas,
         pretrained=getattr(model, "pretrained_report", None),
     )
     run = Run(run_dir, cfg, framework="keras", num_classes=loaders.num_classes, env=env, main=_is_chief(model.distribute_strategy))

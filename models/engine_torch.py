@@ -10,7 +10,9 @@ PyTorch-specific:
 - device: CUDA if present (bf16 autocast with ``mixed_precision``, fp16 +
   GradScaler where bf16 is missing), else CPU;
 - data parallel: DistributedDataParallel when torchrun / srun started several
-  processes (gloo on CPU, nccl on GPU); rank 0 writes the run;
+  processes (gloo on CPU, nccl on GPU), BatchNorm over the global batch
+  (:mod:`models._torch_global_bn`), ``--batch-size`` the global batch
+  (models/policy.py); rank 0 writes the run;
 - the optimizer by the policy's rules (:mod:`models._torch_optim`);
 - checkpoint files (``last-*.pt``: model, optimizer, scaler, RNG states;
   ``best-*.pt``: weights), written atomically and fsynced;
@@ -36,6 +38,7 @@ from torch import nn
 
 from models import policy
 from models._torch_checkpoint import rng_state, set_rng_state
+from models._torch_global_bn import to_global_batchnorm
 from models._torch_optim import PolicyOptimizer
 from models.distill import Distillation, check_fit
 from models.lifecycle import Run
@@ -134,6 +137,8 @@ class _Trainer:
     def _wrapped(self) -> nn.Module:
         """The model as it trains (torch.compile, DDP), made after any resume has loaded its weights."""
         if self.net is None:
+            if self.setup.world > 1:  # the same tensors: the optimizer and the checkpoints are unaffected
+                to_global_batchnorm(self.plain)
             net = torch.compile(self.plain) if self.cfg.train.compile else self.plain
             if self.setup.world > 1:
                 device_ids = [self.setup.device.index] if self.setup.device.type == "cuda" else None
@@ -165,7 +170,12 @@ class _Trainer:
         setup.scaler.scale(loss).backward()
         self.opt.step(setup.scaler)
         n = labels.shape[0]
-        return loss.item() * n, (logits.detach().argmax(1) == labels).sum().item(), n
+        sums = torch.stack([loss.detach().double() * n, (logits.detach().argmax(1) == labels).sum().double(),
+                            torch.tensor(float(n), dtype=torch.float64, device=labels.device)])  # fmt: skip
+        if setup.world > 1:  # the step's sums over the global batch, as the Keras engine reports them
+            torch.distributed.all_reduce(sums)
+        loss_sum, correct, count = sums.tolist()
+        return loss_sum, correct, int(count)
 
     def stop_requested(self, flag) -> bool:
         return self.setup.any_rank(flag.requested is not None)  # a signal may reach one task first

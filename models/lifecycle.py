@@ -85,9 +85,10 @@ class Trainer(Protocol):
     epoch's batches as the step consumes them (the Keras side distributes
     them over its replicas); ``train_step(batch)`` returns the summed loss,
     the correct count and the clip count of one step; ``stop_requested(flag)``
-    says whether any process of the run saw a stop signal; ``predict(data)``
-    gives logits and labels over evaluation batches with the current weights;
-    ``end_training()`` waits for every process before the final evaluation.
+    says whether any process of the run saw a stop signal (the same answer in
+    every process); ``predict(data)`` gives logits and labels over evaluation
+    batches with the current weights; ``end_training()`` waits for every
+    process (before the final evaluation, and before a stopped run exits).
     """
 
     checkpointer: Checkpointer
@@ -378,8 +379,14 @@ class Run:
                 self.board.heartbeat(epoch * steps + sums.step, (sums.loss - b_loss) / n, (sums.correct - b_correct) / n)
             self._beat = (epoch, sums.loss, sums.correct, sums.count)
 
-    def preempt(self, ckpt: Checkpointer, epoch: int, sums: Sums, flag) -> None:
+    def preempt(self, ckpt: Checkpointer, epoch: int, sums: Sums, flag, wait: Callable[[], None] = lambda: None) -> None:
         """Checkpoint mid-epoch, record "stopped" (preempted: it requeues) or "cancelled" (scancel), and raise.
+
+        ``wait`` returns once every process of the run got there (the trainer's
+        ``end_training``): every process leaves with the same exit code (85 or
+        86) after the writing one has written, so srun, which ends the other
+        tasks of a step a while after the first one ends
+        (``utils.cluster.launch``), never cuts the writing short.
 
         Raises:
             Cancelled: the job was cancelled; the checkpoint is kept for a later rerun.
@@ -387,11 +394,15 @@ class Run:
         """
         self._checkpoint(ckpt, epoch, sums)
         where = f"epoch {epoch + 1}, step {sums.step}"
-        if getattr(flag, "cancelled", False):
+        cancelled = getattr(flag, "cancelled", False)
+        if cancelled:
             self.save_record("cancelled", f"cancelled (scancel) at {where}; the checkpoint is kept: run the same "
                              "command again to resume")  # fmt: skip
+        else:
+            self.save_record("stopped", f"preempted by signal {flag.requested} at {where}")
+        wait()
+        if cancelled:
             raise Cancelled(f"cancelled at {where}; checkpoint saved, the same command resumes it")
-        self.save_record("stopped", f"preempted by signal {flag.requested} at {where}")
         then = "the job requeues itself and resumes" if os.environ.get("SLURM_JOB_ID") else "rerun the same command to resume"
         raise Preempted(f"signal {flag.requested} at {where}; checkpoint saved, {then}")
 
@@ -411,7 +422,7 @@ class Run:
                 trainer.set_lr(lr)
                 for batch in trainer.begin_epoch(loaders.train.epoch(epoch, sums.step, cap)):
                     if trainer.stop_requested(flag):
-                        self.preempt(trainer.checkpointer, epoch, sums, flag)
+                        self.preempt(trainer.checkpointer, epoch, sums, flag, wait=trainer.end_training)
                     sums.add(*trainer.train_step(batch))
                     self.step(epoch, sums, total, lr)
                 if self.end_epoch(trainer.checkpointer, epoch, sums, evaluate_logits(*trainer.predict(loaders.val)), lr):

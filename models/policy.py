@@ -28,6 +28,14 @@ Rules:
   (Keras' ``clipnorm``), before weight decay and the update.
 - **Resuming** a run is refused when a setting that shapes the result differs
   from the checkpoint's (:func:`fingerprint`); more epochs stay allowed.
+- **Data parallelism** (several processes: DDP, MultiWorkerMirroredStrategy;
+  several GPUs: MirroredStrategy) trains the run of one process with the
+  whole batch: ``--batch-size`` is the global batch, split evenly
+  (``utils.core.distenv.per_process_batch``), BatchNorm normalises over the
+  global batch (``models/_torch_global_bn.py``, ``models/_keras_global_bn.py``),
+  gradients are averaged over the global batch, and one process
+  writes the run. What still differs is float summation order, and dropout,
+  whose masks each process draws from its own generator.
 """
 
 from __future__ import annotations

@@ -52,12 +52,12 @@ def prepare_cfg(synthetic: dict, out: Path, **kw) -> PrepareConfig:
 
 
 # The test files that use the one local SLURM cluster (their tests carry the ``slurm`` mark).
-SLURM_FILES = ("tests/test_slurm_cluster.py", "tests/test_slurm_experiment.py")
+SLURM_FILES = ("tests/test_slurm_cluster.py", "tests/test_slurm_experiment.py", "tests/test_slurm_multinode.py")
 # The test files that build framework models (TensorFlow, PyTorch), train, tune or export them: marked
 # ``integration``, left out of `make test-fast` (the unit tests for the inner loop, a few minutes on
 # 2 cores) and run by `make test`. A new file that builds models belongs here.
 INTEGRATION_FILES = tuple(f"tests/test_{name}.py" for name in (
-    "cnn2d", "comparable_runs", "distenv", "distill", "export_keras", "export_stream", "export_torch", "keras_engine",
+    "cnn2d", "comparable_runs", "distenv", "distill", "global_batchnorm", "export_keras", "export_stream", "export_torch", "keras_engine",
     "keras_learning", "keras_models", "keypoints", "pretrained", "torch_cli", "torch_engine", "torch_models",
     "trial_numbering", "tuning", "tuning_engines"))  # fmt: skip
 

@@ -17,6 +17,7 @@ from utils.core.distenv import (
     expand_tasks_per_node,
     first_node,
     job_port,
+    per_process_batch,
     rendezvous,
     set_master_env,
 )
@@ -57,6 +58,12 @@ def test_rendezvous_comes_from_the_first_node_and_the_job_id():
     assert (mine["MASTER_ADDR"], mine["MASTER_PORT"]) == ("gpu03", str(job_port(env)))
     with pytest.raises(ValueError, match="MASTER_PORT"):
         rendezvous({"MASTER_PORT": "x"})
+
+
+def test_the_global_batch_splits_evenly_or_is_refused_with_the_nearest_batch():
+    assert per_process_batch(8, 1) == 8 and per_process_batch(8, 4) == 2
+    with pytest.raises(ValueError, match="split evenly over the run's 4 processes.*--batch-size 8"):
+        per_process_batch(9, 4)
 
 
 def test_tasks_per_node_expand():

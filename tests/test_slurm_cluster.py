@@ -62,7 +62,11 @@ def _claim_for_this_worker(tmp_path_factory) -> None:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """Start the local cluster once; stop it at the end only if this session started it."""
+    """Start the local cluster once; stop it at the end only if this session started it.
+
+    One start for every SLURM test file: the single node of partition ``debug`` these tests use, and the
+    two namespaced nodes of ``--nodes 2`` (partition ``multi``) that tests/test_slurm_multinode.py uses.
+    """
     reason = _cannot_run_slurm()
     if reason:
         if os.environ.get("SLR_REQUIRE_SLURM") == "1":
@@ -70,7 +74,7 @@ def cluster(tmp_path_factory):
         pytest.skip(f"no local SLURM: {reason} (set SLR_REQUIRE_SLURM=1 to make this a failure)")
     _claim_for_this_worker(tmp_path_factory)
     was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
-    r = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(["bash", str(SCRIPT), "start", "--nodes", "2"], capture_output=True, text=True, timeout=600)
     # The first lines say what failed; the last ones are the daemons' log tails.
     assert r.returncode == 0, f"slurm/local_cluster.sh start failed:\n{r.stderr[:1500]}\n...\n{r.stderr[-1500:]}"
     yield

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from models.registry import list_models
+from utils.cluster.launch import SRUN_WAIT_S
 from utils.cluster.profile import JOB_KINDS, SlurmConfig, load_profile, profile_from_dict
 from utils.cluster.render import check_dir, render_all, render_job
 from utils.core.ids import slug
@@ -54,7 +55,7 @@ def test_golden_train_job():
 
 @pytest.mark.usefixtures("suite_models_only")
 def test_committed_job_files_match_the_generator_and_fit_on_one_screen():
-    for profile, folder in (("cluster.toml", "slurm"), ("local.toml", "slurm/local")):
+    for profile, folder in (("cluster.toml", "slurm"), ("local.toml", "slurm/local"), ("local_multi.toml", "slurm/local_multi")):
         files = render_all(load_profile(ROOT / "slurm" / profile), source=f"slurm/{profile}", folder=folder)
         drift = check_dir(files, ROOT / folder)
         assert not drift, f"{folder}/ drifted from slurm/{profile}: {drift}; run `python main/make_slurm.py` and commit"
@@ -249,12 +250,16 @@ def test_jobs_over_several_tasks_launch_with_srun(tmp_path, under_slurm):
     job = sandbox(tmp_path, SlurmConfig(nodes=2, ntasks_per_node=1, venv=".venv"), ["python", "main/x.py"])
     text = job.read_text()
     assert "#SBATCH --nodes=2" in text and "--srun" in text
-    (tmp_path / "bin" / "srun").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > "{tmp_path}/srun.args"\nexec "$@"\n')
+    # A stand-in srun: records its arguments, then runs the command after its own options.
+    (tmp_path / "bin" / "srun").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > "{tmp_path}/srun.args"\n'
+                                          'while [[ "$1" == -* ]]; do shift; done\nexec "$@"\n')  # fmt: skip
     (tmp_path / "bin" / "srun").chmod(0o755)
     env = {"SLURM_JOB_ID": "77", "SLURM_SUBMIT_DIR": str(tmp_path / "repo")} if under_slurm else {}
     assert run_job(job, "--seed", "1", env=env).returncode == 0
     assert logged(tmp_path) == ["main/x.py", "--seed", "1"]
     assert (tmp_path / "srun.args").exists() == under_slurm
+    if under_slurm:  # the tasks end together, and an exit 85 of one does not kill the others' 85
+        assert (tmp_path / "srun.args").read_text().split()[:2] == ["--kill-on-bad-exit=0", f"--wait={SRUN_WAIT_S}"]
     assert "--srun" not in render(SlurmConfig(), ["true"])
 
 

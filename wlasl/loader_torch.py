@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from utils.core.config import RunConfig
-from utils.core.distenv import dist_env
+from utils.core.distenv import dist_env, per_process_batch
 from wlasl.augment import CLIPS, augment_torch
 from wlasl.batches import BatchReader
 from wlasl.clip_store import ClipStore, StoreError
@@ -171,7 +171,7 @@ class EpochSampler:
 
     Args:
         n: dataset size.
-        batch_size: per-rank batch.
+        batch_size: this process's share of the batch.
         seed: run seed.
         rank: this process.
         world: processes.
@@ -182,8 +182,8 @@ class EpochSampler:
         self.steps = n // (batch_size * world)
         if self.steps == 0:
             raise StoreError(
-                f"{n} training clips do not fill one batch of {batch_size} on each of {world} process(es); "
-                f"lower --batch-size or add clips"
+                f"{n} training clips do not fill one batch of {batch_size * world} (--batch-size, over {world} "
+                f"process(es)); lower --batch-size or add clips"
             )
         self.epoch, self.start_step = 0, 0
 
@@ -214,17 +214,18 @@ def make_loaders(store: ClipStore, cfg: RunConfig) -> Loaders:
     store.check_frames(frames)
     rank, world, _ = dist_env()
     seed, d = cfg.train.seed, cfg.data
+    batch = per_process_batch(d.batch_size, world)  # --batch-size is the global batch (utils.core.distenv)
     splits = capped_splits(store, d.max_clips, seed)
 
     def reader(split, **kw):
         return BatchReader(store, splits[split], frames=frames, size=size, **kw)
 
     train_set = ClipBatches(reader("train", seed=seed, crop_scale=d.crop_scale, flip=d.flip), train=True)
-    sampler = EpochSampler(len(train_set), batch_size=d.batch_size, seed=seed, rank=rank, world=world)
-    train = SampledEpochs(BatchStream(train_set, sampler, batch_size=d.batch_size, workers=d.workers, drop_last=True), sampler)
+    sampler = EpochSampler(len(train_set), batch_size=batch, seed=seed, rank=rank, world=world)
+    train = SampledEpochs(BatchStream(train_set, sampler, batch_size=batch, workers=d.workers, drop_last=True), sampler)
 
-    def evaluation(split):
+    def evaluation(split):  # every process evaluates the whole split, a process's batch at a time
         data = ClipBatches(reader(split), train=False)
-        return BatchStream(data, range(len(data)), batch_size=d.batch_size, workers=d.workers, drop_last=False)
+        return BatchStream(data, range(len(data)), batch_size=batch, workers=d.workers, drop_last=False)
 
     return Loaders.assemble(store, splits, train=train, evaluation=evaluation, augment=partial(augment_torch, size=size))

@@ -6,7 +6,8 @@ profile's virtualenv runs the command's ``python`` (``SLR_VENV`` wins) with the
 profile's variables; ``DRY_RUN=1`` adds the job's dry-run flag; an array task of
 a training job trains ``--seed <task id>``, a preprocessing job gets ``--workers
 <CPUs>``, an experiment's array task takes its ``#TASK`` line (the job's own
-arguments come last and win); several tasks start under ``srun``; SLURM's USR1
+arguments come last and win); several tasks start under ``srun``, which ends
+the others at most ``SRUN_WAIT_S`` after one ends; SLURM's USR1
 (which reaches only this process) and TERM are passed on so the command
 checkpoints; exit 85 (checkpointed after a preemption) becomes ``scontrol
 requeue`` of this job or array task, its answer checked; exit 86 (cancelled) is
@@ -29,7 +30,11 @@ from pathlib import Path
 
 from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE
 
-__all__ = ["build_command", "job_label", "main", "venv_env"]
+__all__ = ["SRUN_WAIT_S", "build_command", "job_label", "main", "venv_env"]
+
+# Seconds srun lets the other tasks of a step run once one has ended: longer than rank 0 needs to write a
+# finished run's files after the others left, short enough to bound a hang on a peer that is gone.
+SRUN_WAIT_S = 300
 
 TASK_MARK = "#TASK "
 
@@ -129,7 +134,11 @@ def main(argv=None, env=None, root: str | Path = ".") -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.srun and env.get("SLURM_JOB_ID"):
-        command = ["srun", *command]
+        # The tasks of a step end together: SRUN_WAIT_S after the first one ends, srun ends the others,
+        # which would otherwise wait in a collective for a peer that is gone (a lost connection usually
+        # fails them sooner). Not --kill-on-bad-exit: a checkpointed run exits 85 in every task, and the
+        # first one out would kill the others before their own 85, turning the requeue into a failure.
+        command = ["srun", "--kill-on-bad-exit=0", f"--wait={SRUN_WAIT_S}", *command]
     found = shutil.which(command[0], path=env.get("PATH"))
     if found is None:
         print(f"error: {command[0]} not found on PATH ({env.get('PATH')})", file=sys.stderr)

@@ -6,6 +6,9 @@ SLURM_LOCALID); a plain process is rank 0 of 1. The rendezvous address is
 the first host of the job's node list (``SLURM_JOB_NODELIST``, compressed as
 ``gpu[03-05,07],cpu1``), so ranks on every node dial the same host; the port
 comes from the job id, so two jobs sharing a node do not collide.
+
+``--batch-size`` is the global batch for both engines (:func:`per_process_batch`):
+a run over N processes takes the steps of one process with the whole batch.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "expand_tasks_per_node",
     "first_node",
     "job_port",
+    "per_process_batch",
     "rendezvous",
     "set_master_env",
 ]
@@ -44,6 +48,23 @@ def dist_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:
     if tasks > 1 and "SLURM_PROCID" in env:
         return int(env["SLURM_PROCID"]), tasks, int(env.get("SLURM_LOCALID", 0))
     return 0, 1, 0
+
+
+def per_process_batch(batch_size: int, world: int) -> int:
+    """Each process's share of the global batch: ``--batch-size`` counts the clips of one optimizer step over
+    every process, so the same options train the same run on one process or on N (and the run's record,
+    id and resume fingerprint do not depend on N).
+
+    Raises:
+        ValueError: the batch does not split evenly over the ``world`` processes.
+    """
+    if world < 1 or batch_size < 1:
+        raise ValueError(f"batch size and process count expected >= 1, received {batch_size} and {world}")
+    if batch_size % world:
+        near = world * max(1, round(batch_size / world))
+        raise ValueError(f"--batch-size is the global batch, split evenly over the run's {world} processes; "
+                         f"{batch_size} does not split: use a multiple of {world}, e.g. --batch-size {near}")  # fmt: skip
+    return batch_size // world
 
 
 def _split_top(nodelist: str) -> list[str]:

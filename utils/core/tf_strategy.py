@@ -75,6 +75,33 @@ def slurm_resolver(gpus_per_task: int, env: Mapping[str, str] | None = None):
                      auto_set_gpu=False)  # fmt: skip
 
 
+# Seconds without a heartbeat before TensorFlow's coordination service declares a task dead and aborts
+# every collective. Its default, 10 s, was missed by a live task on a loaded node (a two-node run on a
+# 2-core machine under load 10: "heartbeat timeout"); a task that really dies closes its connections, and
+# its peers fail at once anyway.
+HEARTBEAT_TIMEOUT_S = 120
+
+
+def _patient_coordination(resolver) -> None:
+    """Configure the coordination service MultiWorkerMirroredStrategy would, with HEARTBEAT_TIMEOUT_S.
+
+    The strategy takes no heartbeat setting; it configures the service only when none is (TensorFlow
+    2.20's collective_all_reduce_strategy), so this is the same configuration, made first.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    spec = resolver.cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]  # fmt: skip
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs, heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000)  # fmt: skip
+
+
 def choose_strategy(gpus: list | None = None, env: Mapping[str, str] | None = None):
     """The strategy for this process (see the module docstring); the same object on every call.
 
@@ -94,7 +121,9 @@ def choose_strategy(gpus: list | None = None, env: Mapping[str, str] | None = No
         mine = task_gpus(gpus, env)
         if gpus and len(mine) < len(gpus):
             tf.config.set_visible_devices(mine, "GPU")  # before the runtime starts: this task's GPUs only
-        _cached = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=slurm_resolver(len(mine), env))
+        resolver = slurm_resolver(len(mine), env)
+        _patient_coordination(resolver)
+        _cached = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     elif len(gpus) > 1:
         _cached = tf.distribute.MirroredStrategy()
     else:
