@@ -108,8 +108,9 @@ def _free_port() -> int:
 
 
 def test_two_process_ddp_matches_one_process(store, tmp_path, toy):
-    # Same global batch (2 x 2 vs 1 x 4) and the same clips per step: the tiny
-    # net has no BatchNorm, so one and two processes must agree closely.
+    # --batch-size is the global batch (models/policy.py): 4 is 2 per process
+    # here, the same clips per step as one process; the tiny net has no
+    # BatchNorm, so one and two processes must agree closely.
     preset = _preset(tmp_path, epochs=2, lr=1e-3)
     assert main("toy", ["--variant", "small", *_args(store, tmp_path, "one", "--config", preset, "--batch-size", "4")]) == 0
     port = _free_port()
@@ -117,7 +118,7 @@ def test_two_process_ddp_matches_one_process(store, tmp_path, toy):
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
-        cmd = [*TOY, *_args(store, tmp_path, "two", "--config", preset, "--batch-size", "2")]
+        cmd = [*TOY, *_args(store, tmp_path, "two", "--config", preset, "--batch-size", "4")]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
