@@ -273,6 +273,9 @@ def fuse_runs(run_dirs, out: str | Path, *, weights: str = "auto", grid_steps: i
         scores = np.log(np.maximum(fuse(probs, chosen), _FLOOR))
         metrics[split] = write_split(out, split, ids, labels, scores, glosses)
     params = [m.record.env.get("params") for m in members]
+    # The runs of one experiment or sweep fuse into that plan's ensemble (its table row sits beside them).
+    plans = {m.record.tags.get("plan") for m in members}
+    plan = {"plan": plans.pop()} if len(plans) == 1 and None not in plans else {}
     record = RunRecord(
         run_id=out.name,
         model="+".join(m.record.model for m in members),
@@ -300,6 +303,7 @@ def fuse_runs(run_dirs, out: str | Path, *, weights: str = "auto", grid_steps: i
             "members": [m.record.run_id for m in members],
             "member_dirs": [str(m.run_dir) for m in members],
             "weights": [float(w) for w in chosen],
+            **plan,
         },
     )
     write_json(out / "config.json", record.config)

@@ -29,7 +29,7 @@ def _softmax(z):
 
 
 def make_member(root: Path, run_id: str, model: str, *, seed: int, glosses=GLOSSES, n=(12, 10, 10), order_seed=None,
-                status="completed", ids=None, skill=1.5) -> Path:  # fmt: skip
+                status="completed", ids=None, skill=1.5, tags=None) -> Path:  # fmt: skip
     """A finished run's directory: scores for train/val/test (ids in a shuffled order) and its record."""
     run_dir = root / "runs" / run_id
     rng = np.random.default_rng(seed)
@@ -43,7 +43,7 @@ def make_member(root: Path, run_id: str, model: str, *, seed: int, glosses=GLOSS
     metrics = {s: {"loss": 1.0, "top1": 0.5, "top2": 0.6, "top5": 0.9, "per_class_top1": 0.5, "n": 10} for s in ("val", "test")}
     record = RunRecord(run_id=run_id, model=model, framework="torch", config={"model": {"name": model}, "dry_run": False},
                        epochs=3, best={"epoch": 2, "val_top1": 0.5}, metrics=metrics if status == "completed" else {},
-                       status=status, env={"num_classes": len(glosses), "params": 1000})  # fmt: skip
+                       status=status, env={"num_classes": len(glosses), "params": 1000}, tags=tags or {})  # fmt: skip
     write_record(run_dir, record)
     return run_dir
 
@@ -194,6 +194,18 @@ def test_the_report_lists_the_ensemble_with_its_members(pair):
     notes = built.remarks()
     assert "ens-s0 fuses x3d_xs-wlasl5_224-s0 (weight 0.67) + pose_lstm-wlasl5_pose-s0 (weight 0.33)" in notes
     assert "Ensemble: X3D-XS + Pose-LSTM" in built.table("md")
+
+
+def test_an_ensemble_of_one_plans_runs_is_in_that_plan(tmp_path):
+    # An experiment's ensemble step fuses the experiment's runs: its row belongs beside them
+    # ("[wlasl_real]"), not among standalone runs. Runs of different plans give a standalone ensemble.
+    a = make_member(tmp_path, "x3d_xs-real-s0", "x3d_xs", seed=1, tags={"plan": "wlasl_real"})
+    b = make_member(tmp_path, "pose_lstm-real-s0", "pose_lstm", seed=2, tags={"plan": "wlasl_real"})
+    c = make_member(tmp_path, "pose_lstm-other-s0", "pose_lstm", seed=3, tags={"plan": "other"})
+    assert fuse_runs([a, b], tmp_path / "runs" / "ens", weights="1,1").tags["plan"] == "wlasl_real"
+    assert "plan" not in fuse_runs([a, c], tmp_path / "runs" / "mixed", weights="1,1").tags
+    labels = [r.label for r in report.build_report(tmp_path).rows]
+    assert "Ensemble: X3D-XS + Pose-LSTM [wlasl_real]" in labels, labels
 
 
 def _cli():
