@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -35,11 +33,11 @@ from wlasl.metadata import Instance
 from wlasl.stage import (
     Outcome,
     Stage,
-    check_workers_and_shard,
-    item_path,
+    StageConfig,
     open_store,
-    run_stage,
-    select_instances,
+    pending_instance,
+    run_configured,
+    source_fields,
     stage_options,
     stage_parser,
 )
@@ -77,40 +75,22 @@ STAGE = Stage(
 
 
 @dataclass(frozen=True)
-class KeypointConfig:
-    """What ``main/extract_keypoints.py`` is asked to do.
+class KeypointConfig(StageConfig):
+    """What ``main/extract_keypoints.py`` is asked to do: the shared stage options
+    (:class:`wlasl.stage.StageConfig`; ``out`` is the keypoint store, each of the
+    ``workers`` holds one MediaPipe graph, ~16 frames/s) and its own.
 
     Attributes:
-        metadata: WLASL v0.3 JSON.
-        videos: directory of ``<video_id>.mp4`` files.
-        out: keypoint store directory.
-        subset: WLASL-N (first N glosses); None = all, or what ``nslt`` lists.
-        nslt: optional ``nslt_N.json``: its videos, splits and classes.
         max_frames: at most this many frames per clip (a longer range is
             sampled uniformly and noted ``capped``).
-        workers: processes (each holds one MediaPipe graph, ~16 frames/s).
-        shard: ``(i, n)``: this job handles instances i, i+n, i+2n, ...
-        strict: any skip makes the run fail (non-zero exit).
-        drop_duplicates: leave val/test videos byte-identical to a kept one out of the manifest.
-        ext: video file extension.
     """
 
-    metadata: Path
-    videos: Path
-    out: Path
-    subset: int | None = None
-    nslt: Path | None = None
     max_frames: int = 200
-    workers: int = 1
-    shard: tuple[int, int] = (0, 1)
-    strict: bool = False
-    drop_duplicates: bool = False
-    ext: str = ".mp4"
 
     def __post_init__(self):
         if not 1 <= self.max_frames <= MAX_KEYPOINT_FRAMES:
             raise ValueError(f"--max-frames expected 1..{MAX_KEYPOINT_FRAMES}, received {self.max_frames}")
-        check_workers_and_shard(self.workers, self.shard)
+        super().__post_init__()
 
 
 _HOLISTIC = None  # one graph per process, reset for every video
@@ -176,16 +156,10 @@ def landmarks_to_array(results) -> tuple[np.ndarray, np.ndarray]:
 
 def extract_instance(inst: Instance, cfg: KeypointConfig) -> Outcome:
     """Extract one clip's keypoints (or say why not). Safe to call again: finished clips are kept."""
-    try:
-        npz_path = item_path(cfg.out, "keypoints", inst.video_id, ".npz")
-        row_path = item_path(cfg.out, "rows", inst.video_id, ".json")
-    except ValueError as e:
-        return Outcome(inst.video_id, "skipped", "video_id", str(e))
-    if npz_path.is_file() and row_path.is_file():
-        return Outcome(inst.video_id, "cached")
-    video = cfg.videos / f"{inst.video_id}{cfg.ext}"
-    if not video.is_file():
-        return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
+    todo = pending_instance(inst, cfg, "keypoints", ".npz")
+    if isinstance(todo, Outcome):
+        return todo
+    npz_path, row_path, video = todo
     points, present, frames = [], [], []
     try:
         with open_video(video) as reader:
@@ -224,12 +198,7 @@ def extract_instance(inst: Instance, cfg: KeypointConfig) -> Outcome:
     hands = pres[:, 1] | pres[:, 2]
     last = rng.last if "short_file" not in notes else decoded_until
     row = {
-        "video_id": inst.video_id,
-        "gloss": inst.gloss,
-        "label": inst.label,
-        "split": inst.split,
-        "signer_id": inst.signer_id,
-        "source": inst.source,
+        **source_fields(inst),
         "frame_start": rng.first + 1,
         "frame_end": last + 1,
         "frame_count": info.frame_count if "short_file" not in notes else decoded_until + 1,
@@ -277,11 +246,7 @@ def run_keypoints(cfg: KeypointConfig, progress: bool = True) -> dict:
     Returns:
         The assembled report (also written to ``keypoints_report.json``).
     """
-    glosses, chosen = select_instances(cfg.metadata, cfg.subset, cfg.nslt)
-    _open_store(cfg, glosses)
-    work = functools.partial(extract_instance, cfg=cfg)
-    return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers,
-                     progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip
+    return run_configured(STAGE, cfg, make_store=_open_store, work=extract_instance, progress=progress)
 
 
 _DESCRIPTION = (

@@ -13,7 +13,6 @@ keypoint stage.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from dataclasses import dataclass, replace
@@ -30,12 +29,12 @@ from wlasl.metadata import Instance
 from wlasl.stage import (
     Outcome,
     Stage,
-    check_workers_and_shard,
-    item_path,
+    StageConfig,
     open_store,
     parse_shard,
-    run_stage,
-    select_instances,
+    pending_instance,
+    run_configured,
+    source_fields,
     stage_options,
     stage_parser,
     summary,
@@ -58,15 +57,11 @@ STAGE = Stage(
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
-    """What ``main/preprocess.py`` is asked to do.
+class PrepareConfig(StageConfig):
+    """What ``main/preprocess.py`` is asked to do: the shared stage options
+    (:class:`wlasl.stage.StageConfig`; ``out`` is the clip store) and its own.
 
     Attributes:
-        metadata: WLASL v0.3 JSON.
-        videos: directory of ``<video_id>.mp4`` files.
-        out: clip store directory.
-        subset: WLASL-N (first N glosses); None = all, or what ``nslt`` lists.
-        nslt: optional ``nslt_N.json``: its videos, splits and classes.
         frames: T, frames per clip.
         frame_step: 1 = ``frames`` spread uniformly over the range; S > 1 =
             ``frames`` frames S apart, centred in the range (uniform when the
@@ -74,31 +69,16 @@ class PrepareConfig:
             ``step_fallback``).
         size: output side in pixels (172 MoViNet, 224 the others).
         margin: crop context around the bbox, fraction of its side.
-        workers: processes.
         decode_threads: FFmpeg threads per video. 1 (the default) is the
             least CPU per clip; more only shortens the wall time of a run
             with fewer videos than cores (``benchmarks/preprocess.py``).
-        shard: ``(i, n)``: this job handles instances i, i+n, i+2n, ...
-        strict: any skip makes the run fail (non-zero exit).
-        drop_duplicates: leave val/test videos byte-identical to a kept one out of the manifest.
-        ext: video file extension.
     """
 
-    metadata: Path
-    videos: Path
-    out: Path
-    subset: int | None = None
-    nslt: Path | None = None
     frames: int = 20
     frame_step: int = 1
     size: int = 224
     margin: float = 0.1
-    workers: int = 1
     decode_threads: int = 1
-    shard: tuple[int, int] = (0, 1)
-    strict: bool = False
-    drop_duplicates: bool = False
-    ext: str = ".mp4"
 
     def __post_init__(self):
         # Bounded: a clip is frames x size² x 3 bytes in memory (utils.core.config.MAX_FRAMES, MAX_SIZE).
@@ -112,11 +92,7 @@ class PrepareConfig:
             raise ValueError(f"--margin expected 0..1 (fraction of the bbox side), received {self.margin}")
         if self.decode_threads < 1:
             raise ValueError(f"--decode-threads expected >= 1, received {self.decode_threads}")
-        check_workers_and_shard(self.workers, self.shard)
-
-
-def _item_paths(out: Path, video_id: str) -> tuple[Path, Path]:
-    return item_path(out, "clips", video_id, ".npy"), item_path(out, "rows", video_id, ".json")
+        super().__post_init__()
 
 
 class ClipSkip(Exception):
@@ -221,15 +197,10 @@ def make_clip(video: Path, inst: Instance, cfg: PrepareConfig) -> MadeClip:
 
 def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     """Make one clip (or say why not). Safe to call again: finished clips are kept."""
-    try:
-        clip_path, row_path = _item_paths(cfg.out, inst.video_id)
-    except ValueError as e:  # the metadata check catches these first; this is the last line of defence
-        return Outcome(inst.video_id, "skipped", "video_id", str(e))
-    if row_path.is_file() and clip_path.is_file():
-        return Outcome(inst.video_id, "cached")
-    video = cfg.videos / f"{inst.video_id}{cfg.ext}"
-    if not video.is_file():
-        return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
+    todo = pending_instance(inst, cfg, "clips", ".npy")
+    if isinstance(todo, Outcome):
+        return todo
+    clip_path, row_path, video = todo
     try:
         made = make_clip(video, inst, cfg)
     except ClipSkip as e:
@@ -238,12 +209,7 @@ def process_instance(inst: Instance, cfg: PrepareConfig) -> Outcome:
     t0 = time.process_time()
     atomic_save_npy(clip_path, made.clip)
     row = {
-        "video_id": inst.video_id,
-        "gloss": inst.gloss,
-        "label": inst.label,
-        "split": inst.split,
-        "signer_id": inst.signer_id,
-        "source": inst.source,
+        **source_fields(inst),
         "frame_start": rng.first + 1,
         "frame_end": rng.last + 1,
         "frame_count": decoded.frame_count if "short_file" not in notes else rng.last + 1,
@@ -295,11 +261,7 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
         The assembled report (also written to ``prepare_report.json``); its
         ``run`` entry lists the instances this run lost to a killed worker.
     """
-    glosses, chosen = select_instances(cfg.metadata, cfg.subset, cfg.nslt)
-    _open_store(cfg, glosses)
-    work = functools.partial(process_instance, cfg=cfg)
-    return run_stage(STAGE, out=cfg.out, chosen=chosen, work=work, shard=cfg.shard, workers=cfg.workers,
-                     progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip
+    return run_configured(STAGE, cfg, make_store=_open_store, work=process_instance, progress=progress)
 
 
 _DESCRIPTION = (

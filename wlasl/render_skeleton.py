@@ -55,7 +55,7 @@ from utils.core.files import atomic_save_npy, atomic_write_text
 from wlasl.clip_store import MANIFEST_COLUMNS, SOURCE_COLUMNS
 from wlasl.geometry import sample_indices
 from wlasl.keypoint_store import PARTS, KeypointEntry, KeypointStore, part_slices
-from wlasl.stage import Outcome, Stage, check_workers_and_shard, item_path, open_store, run_stage
+from wlasl.stage import Outcome, Stage, check_workers_and_shard, open_store, pending_item, run_stage
 
 __all__ = ["BODY_EDGES", "COLOURS", "HAND_EDGES", "STAGE", "RenderConfig", "draw_frame", "render_clip", "run_render"]
 
@@ -213,13 +213,10 @@ def render_clip(store: KeypointStore, entry: KeypointEntry, *, frames: int, size
 
 
 def _render_one(item: _Item, cfg: RenderConfig, store: KeypointStore) -> Outcome:
-    try:
-        clip_path = item_path(cfg.out, "clips", item.video_id, ".npy")
-        row_path = item_path(cfg.out, "rows", item.video_id, ".json")
-    except ValueError as e:
-        return Outcome(item.video_id, "skipped", "video_id", str(e))
-    if clip_path.is_file() and row_path.is_file():
-        return Outcome(item.video_id, "cached")
+    paths = pending_item(cfg.out, "clips", item.video_id, ".npy")
+    if isinstance(paths, Outcome):
+        return paths
+    clip_path, row_path = paths
     try:
         clip, crop, padded = render_clip(store, item.entry, frames=cfg.frames, size=cfg.size)
     except ValueError as e:  # StoreError is a ValueError: an unreadable or malformed keypoint file

@@ -43,6 +43,7 @@ from wlasl.workers import Lost, run_pool
 __all__ = [
     "Outcome",
     "Stage",
+    "StageConfig",
     "add_stage_args",
     "assemble",
     "item_path",
@@ -50,8 +51,12 @@ __all__ = [
     "open_out",
     "open_store",
     "parse_shard",
+    "pending_instance",
+    "pending_item",
+    "run_configured",
     "run_stage",
     "select_instances",
+    "source_fields",
     "stage_options",
     "stage_parser",
     "summary",
@@ -147,6 +152,40 @@ def check_workers_and_shard(workers: int, shard: tuple[int, int]) -> None:
         raise ValueError(f"--shard expected i/n with 0 <= i < n <= {MAX_SHARDS}, received {i}/{n}")
 
 
+@dataclass(frozen=True)
+class StageConfig:
+    """What both data stages' command lines ask for (:func:`add_stage_args`, :func:`stage_options`).
+
+    Each stage's config adds its own fields after these (all with defaults).
+
+    Attributes:
+        metadata: WLASL v0.3 JSON.
+        videos: directory of ``<video_id>.mp4`` files.
+        out: the store directory.
+        subset: WLASL-N (first N glosses); None = all, or what ``nslt`` lists.
+        nslt: optional ``nslt_N.json``: its videos, splits and classes.
+        workers: processes.
+        shard: ``(i, n)``: this job handles instances i, i+n, i+2n, ...
+        strict: any skip makes the run fail (non-zero exit).
+        drop_duplicates: leave val/test videos byte-identical to a kept one out of the manifest.
+        ext: video file extension.
+    """
+
+    metadata: Path
+    videos: Path
+    out: Path
+    subset: int | None = None
+    nslt: Path | None = None
+    workers: int = 1
+    shard: tuple[int, int] = (0, 1)
+    strict: bool = False
+    drop_duplicates: bool = False
+    ext: str = ".mp4"
+
+    def __post_init__(self):
+        check_workers_and_shard(self.workers, self.shard)
+
+
 def select_instances(metadata: Path, subset: int | None, nslt: Path | None) -> tuple[list[str], list[Instance]]:
     """The class list and the instances a stage works on: WLASL-N, or what an nslt file lists.
 
@@ -176,6 +215,45 @@ def item_path(out: Path, folder: str, video_id: str, suffix: str) -> Path:
     if problem:
         raise ValueError(problem)
     return check_under(out, Path(out) / folder / f"{video_id}{suffix}")
+
+
+def pending_item(out: Path, folder: str, video_id: str, suffix: str) -> tuple[Path, Path] | Outcome:
+    """An item's data file (:func:`item_path`) and row file, or the outcome that already settles it.
+
+    Returns:
+        ``(data path, row path)`` for an item still to make; else a ``video_id``
+        skip (an unsafe id) or ``cached`` (both files are there from an earlier run).
+    """
+    try:
+        data_path = item_path(out, folder, video_id, suffix)
+        row_path = item_path(out, "rows", video_id, ".json")
+    except ValueError as e:  # ids are checked where they are read first (the metadata); this is the last line of defence
+        return Outcome(video_id, "skipped", "video_id", str(e))
+    if data_path.is_file() and row_path.is_file():
+        return Outcome(video_id, "cached")
+    return data_path, row_path
+
+
+def pending_instance(inst: Instance, cfg: StageConfig, folder: str, suffix: str) -> tuple[Path, Path, Path] | Outcome:
+    """:func:`pending_item`'s paths and the instance's source video, or the outcome that already settles it.
+
+    Returns:
+        ``(data path, row path, video path)``; else :func:`pending_item`'s
+        outcome, or a ``missing`` skip (no ``<video_id><ext>`` under ``cfg.videos``).
+    """
+    paths = pending_item(cfg.out, folder, inst.video_id, suffix)
+    if isinstance(paths, Outcome):
+        return paths
+    video = cfg.videos / f"{inst.video_id}{cfg.ext}"
+    if not video.is_file():
+        return Outcome(inst.video_id, "skipped", "missing", f"{video} does not exist")
+    return (*paths, video)
+
+
+def source_fields(inst: Instance) -> dict:
+    """The row's first source columns (``SOURCE_COLUMNS`` up to ``source``), as the metadata gives them."""
+    return {"video_id": inst.video_id, "gloss": inst.gloss, "label": inst.label, "split": inst.split,
+            "signer_id": inst.signer_id, "source": inst.source}  # fmt: skip
 
 
 def open_out(out: Path, stage: Stage) -> None:
@@ -364,6 +442,26 @@ def run_stage(
         "lost": [asdict(o) for o in lost],
     }  # fmt: skip
     return report
+
+
+def run_configured(
+    stage: Stage,
+    cfg: StageConfig,
+    *,
+    make_store: Callable[[StageConfig, list[str]], None],
+    work: Callable[..., Outcome],
+    progress: bool = True,
+) -> dict:
+    """Select ``cfg``'s instances, open its store, and :func:`run_stage` ``work(inst, cfg=cfg)`` on this shard's.
+
+    Args:
+        make_store: creates the store, or checks that an existing one was made the same way.
+        work: a module-level function of ``(inst, cfg=...)`` (it must pickle for workers > 1).
+    """
+    glosses, chosen = select_instances(cfg.metadata, cfg.subset, cfg.nslt)
+    make_store(cfg, glosses)
+    return run_stage(stage, out=cfg.out, chosen=chosen, work=functools.partial(work, cfg=cfg), shard=cfg.shard,
+                     workers=cfg.workers, progress=progress, drop_duplicates=cfg.drop_duplicates)  # fmt: skip
 
 
 def duplicate_groups(rows: list[dict]) -> list[dict]:
