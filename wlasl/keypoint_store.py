@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.core.readers import DamagedFile, delete_advice, read_npz
-from wlasl.clip_store import SOURCE_COLUMNS, StoreError, read_store_files
+from wlasl.clip_store import SOURCE_COLUMNS, ClipEntry, StoreError, read_store_files
 
 __all__ = [
     "FACE_SUBSET",
@@ -112,15 +112,9 @@ def part_slices() -> dict[str, slice]:
 
 
 @dataclass(frozen=True)
-class KeypointEntry:
-    """One clip of the store, as the manifest lists it."""
+class KeypointEntry(ClipEntry):
+    """One clip of the store, as the manifest lists it: a clip store's entry plus the source frame size in px."""
 
-    video_id: str
-    label: int
-    gloss: str
-    split: str
-    path: Path
-    signer_id: int = -1
     width: int = 0
     height: int = 0
 
