@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 import numpy as np  # noqa: E402
 
+from benchmarks.results import write_results  # noqa: E402
+
 MODELS = ("movinet_a0", "x3d_xs", "i3d")
 SEED, CROP = 0, (0.7, 1.0)
 
@@ -286,9 +288,7 @@ def main(argv=None) -> int:
                       f"step {f['step_ms_median']:8.1f} ms  wait {f['wait_ms_mean']:7.1f} ms  "
                       f"[{r['precision']}, {r['frames']}x{r['size']}², batch {r['batch']}, {r['workers']} workers, "
                       f"{time.perf_counter() - t:.0f} s]{extra}", flush=True)  # fmt: skip
-        if args.json:  # after every model, so a run cut short keeps what it measured
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        write_results(args.json, results)  # after every model, so a run cut short keeps what it measured
     return 1 if any("error" in r for r in results) else 0
 
 

@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 import numpy as np  # noqa: E402
 
+from benchmarks.results import write_results  # noqa: E402
+
 WORKERS = (0, 1, 2)
 
 
@@ -271,9 +273,7 @@ def main(argv=None) -> int:
     print("cores: CPU time / wall time of the loader's process (all threads): what it could get on this machine;")
     print("aug CPU: the device crop run on this CPU; w0+aug: host and crop in turn (a CPU-only run);")
     print("cv2 loop: the old per-clip CPU path (window, crop, cv2 resize), one core")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.json, results)
     return 0
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
+from benchmarks.results import write_results  # noqa: E402
+
 FRAMES, SIZE, BATCH = 20, 224, 8
 
 
@@ -180,9 +182,7 @@ def main(argv=None) -> int:
             r = results[-1]
             print(f"{r['mode']:8s} clips={r['clips']:4d} workers={r['workers']}  {r['clips_per_s']:7.1f} clips/s  "
                   f"peak RSS {r['peak_rss_mb']:7.1f} MB (worker {r['worker_peak_rss_mb']:.1f} MB)", flush=True)  # fmt: skip
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     return 0
 
 

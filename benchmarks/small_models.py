@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
+from benchmarks.results import write_results  # noqa: E402
+
 MODELS = ("cnn2d", "movinet_a0", "x3d_xs")
 NUM_CLASSES = 100  # WLASL100's head
 
@@ -174,9 +176,7 @@ def main(argv=None) -> int:
         ratio = f"{r['train_clips_per_s'] / base['train_clips_per_s']:.2f}x" if base else "-"
         label = r["display"] + (f" ({r['options']['conv_type']})" if r["options"].get("conv_type") else "")
         print(f"{label:<24} {r['framework']:<9} {r['params']:>11,} {r['train_clips_per_s']:>14.2f} {r['step_s']:>14.3f} {ratio:>10}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"shapes": shapes, "steps": args.steps, "rows": rows}, indent=1) + "\n")
+    write_results(args.out, {"shapes": shapes, "steps": args.steps, "rows": rows})
     return 1 if any("error" in r for r in rows) else 0
 
 
