@@ -24,15 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
 from models.ensemble import GRID_STEPS, fuse_runs  # noqa: E402
+from utils.core.argv import script_parser  # noqa: E402
 from utils.core.records import RecordError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/ensemble.py",
-        description="Fuse finished runs' per-class scores (weighted softmax probabilities) into a new run directory.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = script_parser(
+        "main/ensemble.py",
+        "Fuse finished runs' per-class scores (weighted softmax probabilities) into a new run directory.",
+        __doc__,
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="two or more completed run directories")
     p.add_argument("--out", required=True, help="the ensemble's run directory (its name is the run id)")

@@ -30,15 +30,15 @@ sys.path.insert(0, str(ROOT))  # run from anywhere without install
 from utils.cluster.experiment import load_experiment, make_plan  # noqa: E402
 from utils.cluster.shell import command_line  # noqa: E402
 from utils.cluster.slurm import ResourceError  # noqa: E402
+from utils.core.argv import script_parser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/experiment.py",
-        description="Run an experiment file as SLURM jobs chained with --dependency, or in order on this machine; "
+    p = script_parser(
+        "main/experiment.py",
+        "Run an experiment file as SLURM jobs chained with --dependency, or in order on this machine; "
         "`status` shows where it stands, `report` writes its table.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        __doc__,
     )
     p.add_argument("command", choices=["run", "status", "report", "step"], help="run: submit (or --local); status; "
                    "report: the table of the experiment's runs (what its report job runs); step KEY: one ensemble "

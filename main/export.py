@@ -24,14 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
+from utils.core.argv import script_parser  # noqa: E402
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/export.py",
-        description="Export a run's best model (tflite/savedmodel for Keras runs, onnx for PyTorch runs), "
+    p = script_parser(
+        "main/export.py",
+        "Export a run's best model (tflite/savedmodel for Keras runs, onnx for PyTorch runs), "
         "optionally int8, and evaluate the exported file on the store's test split through its own runtime.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        __doc__,
     )
     p.add_argument("run_dir", type=Path, help="a finished run directory (results/runs/<run_id>)")
     p.add_argument("--format", required=True, choices=("tflite", "onnx", "savedmodel"), help="export format")

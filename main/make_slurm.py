@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
 from utils.cluster.profile import load_profile, valid_keys  # noqa: E402
 from utils.cluster.render import check_dir, render_all, write_dir  # noqa: E402
+from utils.core.argv import script_parser  # noqa: E402
 
 # The committed pairs: the generic cluster files, and the ones fitted to slurm/local_cluster.sh (its single
 # node, and the two namespaced nodes of `start --nodes 2`).
@@ -32,13 +33,12 @@ COMMITTED = ((ROOT / "slurm" / "cluster.toml", ROOT / "slurm"), (ROOT / "slurm" 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/make_slurm.py",
-        description="Write slurm/*.slurm (one job per model, preprocessing arrays, tuning, report) from a cluster "
+    p = script_parser(
+        "main/make_slurm.py",
+        "Write slurm/*.slurm (one job per model, preprocessing arrays, tuning, report) from a cluster "
         "profile. Without --profile: slurm/cluster.toml -> slurm/, slurm/local.toml -> slurm/local/ and "
         "slurm/local_multi.toml -> slurm/local_multi/.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        __doc__,
     )
     p.add_argument("--profile", type=Path, help="TOML cluster profile (default: both committed profiles)")
     p.add_argument("--out", type=Path, help="folder for the job files (default slurm/ for slurm/cluster.toml)")

@@ -11,21 +11,20 @@ the log folder sbatch needs. Arguments after `--` go to the job's command and wi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
 from utils.cluster.slurm import ResourceError, submit_file  # noqa: E402
+from utils.core.argv import script_parser  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="main/submit.py",
-        description="sbatch a job file after checking its CPUs, memory and GRES against sinfo.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = script_parser(
+        "main/submit.py",
+        "sbatch a job file after checking its CPUs, memory and GRES against sinfo.",
+        __doc__,
     )
     p.add_argument("job", help="job file, e.g. slurm/movinet_a3.slurm")
     p.add_argument("job_args", nargs="*", help="arguments for the job's command (after --)")

@@ -30,14 +30,14 @@ from utils.cluster.experiment import load_experiment, make_plan, sweep_experimen
 from utils.cluster.runner import choose_profile, default_cluster, execute, run_local  # noqa: E402
 from utils.cluster.slurm import ResourceError  # noqa: E402
 from utils.cluster.status import experiment_report, format_status, plan_status  # noqa: E402
+from utils.core.argv import script_parser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main/sweep.py",
-        description="Train models x seeds as one job array (SLURM, or in order here); `status` lists the runs.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = script_parser(
+        "main/sweep.py",
+        "Train models x seeds as one job array (SLURM, or in order here); `status` lists the runs.",
+        __doc__,
     )
     p.add_argument("--models", required=True, help="comma-separated model names, e.g. movinet_a0,x3d_s")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per model (default 1)")

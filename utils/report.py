@@ -26,6 +26,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))  # run from anywhere without install, as main/*.py
 
 import models  # noqa: E402,F401  (registers every family: names and row order come from the registry)
+from utils.core.argv import script_parser  # noqa: E402
 from utils.core.files import atomic_write_text, make_dirs  # noqa: E402
 from utils.reporting import plots  # noqa: E402
 from utils.reporting.exports import ExportRow, collect_exports, format_exports  # noqa: E402
@@ -224,15 +225,14 @@ def write_outputs(report: Report, out: str | Path, plots_dir: str | Path | None,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="utils/report.py",
-        description="Aggregate the run records (metrics.json) under a results root into the result table "
+    p = script_parser(
+        "utils/report.py",
+        "Aggregate the run records (metrics.json) under a results root into the result table "
         "(one row per model and subset, mean ± std over seeds, n; accuracies in percent; each tuning "
         "study's best trial by val top-1), print it, and save it with the plots. Failed, running, "
         "interrupted, stopped and dry runs are listed apart; unreadable, invalid or old-schema records "
         "are reported and skipped. How to read it: docs/results.md.",
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        __doc__,
     )
     p.add_argument(
         "--results",

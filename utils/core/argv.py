@@ -12,7 +12,15 @@ from __future__ import annotations
 import argparse
 import difflib
 
-__all__ = ["parse_strictly"]
+__all__ = ["parse_strictly", "script_parser"]
+
+
+def script_parser(prog: str, description: str, doc: str) -> argparse.ArgumentParser:
+    """A script's parser: ``description`` on top, and below the options the examples that end
+    the script's docstring ``doc`` (what follows ``Examples:``), kept as written.
+    """
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=doc.split("Examples:")[1],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
 
 
 def parse_strictly(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
