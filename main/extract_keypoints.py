@@ -30,10 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from anywhere without install
 
-from wlasl.clip_store import StoreError  # noqa: E402
 from wlasl.keypoints import keypoint_config, keypoint_parser, run_keypoints  # noqa: E402
-from wlasl.metadata import MetadataError  # noqa: E402
-from wlasl.stage import exit_status, summary  # noqa: E402
+from wlasl.stage import SCRIPT_ERRORS, check_videos, exit_status, summary  # noqa: E402
 
 # Set on the re-run, so a pose environment without MediaPipe fails instead of looping.
 _REEXEC = "SLR_POSE_REEXEC"
@@ -89,10 +87,9 @@ def main(argv=None) -> int:
     if not _has_mediapipe():
         return _reexec_in_pose_env(argv)
     try:
-        if not cfg.videos.is_dir():
-            raise FileNotFoundError(f"--videos {cfg.videos} is not a directory; point it at the folder of <video_id>.mp4 files")
+        check_videos(cfg)
         report = run_keypoints(cfg, progress=not args.no_progress)
-    except (FileNotFoundError, MetadataError, StoreError, ValueError) as e:
+    except SCRIPT_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(report, unit="keypoint clips"))

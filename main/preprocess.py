@@ -25,10 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
-from wlasl.clip_store import StoreError  # noqa: E402
-from wlasl.metadata import MetadataError  # noqa: E402
 from wlasl.prepare import prepare_config, prepare_parser, run_prepare, summary  # noqa: E402
-from wlasl.stage import exit_status  # noqa: E402
+from wlasl.stage import SCRIPT_ERRORS, check_videos, exit_status  # noqa: E402
 
 
 def build_parser():
@@ -39,10 +37,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = prepare_config(args)
-        if not cfg.videos.is_dir():
-            raise FileNotFoundError(f"--videos {cfg.videos} is not a directory; point it at the folder of <video_id>.mp4 files")
+        check_videos(cfg)
         report = run_prepare(cfg, progress=not args.no_progress)
-    except (FileNotFoundError, MetadataError, StoreError, ValueError) as e:
+    except SCRIPT_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(report))

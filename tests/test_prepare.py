@@ -187,6 +187,36 @@ def test_shard_defaults_from_slurm_array():
         parse_shard("2-8", {})
 
 
+def test_an_item_is_settled_before_its_work_for_every_stage(tmp_path):
+    """wlasl.stage's pending_item/pending_instance: the unsafe-id, cached and missing-video rules both stages share."""
+    from wlasl.metadata import Instance
+    from wlasl.prepare import PrepareConfig
+    from wlasl.stage import Outcome, check_videos, pending_instance, pending_item, source_fields
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    cfg = PrepareConfig(metadata=tmp_path / "m.json", videos=videos, out=tmp_path / "store")
+    inst = Instance(video_id="00001", gloss="book", label=0, split="train", signer_id=3, bbox=(0, 0, 10, 10),
+                    frame_start=1, frame_end=-1, fps_nominal=25, source="aslu")  # fmt: skip
+    assert pending_instance(inst, cfg, "clips", ".npy") == Outcome("00001", "skipped", "missing",
+                                                                   f"{videos / '00001.mp4'} does not exist")  # fmt: skip
+    (videos / "00001.mp4").write_bytes(b"")
+    clip, row, video = pending_instance(inst, cfg, "clips", ".npy")
+    assert (clip, row, video) == (cfg.out / "clips" / "00001.npy", cfg.out / "rows" / "00001.json", videos / "00001.mp4")
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"")
+    assert pending_item(cfg.out, "clips", "00001", ".npy") == (clip, row)  # no row yet: made again
+    row.parent.mkdir()
+    row.write_text("{}")
+    assert pending_instance(inst, cfg, "clips", ".npy") == Outcome("00001", "cached")
+    bad = pending_item(cfg.out, "clips", "../x", ".npy")
+    assert isinstance(bad, Outcome) and (bad.state, bad.reason) == ("skipped", "video_id")
+    assert list(source_fields(inst)) == list(MANIFEST_COLUMNS[:6])
+    check_videos(cfg)
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        check_videos(PrepareConfig(metadata=cfg.metadata, videos=tmp_path / "none", out=cfg.out))
+
+
 def test_store_geometry_mismatch_is_refused(synthetic, tiny_store, tmp_path):
     out = tmp_path / "geo"
     shutil.copytree(tiny_store, out)

@@ -37,14 +37,16 @@ from utils.core.files import atomic_write_text, remove_stale_temps
 from utils.core.ids import check_under, id_problem
 from utils.core.readers import delete_advice, read_json
 from wlasl.clip_store import StoreError
-from wlasl.metadata import Instance, load_nslt, load_wlasl, select_nslt, select_subset
+from wlasl.metadata import Instance, MetadataError, load_nslt, load_wlasl, select_nslt, select_subset
 from wlasl.workers import Lost, run_pool
 
 __all__ = [
+    "SCRIPT_ERRORS",
     "Outcome",
     "Stage",
     "StageConfig",
     "add_stage_args",
+    "check_videos",
     "assemble",
     "item_path",
     "lost_error",
@@ -184,6 +186,20 @@ class StageConfig:
 
     def __post_init__(self):
         check_workers_and_shard(self.workers, self.shard)
+
+
+# What a stage's script reports as one ``error:`` line and exit status 2: each message says what to fix.
+SCRIPT_ERRORS = (FileNotFoundError, MetadataError, StoreError, ValueError)
+
+
+def check_videos(cfg: StageConfig) -> None:
+    """What a stage's script checks before it runs: ``--videos`` must be a folder.
+
+    Raises:
+        FileNotFoundError: it is not, naming the fix.
+    """
+    if not cfg.videos.is_dir():
+        raise FileNotFoundError(f"--videos {cfg.videos} is not a directory; point it at the folder of <video_id>.mp4 files")
 
 
 def select_instances(metadata: Path, subset: int | None, nslt: Path | None) -> tuple[list[str], list[Instance]]:
