@@ -140,7 +140,7 @@ def rgb_overfit(a, work: Path, previous: dict, save) -> dict:
             "train": {"schedule": "none", **RGB_SETTINGS[name]},
         }
         if name == "movinet_a0":
-            over["model"]["options"] = {"conv_type": "2plus1d"}  # ~30x faster on CPU than 3d (docs/design.md)
+            over["model"]["options"] = {"conv_type": "2plus1d"}  # as the CPU tests run it
         cpu, reached, hist, res = 0.0, None, [], {}
         for epochs in range(a.rgb_chunk, a.rgb_epochs + 1, a.rgb_chunk):
             chunk = {k: dict(v) for k, v in over.items()}
