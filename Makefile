@@ -39,7 +39,7 @@ demo: $(STAMP)
 # it waits on SLURM or on subprocesses); both environments first.
 TEST_WORKERS ?= 2
 test: $(STAMP) $(POSE_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load --durations=25 $(PYTEST_ARGS)
 
 # The unit tests for the inner loop (about 2 minutes on 2 cores): no SLURM cluster, nothing slow, no test
 # that builds framework models (integration: tests/conftest.py). `make test` stays what CI runs.
@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/loader_tf.py
 	$(PY) benchmarks/loader_torch.py
 	$(PY) benchmarks/tensorboard_events.py
+	$(PY) benchmarks/channels_last.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

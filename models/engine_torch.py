@@ -42,6 +42,7 @@ from models._torch_global_bn import to_global_batchnorm
 from models._torch_optim import PolicyOptimizer
 from models.distill import Distillation, check_fit
 from models.lifecycle import Run
+from models.registry import get_model
 from utils.core.config import RunConfig
 from utils.core.distenv import dist_env, set_master_env
 from utils.core.files import atomic_write_bytes
@@ -288,14 +289,14 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
     if n_out != loaders.num_classes:
         raise ValueError(f"the model outputs {n_out} classes but the store has {loaders.num_classes}; rebuild it")
     env = environment(params=sum(p.numel() for p in plain.parameters()), torch=torch.__version__,
-                      device=str(setup.device), world_size=setup.world,
+                      device=str(setup.device), world_size=setup.world, channels_last=channels_last(cfg, setup.device),
                       pretrained=getattr(plain, "pretrained_report", None))  # fmt: skip
     run = Run(run_dir, cfg, framework="torch", num_classes=loaders.num_classes, env=env, main=setup.main)
     if run.done:
         run.log(f"{run.record.run_id} already completed {run.record.epochs} epochs; nothing to do")
         return run.record
     plain.to(setup.device)
-    if cfg.train.channels_last:
+    if env["channels_last"]:
         plain.to(memory_format=torch.channels_last_3d)
         if hasattr(plain, "input"):
             plain.input.channels_last = True
@@ -303,6 +304,13 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
     ckpt = _Checkpoints(run.ckpt_dir, plain, opt, setup)
     trainer = _Trainer(plain, opt, setup, ckpt, cfg=cfg, augment=loaders.augment, distill=distill)
     return run.train(trainer, loaders, flag)
+
+
+def channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    """Whether the model trains in ``channels_last_3d``: the run's choice, else its registry entry's on a CPU."""
+    if cfg.train.channels_last is not None:
+        return cfg.train.channels_last
+    return device.type == "cpu" and get_model(cfg.model.name).channels_last_cpu
 
 
 def load_weights(model: nn.Module, folder: Path, files: list[str]) -> None:

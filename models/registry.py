@@ -107,6 +107,10 @@ class ModelSpec:
         description: one line for ``--help`` and listings.
         warmup_epochs: the learning-rate warm-up a run gets unless it sets
             its own (``TrainConfig.warmup_epochs``).
+        channels_last_cpu: PyTorch models that train measurably faster on a
+            CPU in ``channels_last_3d`` (``benchmarks/channels_last.py``); the
+            engine uses that layout there unless a run sets
+            ``TrainConfig.channels_last``.
     """
 
     name: str
@@ -127,6 +131,7 @@ class ModelSpec:
     kwargs: dict = field(default_factory=dict)
     description: str = ""
     warmup_epochs: int = 0
+    channels_last_cpu: bool = False
 
     @property
     def variant(self) -> str | None:

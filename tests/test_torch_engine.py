@@ -174,3 +174,21 @@ def test_x3d_xs_learns_the_synthetic_motion_classes(tmp_path_factory):
     assert record.metrics["val"]["n"] == 15
     assert record.metrics["val"]["top1"] >= 0.8
     assert record.metrics["test"]["top1"] >= 0.6
+
+
+def test_channels_last_is_the_runs_choice_else_the_registry_entrys_on_a_cpu(store, tmp_path):
+    """X3D trains in channels_last_3d on a CPU (its registry entry: about twice as fast there); a run may say otherwise."""
+    from models.engine_torch import channels_last
+    from utils.train_cli import parse_train_argv
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    x3d, toy = make_cfg(store, tmp_path, "x", model="x3d_xs"), make_cfg(store, tmp_path, "t", model="toy_small")
+    assert get_model("x3d_xs").channels_last_cpu and not get_model("toy_small").channels_last_cpu
+    assert channels_last(x3d, cpu) and not channels_last(x3d, gpu) and not channels_last(toy, cpu)
+    assert not channels_last(x3d.replace(train={"channels_last": False}), cpu)
+    assert channels_last(toy.replace(train={"channels_last": True}), gpu)
+    for flag, want in (([], None), (["--channels-last"], True), (["--no-channels-last"], False)):
+        assert parse_train_argv("x3d", ["--variant", "xs", "--data", "d", *flag]).train.channels_last is want
+    # The run records the layout it trained in.
+    record = train(x3d.replace(train={"epochs": 1, "steps_per_epoch": 1}))
+    assert record.status == "completed" and record.env["channels_last"] is True

@@ -54,7 +54,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--early-stop", type=int, help="patience in epochs without val gain (default 0 = off)")
     g.add_argument("--mixed-precision", action="store_true", default=None, help="mixed precision on GPU")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile (PyTorch) / XLA (Keras)")
-    g.add_argument("--channels-last", action="store_true", default=None, help="PyTorch: channels_last_3d")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="PyTorch: channels_last_3d memory format (default: on a CPU for the models whose registry entry "
+                   "says it is faster there, X3D and S3D; off otherwise)")
     g.add_argument("--seed", type=int, help="random seed (default 0); part of the run id")
     g.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="refuse to resume an existing run")
     g = p.add_argument_group("knowledge distillation (models/distill.py, docs/distillation.md)")

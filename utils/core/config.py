@@ -163,7 +163,10 @@ class TrainConfig:
         steps_per_epoch: cap on train steps per epoch (None = the whole split).
         resume: continue from the run directory's checkpoint if there is one.
         compile: PyTorch only: torch.compile the model.
-        channels_last: PyTorch only: channels_last_3d memory format.
+        channels_last: PyTorch only: channels_last_3d memory format; None =
+            the model's choice on a CPU (``ModelSpec.channels_last_cpu``: on
+            for X3D, whose training step it halves there, and S3D), off
+            elsewhere.
         teachers: knowledge distillation: finished run directories whose
             train-split scores (``scores_train.npz``) are the soft targets
             (``models/distill.py``); empty = plain training on the labels.
@@ -187,7 +190,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     resume: bool = True
     compile: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None
     teachers: tuple[str, ...] = ()
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
