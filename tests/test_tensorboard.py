@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -76,22 +76,32 @@ def _child(store, results, run_id, *extra, kill_after=0):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# TensorBoard's own line once it listens: "TensorBoard 2.20.0 at http://127.0.0.1:53217/ (Press CTRL+C to quit)".
+_LISTENING = re.compile(r"TensorBoard \S+ at http://127\.0\.0\.1:(\d+)/")
 
 
 class Board:
     """A running ``tensorboard`` process and its HTTP data API."""
 
     def __init__(self, logdir: Path, *extra: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = logdir.parent / f"tensorboard-{self.port}.log"
-        cmd = [str(TENSORBOARD), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
+        # Port 0: the server binds a port the system picks, and says which. A port picked here and
+        # handed over could be taken in between (CI saw "could not bind to port 45441, it was
+        # already in use" with 7 tests erroring at setup).
+        self.log = logdir.parent / f"tensorboard-{time.time_ns()}.log"
+        cmd = [str(TENSORBOARD), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0",
                "--reload_interval", "1", *extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's address, from its own line in the log; ConnectionRefusedError (an OSError) until it listens."""
+        if self._url is None:
+            found = _LISTENING.search(self.log.read_text(errors="replace"))
+            if found is None:
+                raise ConnectionRefusedError(f"tensorboard has not said its port yet ({self.log})")
+            self._url = f"http://127.0.0.1:{found.group(1)}"
+        return self._url
 
     def get(self, path: str, **query):
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
@@ -117,7 +127,7 @@ class Board:
             except OSError:
                 pass  # not listening yet
             if time.time() > end:
-                raise AssertionError(f"tensorboard at {self.url} not ready in {deadline_s} s: {self.log.read_text()[-2000:]}")
+                raise AssertionError(f"tensorboard at {self._url or 'a port not said yet'} not ready in {deadline_s} s: {self.log.read_text()[-2000:]}")
             time.sleep(0.5)
 
     def scalars(self, run: str, tag: str) -> list[tuple[int, float]]:
