@@ -40,6 +40,7 @@ def step_times(name: str, args) -> dict:
 
     import models  # noqa: F401  (registers the models)
     from models._torch_optim import PolicyOptimizer
+    from models.engine_torch import set_channels_last
     from models.policy import optimizer_settings
     from models.registry import get_model
     from utils.core.config import TrainConfig
@@ -53,8 +54,7 @@ def step_times(name: str, args) -> dict:
     times = {"default": [], "channels_last_3d": []}
     for _ in range(args.steps + 1):  # the first round of each layout warms up
         for layout in times:
-            model.to(memory_format=torch.channels_last_3d if layout != "default" else torch.contiguous_format)
-            model.input.channels_last = layout != "default"
+            set_channels_last(model, layout != "default")
             start = time.perf_counter()
             loss = torch.nn.functional.cross_entropy(model(clips), labels)
             opt.opt.zero_grad()

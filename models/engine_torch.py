@@ -297,9 +297,7 @@ def _fit(model: nn.Module, loaders, cfg: RunConfig, run_dir: Path, flag, setup: 
         return run.record
     plain.to(setup.device)
     if env["channels_last"]:
-        plain.to(memory_format=torch.channels_last_3d)
-        if hasattr(plain, "input"):
-            plain.input.channels_last = True
+        set_channels_last(plain, True)
     opt = PolicyOptimizer(plain.parameters(), policy.optimizer_settings(cfg.train))
     ckpt = _Checkpoints(run.ckpt_dir, plain, opt, setup)
     trainer = _Trainer(plain, opt, setup, ckpt, cfg=cfg, augment=loaders.augment, distill=distill)
@@ -311,6 +309,13 @@ def channels_last(cfg: RunConfig, device: torch.device) -> bool:
     if cfg.train.channels_last is not None:
         return cfg.train.channels_last
     return device.type == "cpu" and get_model(cfg.model.name).channels_last_cpu
+
+
+def set_channels_last(model: nn.Module, on: bool) -> None:
+    """Put ``model``'s weights in ``channels_last_3d`` (or back), and its clip input with them (no copy made there)."""
+    model.to(memory_format=torch.channels_last_3d if on else torch.contiguous_format)
+    if hasattr(model, "input"):
+        model.input.channels_last = on
 
 
 def load_weights(model: nn.Module, folder: Path, files: list[str]) -> None:
