@@ -10,10 +10,11 @@ nodes are in tests/test_slurm_multinode.py.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests._ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # float32 over a few dozen values per channel: summation order moves the last bits only (measured < 1e-6).
@@ -51,14 +52,9 @@ dist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_torch_global_batchnorm_over_two_processes_is_batchnorm_over_the_whole_batch():
-    port = str(_free_port())
+    port = str(free_port())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", TORCH_RANK, str(rank), port], cwd=ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]  # fmt: skip

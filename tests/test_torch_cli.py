@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ torch = pytest.importorskip("torch")
 
 import models.s3d  # noqa: E402,F401
 import models.x3d  # noqa: E402,F401
+from tests._ports import free_port  # noqa: E402
 from tests.torch_helpers import make_store, toy_family  # noqa: E402
 from utils.core.preempt import REQUEUE_EXIT_CODE  # noqa: E402
 from utils.core.records import read_history, read_record  # noqa: E402
@@ -101,11 +101,6 @@ def test_sigusr1_checkpoints_exits_85_and_the_rerun_finishes_the_same_run(store,
     assert [r["val_loss"] for r in read_history(run_dir)] == [r["val_loss"] for r in read_history(tmp_path / "runs" / "ref")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_process_ddp_matches_one_process(store, tmp_path, toy):
     # --batch-size is the global batch (models/policy.py): 4 is 2 per process
@@ -113,7 +108,7 @@ def test_two_process_ddp_matches_one_process(store, tmp_path, toy):
     # BatchNorm, so one and two processes must agree closely.
     preset = _preset(tmp_path, epochs=2, lr=1e-3)
     assert main("toy", ["--variant", "small", *_args(store, tmp_path, "one", "--config", preset, "--batch-size", "4")]) == 0
-    port = _free_port()
+    port = free_port()
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._ports import free_port
 from tests._tuning_fake import FAMILY, fake_run, trained
 from utils.core.config import config_from_dict, load_preset
 from utils.core.records import read_history, read_record
@@ -170,16 +170,11 @@ def test_killed_search_resumes_the_same_study(env):
     assert len({run for run, _ in log}) == 3 and len(log) == 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_distributed_chief_and_two_workers_share_the_trials(env):
     argv = _argv(env, "bayesian", "--max-trials", "4", "--distributed", "--chief-timeout-s", "120")
-    net = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    net = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
     procs = {tid: _run_fake(argv, env, KERASTUNER_TUNER_ID=tid, **net) for tid in ("chief", "tuner1", "tuner2")}
     outs = {}
     for tid, proc in procs.items():
@@ -199,7 +194,7 @@ def test_distributed_chief_and_two_workers_share_the_trials(env):
 
 
 def test_worker_without_a_chief_exits_with_the_address_it_tried(env, monkeypatch, capsys):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     for key, value in {"KERASTUNER_TUNER_ID": "tuner1", "KERASTUNER_ORACLE_IP": "127.0.0.1",
                        "KERASTUNER_ORACLE_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
