@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import models
+from tests._ports import free_port
 from utils.core.config import DataConfig, ModelConfig, RunConfig, config_from_dict
 from utils.tuning.distributed import ADDRESS_FILE, Role, connect_worker, first_node, resolve_role
 from utils.tuning.space import COMMON_SPACE, TARGETS, SpaceError, family_space, load_space_file, trial_config
@@ -135,16 +136,8 @@ def test_first_node_of_a_slurm_nodelist():
     assert first_node("a1,b2") == "a1"
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_worker_that_cannot_reach_the_chief_names_the_address(tmp_path):
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     role = Role("tuner1", "127.0.0.1", port)
     with pytest.raises(ConnectionError, match=f"tuner1 cannot reach the tuning chief at 127.0.0.1:{port}"):
         connect_worker(role, tmp_path, timeout_s=1.0, environ={})
