@@ -229,11 +229,16 @@ def fingerprint(cfg: RunConfig | dict, store: str | None = None) -> dict:
     return flat
 
 
+# Settings whose code default is "the model's own" (None, filled in by models.train.resolve), as a
+# run checkpointed before the setting existed had them: it trained without warm-up.
+BEFORE_IT_EXISTED = {"train.warmup_epochs": 0}
+
+
 def _defaults() -> dict:
-    """The fingerprint of the code defaults: what a setting missing from an older checkpoint was."""
+    """What a setting missing from an older checkpoint was: its code default, or :data:`BEFORE_IT_EXISTED`."""
     from utils.core.config import config_from_dict
 
-    return fingerprint(config_from_dict({"model": {"name": ""}, "data": {"root": ""}}))
+    return {**fingerprint(config_from_dict({"model": {"name": ""}, "data": {"root": ""}})), **BEFORE_IT_EXISTED}
 
 
 def fingerprint_diff(saved: dict, current: dict) -> list[str]:

@@ -100,3 +100,15 @@ def test_a_setting_added_later_counts_as_its_default_when_an_older_run_resumes()
     assert policy.fingerprint_diff(older, policy.fingerprint(_cfg(epochs=10, clipnorm=1.0))) == [
         "train.clipnorm: None -> 1.0"
     ]
+
+
+def test_a_run_from_before_warm_up_existed_resumes_with_no_warm_up():
+    # warmup_epochs' code default is None ("the model's own"), but a run checkpointed before the
+    # setting existed trained without warm-up, and resolve gives most models 0: it must resume.
+    current = policy.fingerprint(_cfg(epochs=10, warmup_epochs=0))
+    older = {k: v for k, v in current.items() if k != "train.warmup_epochs"}
+    assert policy.fingerprint_diff(older, current) == []
+    # A model that now warms up by default (pose_transformer: 5) changed what the old run did: named.
+    assert policy.fingerprint_diff(older, policy.fingerprint(_cfg(epochs=10, warmup_epochs=5))) == [
+        "train.warmup_epochs: 0 -> 5"
+    ]

@@ -120,6 +120,18 @@ def test_an_existing_checkpoint_with_resume_off_is_an_error(store, tmp_path):
         train(make_cfg(store, tmp_path, "once", model="toy_small", train={"epochs": 1, "steps_per_epoch": 1, "resume": False}))
 
 
+def test_a_checkpoint_from_before_warm_up_existed_resumes(store, tmp_path):
+    cfg = make_cfg(store, tmp_path, "old", model="toy_small", train={"epochs": 1, "steps_per_epoch": 1})
+    train(cfg)
+    state_file = cfg.run_dir / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["fingerprint"]["train.warmup_epochs"]  # as the suite wrote it before --warmup-epochs
+    state_file.write_text(json.dumps(state))
+    resumed = train(make_cfg(store, tmp_path, "old", model="toy_small", train={"epochs": 2, "steps_per_epoch": 1}))
+    assert resumed.status == "completed" and resumed.epochs == 2
+    assert [int(r["epoch"]) for r in read_history(cfg.run_dir)] == [1, 2]
+
+
 def test_a_checkpoint_for_another_class_count_is_refused(store, tmp_path):
     cfg = make_cfg(store, tmp_path, "cls", model="toy_small", train={"epochs": 1, "steps_per_epoch": 1})
     train(cfg)
