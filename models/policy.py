@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from utils.core.config import RunConfig, TrainConfig
 
 __all__ = [
+    "BEFORE_IT_EXISTED",
     "FINGERPRINT_EXEMPT",
     "OPTIMIZERS",
     "PLATEAU_FACTOR",
@@ -56,6 +57,7 @@ __all__ = [
     "decays",
     "epoch_lr",
     "epochs_without_gain",
+    "filled",
     "fingerprint",
     "fingerprint_diff",
     "is_better",
@@ -241,6 +243,17 @@ def _defaults() -> dict:
     return {**fingerprint(config_from_dict({"model": {"name": ""}, "data": {"root": ""}})), **BEFORE_IT_EXISTED}
 
 
+def filled(flat: dict, exempt: frozenset = FINGERPRINT_EXEMPT) -> dict:
+    """``flat`` (from :func:`fingerprint` or :func:`settings`) with every setting it lacks, as it was then.
+
+    A record or checkpoint written before a setting existed lacks it; it trained
+    with the setting's code default (or :data:`BEFORE_IT_EXISTED`), so adding a
+    setting never makes an older run look different, to resume or to the report.
+    """
+    defaults = {k: v for k, v in _defaults().items() if k not in ("model.name", "data.root") and k not in exempt}
+    return {**defaults, **flat}
+
+
 def fingerprint_diff(saved: dict, current: dict) -> list[str]:
     """``key: saved -> current`` for every setting that differs (empty when the run may resume).
 
@@ -248,7 +261,6 @@ def fingerprint_diff(saved: dict, current: dict) -> list[str]:
     the run started) counts as its code default, so adding options never
     breaks the resume of older runs that did not use them.
     """
-    defaults = _defaults()
-    saved = {**{k: v for k, v in defaults.items() if k not in ("model.name", "data.root")}, **saved}
+    saved = filled(saved)
     keys = sorted(set(saved) | set(current))
     return [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}" for k in keys if saved.get(k) != current.get(k)]

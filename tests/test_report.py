@@ -423,6 +423,23 @@ def test_copied_run_counts_once_and_mixed_settings_are_flagged(seeded):
     assert "MoViNet-A2" not in rep.remarks().split("Not in the table")[0]
 
 
+def test_a_record_from_before_a_setting_existed_is_not_flagged_as_different(tmp_path):
+    # Two seeds of one row: the older record was written before kd_alpha and warmup_epochs existed;
+    # the newer has them at what the older one trained with (the default, no warm-up).
+    old, new = (make_run(tmp_path, "s3d", seed).to_dict() for seed in (0, 1))
+    for key in ("kd_alpha", "warmup_epochs"):
+        del old["config"]["train"][key]
+    new["config"]["train"]["warmup_epochs"] = 0  # resolved, as models.train.resolve records it
+    for rec in (old, new):
+        write_json(tmp_path / "runs" / rec["run_id"] / "metrics.json", rec)
+    rep = report.build_report(tmp_path)
+    assert [len(r.run_ids) for r in rep.rows if r.model == "s3d"] == [2]
+    assert "different settings" not in rep.remarks()
+    new["config"]["train"]["warmup_epochs"] = 5  # a real difference is still named
+    write_json(tmp_path / "runs" / new["run_id"] / "metrics.json", new)
+    assert "train.warmup_epochs: 0, 5" in report.build_report(tmp_path).remarks()
+
+
 def test_published_figures_stay_when_only_a_tuned_run_exists(tmp_path):
     results = tmp_path / "results"
     make_run(results, "movinet_a3", 0, tags={"study": "bo", "trial": "1"}, where="tuning/bo")

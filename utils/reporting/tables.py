@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.policy import ROW_EXEMPT, settings
+from models.policy import ROW_EXEMPT, filled, settings
 from utils.core.metrics import METRICS as _METRICS
 from utils.core.readers import read_text
 from utils.reporting.runs import LoadedRun, RunSet, display_name, metric_value, model_sort_key
@@ -107,7 +107,7 @@ def _params(runs: list[LoadedRun]) -> float | None:
 
 def _differences(runs: list[LoadedRun]) -> list[str]:
     # Which settings may differ between the seeds of one row: models/policy.py's one rule.
-    flats = [{k: repr(v) for k, v in settings(r.record.config, ROW_EXEMPT).items()} for r in runs]
+    flats = [{k: repr(v) for k, v in filled(settings(r.record.config, ROW_EXEMPT), ROW_EXEMPT).items()} for r in runs]
     keys = sorted(set().union(*flats)) if flats else []
     out = []
     for key in keys:
