@@ -235,8 +235,12 @@ def main(argv=None) -> int:
             if r is None:
                 continue
             goal = r.get("goal")
-            margin = f"{100 * goal['val_margin']:+6.1f}" if goal else "(baseline)" if name == "pose_linear" else "-"
-            met = ("met" if goal["met"] else "NOT met") if goal else "" if name == "pose_linear" else "other seeds"
+            if name == "pose_linear":
+                margin, met = "(baseline)", ""
+            elif goal is None:  # measured on other seeds than the baseline (with_goals)
+                margin, met = "-", "other seeds"
+            else:
+                margin, met = f"{100 * goal['val_margin']:+6.1f}", "met" if goal["met"] else "NOT met"
             seeds = ",".join(str(x) for x in _seeds(r))
             print(f"{name:<18} {_pct(r['train'])}  {_pct(r['val'])}  {_pct(r['test'])}  {margin:>12}   {met:<8}  {seeds}")
     if "rgb" in result:

@@ -40,6 +40,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -236,6 +237,7 @@ def fingerprint(cfg: RunConfig | dict, store: str | None = None) -> dict:
 BEFORE_IT_EXISTED = {"train.warmup_epochs": 0}
 
 
+@functools.cache  # the report fills every run's settings; the defaults never change in a process
 def _defaults() -> dict:
     """What a setting missing from an older checkpoint was: its code default, or :data:`BEFORE_IT_EXISTED`."""
     from utils.core.config import config_from_dict
@@ -251,15 +253,15 @@ def filled(flat: dict, exempt: frozenset = FINGERPRINT_EXEMPT) -> dict:
     setting never makes an older run look different, to resume or to the report.
     """
     defaults = {k: v for k, v in _defaults().items() if k not in ("model.name", "data.root") and k not in exempt}
-    return {**defaults, **flat}
+    return {**defaults, **flat}  # a copy: the cached defaults are never handed out
 
 
 def fingerprint_diff(saved: dict, current: dict) -> list[str]:
     """``key: saved -> current`` for every setting that differs (empty when the run may resume).
 
     A setting the saved fingerprint lacks (an option added to the suite after
-    the run started) counts as its code default, so adding options never
-    breaks the resume of older runs that did not use them.
+    the run started) counts as what it was then (:func:`filled`), so adding
+    options never breaks the resume of older runs that did not use them.
     """
     saved = filled(saved)
     keys = sorted(set(saved) | set(current))
