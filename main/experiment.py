@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
-from utils.cluster.experiment import load_experiment, make_plan  # noqa: E402
 from utils.cluster.shell import command_line  # noqa: E402
 from utils.cluster.slurm import ResourceError  # noqa: E402
 from utils.core.argv import script_parser  # noqa: E402
+from utils.experiment import load_experiment, make_plan  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

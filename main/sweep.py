@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
-from utils.cluster.experiment import load_experiment, make_plan, sweep_experiment  # noqa: E402
 from utils.cluster.runner import choose_profile, default_cluster, execute, run_local  # noqa: E402
 from utils.cluster.slurm import ResourceError  # noqa: E402
 from utils.cluster.status import experiment_report, format_status, plan_status  # noqa: E402
 from utils.core.argv import script_parser  # noqa: E402
+from utils.experiment import load_experiment, make_plan, sweep_experiment  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

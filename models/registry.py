@@ -149,6 +149,10 @@ class ModelSpec:
         """
         return f"wlasl{subset}_pose" if self.input == "keypoints" else f"wlasl{subset}_{self.size}"
 
+    def train_words(self) -> list[str]:
+        """``python main/train_<family>.py [--variant v]``: the start of this model's training command."""
+        return ["python", f"main/train_{self.family}.py"] + (["--variant", self.variant] if self.variant else [])
+
     def option(self, name: str) -> Option:
         for opt in self.options:
             if opt.name == name:

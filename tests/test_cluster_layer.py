@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_names_are_checked_in_one_place():
     """Run ids, study, experiment, sweep and job names: utils.core.ids.safe_name / slug, nowhere else."""
-    import utils.cluster.experiment as experiment
+    import utils.experiment as experiment
     from utils.core.ids import safe_name
 
     assert safe_name("wlasl100_v2.1", "x") == "wlasl100_v2.1"
@@ -139,3 +139,37 @@ def test_make_slurm_for_another_cluster_runs_with_bash(tmp_path):
         for f in out.glob("*.slurm"):
             f.unlink()
         out.rmdir()
+
+
+# -- the plan below the cluster layer, and the rules they share ---------------------------------
+
+
+def test_the_plan_is_made_without_the_cluster_layer():
+    """utils.experiment plans a whole study (its lazy imports too) without importing utils.cluster: a new
+    cluster backend touches utils/cluster only."""
+    code = ("import sys; from utils.experiment import load_experiment, make_plan; "
+            "plan = make_plan(load_experiment('experiments/thesis_wlasl100.yaml')); "
+            "print(len(plan.steps), sorted(m for m in sys.modules if m.startswith('utils.cluster')))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    steps, modules = r.stdout.split(" ", 1)
+    assert int(steps) > 2 and modules.strip() == "[]", r.stdout
+
+
+def test_job_states_say_once_what_failed_means():
+    """The planner (resubmit a failed store) and the status table (show it failed) read the same property."""
+    from utils.cluster.slurm import NEVER, JobState
+
+    assert [JobState(s).failed for s in ("COMPLETED", "UNKNOWN", "RUNNING", "PENDING", "REQUEUED")] == [False] * 5
+    assert [JobState(s).failed for s in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")] == [True] * 5
+    assert JobState("PENDING", reason=NEVER).failed  # waits for a dependency that failed: it will never run
+
+
+def test_a_models_training_command_comes_from_its_registry_entry():
+    from models.registry import get_model
+
+    assert get_model("x3d_xs").train_words() == ["python", "main/train_x3d.py", "--variant", "xs"]
+    assert get_model("i3d").train_words() == ["python", "main/train_i3d.py"]
+    assert get_model("pose_lstm").train_words() == ["python", "main/train_pose.py", "--variant", "lstm"]
+    jobs = render_all(load_profile(ROOT / "slurm" / "cluster.toml"))
+    assert "main/train_x3d.py --variant xs" in jobs["x3d_xs.slurm"]

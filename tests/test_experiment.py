@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from utils.cluster.experiment import apply_sets, load_experiment, make_plan
 from utils.cluster.runner import Facts, compress, execute, gather, plan_actions
 from utils.cluster.slurm import JobState
+from utils.experiment import apply_sets, load_experiment, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 THESIS = ROOT / "experiments" / "thesis_wlasl100.yaml"

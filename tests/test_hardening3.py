@@ -198,9 +198,9 @@ def _kill_on(inst):
 
 @pytest.mark.parametrize("kind", ["clips", "keypoints"])
 def test_f01_a_store_that_lost_an_instance_is_not_complete_and_goes_again(kind, tmp_path):
-    from utils.cluster.experiment import experiment_from, make_plan
     from utils.cluster.runner import gather, output_done, plan_actions
     from utils.cluster.status import plan_status
+    from utils.experiment import experiment_from, make_plan
     from wlasl import keypoints, prepare
     from wlasl.metadata import Instance
     from wlasl.stage import open_out, run_stage

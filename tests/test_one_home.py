@@ -88,7 +88,7 @@ def test_one_rule_of_which_settings_shape_a_result():
 
 def test_one_run_id_rule_for_training_sweeps_and_experiments(tmp_path, monkeypatch):
     """Issue 25: a distilled or streaming run started by an experiment is looked up under the id it trains under."""
-    from utils.cluster.experiment import load_experiment, make_plan
+    from utils.experiment import load_experiment, make_plan
 
     monkeypatch.chdir(ROOT)
     path = tmp_path / "e.yaml"

@@ -33,9 +33,9 @@ def toy_family():
 
 
 def test_a_new_family_reaches_every_consumer(toy_family, tmp_path):
-    from utils.cluster.experiment import make_plan, sweep_experiment
     from utils.cluster.profile import profile_from_dict
     from utils.cluster.render import render_all
+    from utils.experiment import make_plan, sweep_experiment
     from utils.reporting.runs import display_name, model_sort_key
     from utils.train_cli import train_parser
     from utils.tuning.cli import tune_parser

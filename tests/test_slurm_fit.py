@@ -161,8 +161,8 @@ def test_refused_sbatch_is_one_line(tmp_path):
 
 def test_a_refused_sweep_is_one_line_and_claims_no_job(tmp_path, monkeypatch):
     """Found in use: a refused sweep was a submitit traceback, with pickle files left in results/sweeps."""
-    from utils.cluster.experiment import make_plan, sweep_experiment
     from utils.cluster.runner import execute
+    from utils.experiment import make_plan, sweep_experiment
 
     monkeypatch.setenv("PATH", fake_slurm(tmp_path, sbatch_rc=1)["PATH"])
     monkeypatch.chdir(ROOT)
@@ -186,8 +186,8 @@ def test_a_refused_sweep_is_one_line_and_claims_no_job(tmp_path, monkeypatch):
 
 def test_sweep_honours_size_and_store_and_checks_stores(tmp_path, monkeypatch):
     """Found in use: `--size 64` still looked for wlasl3_224 / wlasl3_172, and every task failed later."""
-    from utils.cluster.experiment import make_plan, sweep_experiment
     from utils.cluster.runner import check_inputs, gather
+    from utils.experiment import make_plan, sweep_experiment
 
     monkeypatch.chdir(ROOT)
     by_size = make_plan(sweep_experiment(["x3d_xs", "movinet_a0"], 1, name="s", results=str(tmp_path), subset=3,

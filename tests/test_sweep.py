@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.cluster.experiment import make_plan, sweep_experiment
+from utils.experiment import make_plan, sweep_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

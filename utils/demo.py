@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from utils.cluster.experiment import load_experiment, make_plan
 from utils.cluster.runner import ROOT, run_local
 from utils.cluster.status import experiment_report
+from utils.experiment import load_experiment, make_plan
 
 __all__ = ["DEMO_FILE", "demo_plan", "run_demo"]
 

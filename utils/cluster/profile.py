@@ -17,7 +17,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.cluster.shell import check_directive, check_one_line, export_line
+from utils.cluster.shell import check_directive, export_line
+from utils.core.argv import check_one_line
 from utils.core.config import coerce
 
 __all__ = ["ALIASES", "DIRECTIVES", "JOB_KINDS", "KIND_DEFAULTS", "SlurmConfig", "load_profile", "parse_time_min",

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.cluster.experiment import Plan, Step
 from utils.cluster.profile import SlurmConfig, profile_from_dict, read_profile_file
 from utils.cluster.render import log_pattern, render_job
 from utils.cluster.shell import check_directive, command_line, quote
 from utils.cluster.slurm import (
+    NEVER,
     JobState,
     ResourceError,
     check_fit,
@@ -41,6 +41,7 @@ from utils.cluster.slurm import (
 )
 from utils.core.files import atomic_write_text, make_dirs
 from utils.core.records import RecordError, read_record, write_json
+from utils.experiment import Plan, Step
 from wlasl import keypoints, prepare
 
 __all__ = ["ROOT", "Action", "Facts", "choose_profile", "compress", "default_cluster", "execute", "gather", "job_log",
@@ -74,6 +75,11 @@ class Facts:
     def active(self, key: str) -> bool:
         st = self.state(key)
         return st is not None and st.active
+
+    def finished(self, key: str, shards: bool) -> bool:
+        """Its output exists, unless it is a store whose job failed (written with --strict skips): that is not done."""
+        st = self.state(key)
+        return key in self.done and not (shards and st is not None and st.failed)
 
 
 @dataclass(frozen=True)
@@ -149,13 +155,12 @@ def plan_actions(plan: Plan, facts: Facts) -> list[Action]:
         todo, never = [], []
         for i, (key, _) in enumerate(step.tasks):
             st = facts.state(key)
-            failed = st is not None and not st.active and st.state not in ("COMPLETED", "UNKNOWN")
-            if key in facts.done and not (step.shards and failed):  # a store whose job failed (--strict) is not done
+            if facts.finished(key, step.shards):
                 continue
             if facts.active(key):
                 queued.setdefault(step.name, set()).add(facts.jobs[key].split("_")[0])
                 continue
-            if st is not None and st.reason == "DependencyNeverSatisfied":
+            if st is not None and st.reason == NEVER:
                 never.append(facts.jobs[key])
             todo.append(i)
         actions += [Action("cancel", step.name, job=j, why="its dependency failed: it would wait forever") for j in never]

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 __all__ = [
     "DIRECTIVE_CHARS",
     "check_directive",
-    "check_one_line",
     "command_line",
     "export_line",
     "module_load_line",
@@ -52,13 +51,6 @@ def export_line(name: str, value) -> str:
 def module_load_line(module: str) -> str:
     """``module load 'name'``: a module name is one word, whatever it holds."""
     return f"module load {quote(module)}"
-
-
-def check_one_line(value: str, what: str) -> str:
-    """Refuse newlines and NULs (they would start a new line in any script); returns ``value``."""
-    if any(c in value for c in "\n\r\0"):
-        raise ValueError(f"{what} must be one line without control characters, received {value!r}")
-    return value
 
 
 def check_directive(value: str, what: str) -> str:

@@ -26,13 +26,15 @@ from pathlib import Path
 from utils.cluster.profile import SlurmConfig
 from utils.core.files import make_dirs
 
-__all__ = ["ACTIVE", "GresError", "JobState", "Node", "Request", "ResourceError", "check_fit", "cluster_nodes",
+__all__ = ["ACTIVE", "GresError", "JobState", "Node", "Request", "NEVER", "RUNNING", "ResourceError", "check_fit", "cluster_nodes",
            "config_request", "expand_task_ids", "fit_options", "job_states", "parse_gres", "parse_mem_mb", "preflight",
            "request", "slurm", "submit_file"]  # fmt: skip
 
 # States in which a job will still run (or runs): never submit it twice.
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
           "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD"}  # fmt: skip
+# States in which a job runs (the others of ACTIVE wait).
+RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
 # A pending job whose dependency failed: it will never run (without --kill-on-invalid-dep it waits forever).
 NEVER = "DependencyNeverSatisfied"
 
@@ -337,6 +339,11 @@ class JobState:
     def active(self) -> bool:
         """It will still run: queued (with a dependency that can still be met), running or requeued."""
         return self.state in ACTIVE and self.reason != NEVER
+
+    @property
+    def failed(self) -> bool:
+        """It ended without completing (failed, cancelled, timed out, out of memory, or will never run)."""
+        return not self.active and self.state not in ("COMPLETED", "UNKNOWN")
 
 
 def expand_task_ids(job_id: str) -> list[str]:

@@ -19,15 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.cluster.experiment import Plan
-from utils.cluster.runner import ROOT, Facts, gather, job_log, output_done
+from utils.cluster.runner import ROOT, Facts, gather, job_log
+from utils.cluster.slurm import RUNNING
 from utils.core.files import atomic_write_text, make_dirs
 from utils.core.records import RecordError, best_trial, read_record
+from utils.experiment import Plan, flags
 
 __all__ = ["TaskStatus", "experiment_report", "format_status", "plan_status", "run_step"]
-
-_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
-
 
 @dataclass
 class TaskStatus:
@@ -73,14 +71,13 @@ def plan_status(plan: Plan, facts: Facts | None = None) -> list[TaskStatus]:
             job, st, path = facts.jobs.get(key, ""), facts.state(key), plan.outputs.get(key, "")
             s = TaskStatus(key, "not submitted", job)
             record = _record(path) if key.startswith(("run:", "ensemble:")) else None
-            failed = st is not None and not st.active and st.state not in ("COMPLETED", "UNKNOWN")
             if key == "report":
                 s.state = "not submitted" if not job else "pending" if st is None else st.state.lower() if not st.active \
-                    else "running" if st.state in _RUNNING else "pending"  # fmt: skip
-            elif output_done(key, path) and not (step.shards and failed):
+                    else "running" if st.state in RUNNING else "pending"  # fmt: skip
+            elif facts.finished(key, step.shards):
                 s.state, s.value = "completed", _value(key, path)
             elif st is not None and st.active:
-                s.state = "running" if st.state in _RUNNING else "requeued" if st.requeued or "REQUEUE" in st.state else "pending"
+                s.state = "running" if st.state in RUNNING else "requeued" if st.requeued or "REQUEUE" in st.state else "pending"
                 s.reason = st.reason
             elif st is not None or (record and record.status in ("failed", "cancelled")):
                 cancelled = (record and record.status == "cancelled") or (st and st.state == "CANCELLED" and not record)
@@ -184,8 +181,6 @@ def run_step(plan: Plan, key: str) -> int:
         return rc
     make_dirs(out, f"export {name}")
     if e.predict:
-        from utils.cluster.experiment import flags
-
         r = subprocess.run([*python, "main/predict.py", e.predict, "--run", str(run), "--export", export,
                             *flags(e.options, key)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         sys.stderr.write(r.stderr)

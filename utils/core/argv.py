@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 
-__all__ = ["parse_strictly", "script_parser"]
+__all__ = ["check_one_line", "parse_strictly", "script_parser"]
 
 
 def script_parser(prog: str, description: str, doc: str) -> argparse.ArgumentParser:
@@ -43,3 +43,10 @@ def parse_strictly(parser: argparse.ArgumentParser, argv: list[str]) -> argparse
     parser.allow_abbrev = False
     parser.error = refuse
     return parser.parse_args(argv)
+
+
+def check_one_line(value: str, what: str) -> str:
+    """Refuse newlines and NULs (they would start a new line in any script or job file); returns ``value``."""
+    if any(c in value for c in "\n\r\0"):
+        raise ValueError(f"{what} must be one line without control characters, received {value!r}")
+    return value

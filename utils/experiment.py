@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from models.registry import get_model, list_models
-from utils.cluster.render import train_words
-from utils.cluster.shell import check_one_line
+from utils.core.argv import check_one_line
 from utils.core.config import MAX_SEED, YamlSyntaxError, coerce, load_yaml, read_mapping
 from utils.core.ids import safe_name
 from wlasl.keypoints import parse_keypoint_argv
@@ -423,7 +422,7 @@ def _runs(exp: Experiment, plan: Plan, outs: dict) -> None:
                 pretrained = pretrained.replace("{model}", model).replace("{variant}", get_model(model).variant or model)
                 plan.inputs.append((f"{model}: --pretrained", pretrained))
             for seed in seeds:
-                argv = [*train_words(model), "--data", outs[group.store], "--results", exp.results, "--seed", str(seed),
+                argv = [*get_model(model).train_words(), "--data", outs[group.store], "--results", exp.results, "--seed", str(seed),
                         "--tag", f"plan={exp.name}", *_fit(exp, group.store, options), *flags(options, f"{where}['options']"),
                         *(["--pretrained", pretrained] if pretrained else [])]  # fmt: skip
                 try:
