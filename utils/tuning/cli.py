@@ -25,7 +25,7 @@ from utils.core.metrics import OBJECTIVES
 from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE
 from utils.core.records import objective_value
 from utils.train_cli import add_model_options, add_train_args, config_from_args, refusal, variant_names
-from utils.tuning.space import SpaceError, family_space, load_space_file
+from utils.tuning.space import SpaceError, default_variant, family_space, load_space_file
 from utils.tuning.study import (
     Study,
     best_record,
@@ -38,14 +38,59 @@ from utils.tuning.study import (
 )
 from wlasl.clip_store import StoreError
 
-__all__ = ["main", "study_of", "tune", "tune_parser"]
+__all__ = ["main", "study_of", "tune", "tune_examples", "tune_parser"]
 
 # What --dry-run means for a search: a handful of tiny trials.
 # (factor 2 with 2 epochs: two 1-epoch trials, then the better one promoted.)
 DRY_RUN = {"max_epochs": 2, "max_trials": 3, "factor": 2, "steps_per_epoch": 2, "max_clips": 8}
 
 
-def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
+def _tuned(space: dict) -> str:
+    """``lr 0.0001..0.01, optimizer adam/sgd, ...``: what a family's search space tunes, in space-file names."""
+    words = []
+    for name, spec in space.items():
+        if spec["kind"] in ("float", "int"):
+            words.append(f"{name} {spec['min']:g}..{spec['max']:g}")
+        elif spec["kind"] == "choice":
+            words.append(f"{name} {'/'.join(f'{v:g}' if isinstance(v, float) else str(v) for v in spec['values'])}")
+    return ", ".join(words)
+
+
+def tune_examples(family: str) -> str:
+    """The examples under ``main/tune_<family>.py --help``, made from the registry (the family's variant, store and
+    search space) so that every script's examples stay true (a test parses each with the script's own parser)."""
+    script, variant = f"python main/tune_{family}.py", default_variant(family)
+    model = get_model(variant_names(family)[variant]) if variant else family_models(family)[0]
+    common = (f" --variant {variant}" if variant else "") + f" --data data/{model.store_name(100)}"
+    chief, worker = (f"KERASTUNER_TUNER_ID={who} KERASTUNER_ORACLE_IP={ip} KERASTUNER_ORACLE_PORT=8470"
+                     for who, ip in (("chief", "0.0.0.0"), ("tuner1", "$(hostname)")))  # fmt: skip
+    lines = [
+        "# Bayesian optimisation, 20 trials of 30 epochs over the family's search space (--pretrained PATH",
+        "# starts every trial from a local checkpoint):",
+        *textwrap.wrap(_tuned(family_space(family)), 100, initial_indent="#   ", subsequent_indent="#   "),
+        f"{script} --tuner bayesian{common} --max-trials 20 --max-epochs 30",
+        "# Hyperband: budgets of 1..27 epochs, promoted trials resume from their parent's checkpoint",
+        f"{script} --tuner hyperband{common} --max-epochs 27",
+        "# check everything in a minute before queueing (tiny trials)",
+        f"{script} --tuner hyperband{common} --dry-run",
+        '# narrow the space (space.yaml: "lr: {min: 1.0e-4, max: 1.0e-3, sampling: log}" / "optimizer: [adam, sgd]"',
+        '# / "dropout: 0.3"), then train and test a full run with the best values',
+        f"{script} --tuner bayesian{common} --space space.yaml --final",
+    ]
+    if variant:
+        lines += [f"# also tune the variant ({'/'.join(sorted(variant_names(family)))}, or those under 'variant:' in --space)",
+                  f"{script} --tuner bayesian --tune-variant --data data/{model.store_name(100)} --max-trials 30"]  # fmt: skip
+    lines += [
+        "# distributed: one chief (oracle, CPU) and N workers sharing results/ (SLURM array: task 0 is the chief)",
+        f"{chief} \\\n    {script} --tuner bayesian{common} --distributed &",
+        f"{worker} \\\n    {script} --tuner bayesian{common} --distributed",
+        "# afterwards: the best values as a training preset",
+        f"{' '.join(model.train_words())} --data data/{model.store_name(100)} --config results/tuning/<study>/best.yaml",
+    ]
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines) + "\n"
+
+
+def tune_parser(family: str) -> argparse.ArgumentParser:
     variants = variant_names(family)
     p = argparse.ArgumentParser(
         prog=f"main/tune_{family}.py",
@@ -56,7 +101,7 @@ def tune_parser(family: str, doc: str = "") -> argparse.ArgumentParser:
             f"--dry-run means at most {DRY_RUN['max_trials']} trials of {DRY_RUN['max_epochs']} epochs x "
             f"{DRY_RUN['steps_per_epoch']} steps on {DRY_RUN['max_clips']} clips."
         ),
-        epilog=doc,
+        epilog=tune_examples(family),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("tuning")
@@ -219,11 +264,11 @@ def tune(args: argparse.Namespace, family: str, train_fn=None) -> int:
     return 0 if record.status == "completed" else 1
 
 
-def main(family: str, argv=None, doc: str = "", train_fn=None) -> int:
+def main(family: str, argv=None, train_fn=None) -> int:
     """Entry point of ``main/tune_<family>.py``; returns the exit code."""
     import models  # noqa: F401  (registers every family)
 
-    args = tune_parser(family, doc).parse_args(argv)
+    args = tune_parser(family).parse_args(argv)
     try:
         return tune(args, family, train_fn=train_fn)
     except (StoreError, SpaceError, FileNotFoundError, ConnectionError, OSError) as e:
