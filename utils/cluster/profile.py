@@ -19,7 +19,7 @@ from pathlib import Path
 
 from utils.cluster.shell import check_directive, export_line
 from utils.core.argv import check_one_line
-from utils.core.config import coerce
+from utils.core.config import check_range, coerce
 
 __all__ = ["ALIASES", "DIRECTIVES", "JOB_KINDS", "KIND_DEFAULTS", "SlurmConfig", "load_profile", "parse_time_min",
            "profile_from_dict", "read_profile_file", "valid_keys"]  # fmt: skip
@@ -107,9 +107,7 @@ class SlurmConfig:
                         check_one_line(str(part), f"SlurmConfig.{f.name}")
         for name in ("nodes", "ntasks_per_node", "cpus_per_task", "mem_gb", "time_min", "signal_s", "array_size",
                      "array_parallel", "subset"):  # fmt: skip
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"SlurmConfig.{name} expected >= 1 (or unset), received {value!r}")
+            check_range(self, name, 1)
         for name, value in self.sbatch_options():
             if value is not None:
                 check_directive(value, f"SlurmConfig value for --{name}")

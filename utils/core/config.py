@@ -26,6 +26,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "YamlSyntaxError",
+    "check_range",
     "config_from_dict",
     "load_preset",
     "load_yaml",
@@ -52,7 +53,8 @@ def _check_choice(obj, name: str) -> None:
         raise ValueError(f"{type(obj).__name__}.{name} expected one of {list(choices)}, received {value!r}")
 
 
-def _check_range(obj, name: str, lo=None, hi=None) -> None:
+def check_range(obj, name: str, lo=None, hi=None) -> None:
+    """The one range rule of the suite's frozen configs: ``obj.name`` unset (None) or within ``[lo, hi]``."""
     value = getattr(obj, name)
     if value is None:
         return
@@ -95,11 +97,11 @@ class ModelConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _check_range(self, "frames", 1, MAX_FRAMES)
-        _check_range(self, "size", 8, MAX_SIZE)
-        _check_range(self, "dropout", 0.0, 0.99)
-        _check_range(self, "freeze", 0)
-        _check_range(self, "unfreeze_last", 1)
+        check_range(self, "frames", 1, MAX_FRAMES)
+        check_range(self, "size", 8, MAX_SIZE)
+        check_range(self, "dropout", 0.0, 0.99)
+        check_range(self, "freeze", 0)
+        check_range(self, "unfreeze_last", 1)
         for key, value in self.options.items():
             if not isinstance(key, str) or isinstance(value, (dict, list, tuple)):
                 raise TypeError(f"ModelConfig.options expected name: scalar pairs, received {key!r}: {value!r}")
@@ -127,9 +129,9 @@ class DataConfig:
     max_clips: int | None = None
 
     def __post_init__(self):
-        _check_range(self, "batch_size", 1)
-        _check_range(self, "workers", 0)
-        _check_range(self, "max_clips", 1)
+        check_range(self, "batch_size", 1)
+        check_range(self, "workers", 0)
+        check_range(self, "max_clips", 1)
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"DataConfig.crop_scale expected 0 < min <= max <= 1, received {self.crop_scale}")
@@ -196,19 +198,19 @@ class TrainConfig:
     kd_temperature: float = 4.0
 
     def __post_init__(self):
-        _check_range(self, "epochs", 1)
-        _check_range(self, "lr", 0.0)
-        _check_range(self, "momentum", 0.0, 0.999)
-        _check_range(self, "weight_decay", 0.0)
+        check_range(self, "epochs", 1)
+        check_range(self, "lr", 0.0)
+        check_range(self, "momentum", 0.0, 0.999)
+        check_range(self, "weight_decay", 0.0)
         if self.clipnorm is not None and not self.clipnorm > 0:
             raise ValueError(f"TrainConfig.clipnorm expected > 0 (or unset), received {self.clipnorm!r}")
-        _check_range(self, "warmup_epochs", 0)
-        _check_range(self, "early_stop", 0)
-        _check_range(self, "seed", 0, MAX_SEED)
-        _check_range(self, "steps_per_epoch", 1)
+        check_range(self, "warmup_epochs", 0)
+        check_range(self, "early_stop", 0)
+        check_range(self, "seed", 0, MAX_SEED)
+        check_range(self, "steps_per_epoch", 1)
         _check_choice(self, "optimizer")
         _check_choice(self, "schedule")
-        _check_range(self, "kd_alpha", 0.0, 1.0)
+        check_range(self, "kd_alpha", 0.0, 1.0)
         if not self.kd_temperature > 0:
             raise ValueError(f"TrainConfig.kd_temperature expected > 0, received {self.kd_temperature!r}")
         teachers = self.teachers
