@@ -26,9 +26,9 @@ from pathlib import Path
 from utils.cluster.profile import SlurmConfig
 from utils.core.files import make_dirs
 
-__all__ = ["ACTIVE", "GresError", "JobState", "Node", "Request", "NEVER", "RUNNING", "ResourceError", "check_fit", "cluster_nodes",
-           "config_request", "expand_task_ids", "fit_options", "job_states", "parse_gres", "parse_mem_mb", "preflight",
-           "request", "slurm", "submit_file"]  # fmt: skip
+__all__ = ["ACTIVE", "NEVER", "RUNNING", "GresError", "JobState", "Node", "Request", "ResourceError", "check_fit",
+           "cluster_nodes", "config_request", "expand_task_ids", "fit_options", "job_states", "parse_gres",
+           "parse_mem_mb", "preflight", "request", "slurm", "submit_file"]  # fmt: skip
 
 # States in which a job will still run (or runs): never submit it twice.
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
