@@ -39,7 +39,7 @@ def test_a_new_family_reaches_every_consumer(toy_family, tmp_path):
     from utils.reporting.runs import display_name, model_sort_key
     from utils.train_cli import train_parser
     from utils.tuning.cli import tune_parser
-    from utils.tuning.space import default_variant, family_space
+    from utils.tuning.space import family_space, tuned_model
 
     assert "toy" in families() and list_models("toy_*") == toy_family
     files = render_all(profile_from_dict({}))
@@ -48,7 +48,7 @@ def test_a_new_family_reaches_every_consumer(toy_family, tmp_path):
     assert "--variant big" in files["tune_toy.slurm"]  # its ModelSpec.tune_default
     plan = make_plan(sweep_experiment(["toy_small"], 1, name="toy", results=str(tmp_path), subset=3, data_root="data"))
     assert list(plan.runs) == ["toy_small-wlasl3_48-s0"] and plan.outputs["store:s0_wlasl3_48"] == "data/wlasl3_48"
-    assert default_variant("toy") == "big" and family_space("toy")["batch_size"] == {"kind": "choice", "values": [2]}
+    assert tuned_model("toy").variant == "big" and family_space("toy")["batch_size"] == {"kind": "choice", "values": [2]}
     assert display_name("toy_big") == "Toy-Big" and model_sort_key("toy_small") < model_sort_key("movinet_a0")
     args = train_parser("toy").parse_args(["--variant", "small", "--data", "d", "--width", "6"])
     assert args.variant == "small" and "--stream" not in train_parser("toy").format_help()

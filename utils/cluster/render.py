@@ -24,7 +24,7 @@ from utils.cluster.shell import check_directive, command_line, module_load_line,
 from utils.core.argv import check_one_line
 from utils.core.files import executable_mode, make_dirs
 from utils.core.ids import slug
-from utils.tuning.space import default_variant
+from utils.tuning.space import tuned_model
 
 __all__ = ["GENERATED_MARK", "check_dir", "directive_lines", "log_pattern", "render_all", "render_job", "write_dir"]  # fmt: skip
 
@@ -165,10 +165,9 @@ def render_all(profile: dict[str, SlurmConfig], source: str = "slurm/cluster.tom
             f"{pre.data_root}/wlasl{pre.subset}_pose"], array=shards, workers_from_cpus=True,
             description="Extract MediaPipe keypoints (in .venv-pose) into the keypoint store, one shard per array task.")  # fmt: skip
     for family in families():
-        variant = default_variant(family)
-        tuned = next(m for m in names if get_model(m).family == family and get_model(m).variant == variant)
-        command = ["python", f"main/tune_{family}.py", "--tuner", "hyperband", *(["--variant", variant] if variant else []),
-                   "--data", _store(profile["tune"], tuned), "--results", profile["tune"].results_root]  # fmt: skip
+        tuned = tuned_model(family)
+        command = ["python", f"main/tune_{family}.py", "--tuner", "hyperband", *(["--variant", tuned.variant] if tuned.variant else []),
+                   "--data", _store(profile["tune"], tuned.name), "--results", profile["tune"].results_root]  # fmt: skip
         add(f"tune_{family}", "tune", command, dry_run_flag="--dry-run",
             description=f"Tune {family} hyperparameters in one job (keras-tuner).")  # fmt: skip
         n = max(profile["tune_distributed"].array_size or 2, 2)

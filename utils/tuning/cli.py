@@ -25,7 +25,7 @@ from utils.core.metrics import OBJECTIVES
 from utils.core.preempt import CANCELLED_EXIT_CODE, REQUEUE_EXIT_CODE
 from utils.core.records import objective_value
 from utils.train_cli import add_model_options, add_train_args, config_from_args, refusal, variant_names
-from utils.tuning.space import SpaceError, default_variant, family_space, load_space_file
+from utils.tuning.space import SpaceError, family_space, load_space_file, tuned_model
 from utils.tuning.study import (
     Study,
     best_record,
@@ -59,9 +59,9 @@ def _tuned(space: dict) -> str:
 def tune_examples(family: str) -> str:
     """The examples under ``main/tune_<family>.py --help``, made from the registry (the family's variant, store and
     search space) so that every script's examples stay true (a test parses each with the script's own parser)."""
-    script, variant = f"python main/tune_{family}.py", default_variant(family)
-    model = get_model(variant_names(family)[variant]) if variant else family_models(family)[0]
-    common = (f" --variant {variant}" if variant else "") + f" --data data/{model.store_name(100)}"
+    model, script = tuned_model(family), f"python main/tune_{family}.py"
+    store = f" --data data/{model.store_name(100)}"
+    common = (f" --variant {model.variant}" if model.variant else "") + store
     chief, worker = (f"KERASTUNER_TUNER_ID={who} KERASTUNER_ORACLE_IP={ip} KERASTUNER_ORACLE_PORT=8470"
                      for who, ip in (("chief", "0.0.0.0"), ("tuner1", "$(hostname)")))  # fmt: skip
     lines = [
@@ -77,15 +77,15 @@ def tune_examples(family: str) -> str:
         '# / "dropout: 0.3"), then train and test a full run with the best values',
         f"{script} --tuner bayesian{common} --space space.yaml --final",
     ]
-    if variant:
+    if model.variant:
         lines += [f"# also tune the variant ({'/'.join(sorted(variant_names(family)))}, or those under 'variant:' in --space)",
-                  f"{script} --tuner bayesian --tune-variant --data data/{model.store_name(100)} --max-trials 30"]  # fmt: skip
+                  f"{script} --tuner bayesian --tune-variant{store} --max-trials 30"]  # fmt: skip
     lines += [
         "# distributed: one chief (oracle, CPU) and N workers sharing results/ (SLURM array: task 0 is the chief)",
         f"{chief} \\\n    {script} --tuner bayesian{common} --distributed &",
         f"{worker} \\\n    {script} --tuner bayesian{common} --distributed",
         "# afterwards: the best values as a training preset",
-        f"{' '.join(model.train_words())} --data data/{model.store_name(100)} --config results/tuning/<study>/best.yaml",
+        f"{' '.join(model.train_words())}{store} --config results/tuning/<study>/best.yaml",
     ]
     return "Examples:\n" + "\n".join(f"  {line}" for line in lines) + "\n"
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from models.registry import family_models
+from models.registry import ModelSpec, family_models
 from utils.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig, coerce, read_mapping
 
-__all__ = ["COMMON_SPACE", "HP_TYPES", "default_variant", "TARGETS", "SpaceError", "family_space", "load_space_file", "trial_config"]
+__all__ = ["COMMON_SPACE", "HP_TYPES", "tuned_model", "TARGETS", "SpaceError", "family_space", "load_space_file", "trial_config"]
 
 
 class SpaceError(ValueError):
@@ -73,11 +73,11 @@ COMMON_SPACE = {
 }
 
 
-def default_variant(family: str) -> str | None:
-    """The variant a tuning job tunes unless told otherwise (``ModelSpec.tune_default``); None for one-model families."""
+def tuned_model(family: str) -> ModelSpec:
+    """The model a tuning job tunes unless told otherwise (``ModelSpec.tune_default``, else the family's first);
+    its ``variant`` is None for one-model families."""
     specs = family_models(family)
-    chosen = next((s for s in specs if s.tune_default), specs[0])
-    return chosen.variant
+    return next((s for s in specs if s.tune_default), specs[0])
 
 
 def family_space(family: str, *, variants: list[str] | None = None, overrides: dict | None = None) -> dict:
