@@ -74,7 +74,9 @@ def main(argv=None) -> int:
             if args.key not in plan.outputs or args.key.split(":")[0] not in ("ensemble", "export"):
                 raise ValueError(f"step expected an ensemble or export of {shown}: "
                                  f"{[k for k in plan.outputs if k.startswith(('ensemble:', 'export:'))]}")  # fmt: skip
-            return status.run_step(plan, args.key)
+            from utils.steps import run_step
+
+            return run_step(plan, args.key)
         if args.dry_run or args.local:
             print(f"experiment {plan.exp.name} -> {plan.exp.results}: {len(plan.steps)} steps")
             for step in plan.steps:

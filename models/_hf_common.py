@@ -5,7 +5,7 @@ set of builder options (the encoder's size and patching, so tests can build
 tiny networks through the same registry entry) and one tuning space. Each
 family module (``models/vivit.py``, ``models/videomae.py``,
 ``models/vjepa2.py``) declares what differs in an :class:`HFFamily` and
-registers its variants with it. torch and transformers are imported inside
+registers its variants with :func:`register_video_transformer`. torch and transformers are imported inside
 the builder (:mod:`models._hf_video`), so ``import models`` stays cheap.
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.registry import Option
+from models.registry import Option, register_model
 
 __all__ = ["HFFamily", "IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMER_SPACE", "arch_options", "build_video_transformer",
-           "encoder_fields"]
+           "encoder_fields", "register_video_transformer"]
 
 # ImageNet's statistics (the library's IMAGENET_DEFAULT_MEAN/STD): what VideoMAE's released
 # Kinetics checkpoints' preprocessor_config.json and V-JEPA 2's video processor normalise with.
@@ -173,3 +173,27 @@ def build_video_transformer(
         freeze=freeze, unfreeze_last=unfreeze_last, pretrained=pretrained, pretrained_partial=pretrained_partial,
         model_name=model_name or family.model_type,
     )  # fmt: skip
+
+
+def register_video_transformer(name: str, *, family: HFFamily, display: str, order: int, arch: dict, description: str,
+                               mean=IMAGENET_MEAN, std=IMAGENET_STD, tune_default: bool = True) -> None:
+    """Register one released encoder of a family: ``arch`` (hidden_size, layers, heads, intermediate_size) is its size.
+
+    Every variant shares the builder, the tuning space, 16² x 2-frame tubelets and the suite's 20 x 224² clips.
+    """
+    register_model(
+        name,
+        family=family.model_type,
+        framework="torch",
+        display=display,
+        order=order,
+        frames=20,
+        size=224,
+        mean=mean,
+        std=std,
+        space=TRANSFORMER_SPACE,
+        tune_default=tune_default,
+        options=arch_options(**arch, patch_size=16, tubelet=2),
+        kwargs={"family": family, **arch, "model_name": name},
+        description=description,
+    )(build_video_transformer)

@@ -37,12 +37,24 @@ POSE_FRAMES = 50
 LINEAR_FRAMES = 20
 
 
-def _check_common(name: str, *, num_classes, frames, size, freeze, unfreeze_last, pretrained) -> None:
-    """The shared builder arguments a pose model cannot honour: each raises, naming the fix."""
+# What every builder is passed (the engines build every family alike) that means nothing without pixels or
+# released weights: a pose builder takes it as ``**backbone`` and :func:`_check_common` refuses a value set.
+BACKBONE_ARGS = ("size", "mean", "std", "freeze", "unfreeze_last", "pretrained", "pretrained_partial")
+
+
+def _check_common(name: str, *, num_classes: int, frames: int, backbone: dict) -> None:
+    """The shared builder arguments a pose model cannot honour: each raises, naming the fix.
+
+    ``mean``, ``std`` and ``pretrained_partial`` are ignored (no pixels; nothing to load).
+    """
+    unknown = sorted(set(backbone) - set(BACKBONE_ARGS))
+    if unknown:
+        raise TypeError(f"{name} expected builder arguments of its registry entry, received unknown {unknown}")
     if num_classes < 2:
         raise ValueError(f"{name} expected num_classes >= 2, received {num_classes}")
     if frames < 2:
         raise ValueError(f"{name} expected frames >= 2 (it models motion), received {frames}")
+    size, freeze, unfreeze_last = backbone.get("size"), backbone.get("freeze", 0), backbone.get("unfreeze_last")
     if size is not None:
         raise ValueError(f"{name} reads keypoints, not pixels: it has no input size, received size={size}; drop --size")
     if freeze or unfreeze_last is not None:
@@ -50,34 +62,33 @@ def _check_common(name: str, *, num_classes, frames, size, freeze, unfreeze_last
             f"{name} is trained from scratch and has no backbone blocks to freeze, received freeze={freeze}, "
             f"unfreeze_last={unfreeze_last}; drop --freeze / --unfreeze-last"
         )
-    if pretrained:
-        raise ValueError(f"{name} has no pretrained weights to load, received {pretrained!r}; drop --pretrained")
+    if backbone.get("pretrained"):
+        raise ValueError(f"{name} has no pretrained weights to load, received {backbone['pretrained']!r}; drop --pretrained")
 
 
-@register_model(
+def _pose_model(name: str, **fields):
+    """``register_model`` for a pose model: PyTorch, keypoint input, no pixel size, nothing to freeze.
+
+    Tuning keeps the shared batch sizes (4, 8, 16): a ``--dry-run`` study has 8 clips, so larger
+    choices would only fail its trials.
+    """
+    return register_model(name, family="pose", framework="torch", size=None, input="keypoints",
+                          space={"freeze": {"kind": "fixed", "value": 0}}, **fields)  # fmt: skip
+
+
+@_pose_model(
     "pose_linear",
-    family="pose",
-    framework="torch",
     display="Pose-Linear",
     order=90,
     frames=LINEAR_FRAMES,
-    size=None,
-    input="keypoints",
-    space={"freeze": {"kind": "fixed", "value": 0}},
     description="linear classifier on standardised, shoulder-normalised keypoints: the floor a pose model must beat",
 )
 def build_pose_linear(
     *,
     num_classes: int,
     frames: int = LINEAR_FRAMES,
-    size: int | None = None,
-    mean=None,
-    std=None,
     dropout: float = 0.5,
-    freeze: int = 0,
-    unfreeze_last: int | None = None,
-    pretrained: str | None = None,
-    pretrained_partial: bool = False,
+    **backbone,
 ):
     """A linear classifier over every frame's keypoint features: the baseline of a pose table.
 
@@ -90,18 +101,11 @@ def build_pose_linear(
     Args:
         num_classes: output classes.
         frames: frames per clip, fixed by the weights (20).
-        size: must be None (no pixels).
-        mean: unused.
-        std: unused.
         dropout: on the standardised features (regularises the ~6,000 weights per class).
-        freeze: must be 0.
-        unfreeze_last: must be None.
-        pretrained: must be None.
-        pretrained_partial: unused.
+        backbone: the RGB families' builder arguments (:data:`BACKBONE_ARGS`); none may be set.
     """
     name = "pose_linear"
-    _check_common(name, num_classes=num_classes, frames=frames, size=size, freeze=freeze,
-                  unfreeze_last=unfreeze_last, pretrained=pretrained)  # fmt: skip
+    _check_common(name, num_classes=num_classes, frames=frames, backbone=backbone)
     from models._torch_pose import PoseLinear
 
     model = PoseLinear(num_classes=num_classes, frames=frames, dropout=dropout)
@@ -109,18 +113,11 @@ def build_pose_linear(
     return model
 
 
-@register_model(
+@_pose_model(
     "pose_lstm",
-    family="pose",
-    framework="torch",
     display="Pose-LSTM",
     order=91,
     frames=POSE_FRAMES,
-    size=None,
-    input="keypoints",
-    # Nothing to freeze. Batch sizes stay the shared ones (4, 8, 16): a --dry-run study has
-    # 8 clips, so larger choices would only fail its trials.
-    space={"freeze": {"kind": "fixed", "value": 0}},
     options=(
         Option("hidden", int, 256, "LSTM units per layer"),
         Option("layers", int, 2, "stacked LSTM layers"),
@@ -132,18 +129,12 @@ def build_pose_lstm(
     *,
     num_classes: int,
     frames: int = POSE_FRAMES,
-    size: int | None = None,
-    mean=None,
-    std=None,
     dropout: float = 0.5,
-    freeze: int = 0,
-    unfreeze_last: int | None = None,
-    pretrained: str | None = None,
-    pretrained_partial: bool = False,
     # ---- the network
     hidden: int = 256,
     layers: int = 2,
     bidirectional: bool = True,
+    **backbone,
 ):
     """A stacked bidirectional LSTM over per-frame keypoint vectors, max-pooled over time.
 
@@ -157,21 +148,14 @@ def build_pose_lstm(
     Args:
         num_classes: output classes.
         frames: frames per clip (any length runs; this is what the loader gives).
-        size: must be None (no pixels).
-        mean: unused (keypoint models normalise by the shoulders).
-        std: unused.
         dropout: between stacked layers and before the classifier.
-        freeze: must be 0 (trained from scratch).
-        unfreeze_last: must be None.
-        pretrained: must be None (no released weights).
-        pretrained_partial: unused.
         hidden: units per LSTM layer (256).
         layers: stacked layers (2).
         bidirectional: also read the frames backwards (True; False is the seed's causal reading).
+        backbone: as :func:`build_pose_linear`'s.
     """
     name = "pose_lstm"
-    _check_common(name, num_classes=num_classes, frames=frames, size=size, freeze=freeze,
-                  unfreeze_last=unfreeze_last, pretrained=pretrained)  # fmt: skip
+    _check_common(name, num_classes=num_classes, frames=frames, backbone=backbone)
     if hidden < 1 or layers < 1:
         raise ValueError(f"{name} expected hidden >= 1 and layers >= 1, received hidden={hidden}, layers={layers}")
     from models._torch_pose import PoseLSTM
@@ -181,16 +165,11 @@ def build_pose_lstm(
     return model
 
 
-@register_model(
+@_pose_model(
     "pose_transformer",
-    family="pose",
-    framework="torch",
     display="Pose-Transformer",
     order=92,
     frames=POSE_FRAMES,
-    size=None,
-    input="keypoints",
-    space={"freeze": {"kind": "fixed", "value": 0}},
     tune_default=True,
     # Real WLASL keypoints, 3 seeds, 60 epochs: val top-1 0.81 with 5 warm-up epochs, 0.77 without (docs/pose.md).
     warmup_epochs=5,
@@ -206,19 +185,13 @@ def build_pose_transformer(
     *,
     num_classes: int,
     frames: int = POSE_FRAMES,
-    size: int | None = None,
-    mean=None,
-    std=None,
     dropout: float = 0.5,
-    freeze: int = 0,
-    unfreeze_last: int | None = None,
-    pretrained: str | None = None,
-    pretrained_partial: bool = False,
     # ---- the network
     dim: int = 128,
     heads: int = 8,
     layers: int = 3,
     feedforward: int = 256,
+    **backbone,
 ):
     """A transformer encoder over the frames' keypoint vectors, sized for WLASL's few clips per sign.
 
@@ -234,22 +207,15 @@ def build_pose_transformer(
     Args:
         num_classes: output classes.
         frames: frames per clip; the learned positions fix it (other lengths raise).
-        size: must be None (no pixels).
-        mean: unused (keypoint models normalise by the shoulders).
-        std: unused.
         dropout: before the classifier (attention and feed-forward blocks use 0.1).
-        freeze: must be 0 (trained from scratch).
-        unfreeze_last: must be None.
-        pretrained: must be None (no released weights).
-        pretrained_partial: unused.
         dim: model width (128).
         heads: attention heads, dividing ``dim`` (8).
         layers: encoder depth (3).
         feedforward: feed-forward width (256).
+        backbone: as :func:`build_pose_linear`'s.
     """
     name = "pose_transformer"
-    _check_common(name, num_classes=num_classes, frames=frames, size=size, freeze=freeze,
-                  unfreeze_last=unfreeze_last, pretrained=pretrained)  # fmt: skip
+    _check_common(name, num_classes=num_classes, frames=frames, backbone=backbone)
     if min(dim, heads, layers, feedforward) < 1 or dim % heads:
         raise ValueError(
             f"{name} expected dim divisible by heads and every size >= 1, received dim={dim}, heads={heads}, "

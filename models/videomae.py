@@ -23,16 +23,7 @@ trained with and the last 2 continue the same sequence; nothing is resampled.
 
 from __future__ import annotations
 
-from models._hf_common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TRANSFORMER_SPACE,
-    HFFamily,
-    arch_options,
-    build_video_transformer,
-    encoder_fields,
-)
-from models.registry import register_model
+from models._hf_common import HFFamily, encoder_fields, register_video_transformer
 
 __all__ = ["VIDEOMAE", "VIDEOMAE_VARIANTS"]
 
@@ -68,20 +59,13 @@ VIDEOMAE = HFFamily(
 )
 
 for _order, (_variant, _arch) in enumerate(VIDEOMAE_VARIANTS.items(), start=71):
-    register_model(
+    register_video_transformer(
         f"videomae_{_variant}",
-        family="videomae",
-        framework="torch",
+        family=VIDEOMAE,
         display=f"VideoMAE-{_variant.upper()}",
         order=_order,
-        frames=20,
-        size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        space=TRANSFORMER_SPACE,
+        arch=_arch,
         tune_default=_variant == "s",
-        options=arch_options(**_arch, patch_size=16, tubelet=2),
-        kwargs={"family": VIDEOMAE, **_arch, "model_name": f"videomae_{_variant}"},
         description=f"VideoMAE ViT-{_variant.upper()} (Hugging Face Transformers), ImageNet statistics; "
         f"--pretrained a local {_RELEASE[_variant]} folder",
-    )(build_video_transformer)
+    )

@@ -29,8 +29,7 @@ grid, which fits images, not videos, so it is not used.)
 
 from __future__ import annotations
 
-from models._hf_common import TRANSFORMER_SPACE, HFFamily, arch_options, build_video_transformer, encoder_fields
-from models.registry import register_model
+from models._hf_common import HFFamily, encoder_fields, register_video_transformer
 
 __all__ = ["VIVIT", "VIVIT_MEAN", "VIVIT_STD"]
 
@@ -69,20 +68,14 @@ VIVIT = HFFamily(
     positions=("vivit.embeddings.position_embeddings", _grid),
 )
 
-register_model(
+register_video_transformer(
     "vivit",
-    family="vivit",
-    framework="torch",
+    family=VIVIT,
     display="ViViT-B",
     order=70,
-    frames=20,
-    size=224,
+    arch={"hidden_size": 768, "layers": 12, "heads": 12, "intermediate_size": 3072},
     mean=VIVIT_MEAN,
     std=VIVIT_STD,
-    space=TRANSFORMER_SPACE,
-    tune_default=True,
-    options=arch_options(hidden_size=768, layers=12, heads=12, intermediate_size=3072, patch_size=16, tubelet=2),
-    kwargs={"family": VIVIT, "model_name": "vivit"},
     description="ViViT-B 16x2 (Hugging Face Transformers), [-1,1] input; --pretrained a local "
     "google/vivit-b-16x2-kinetics400 folder (position table resampled to the run's frames/size)",
-)(build_video_transformer)
+)

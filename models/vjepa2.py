@@ -27,16 +27,7 @@ the suite's stores) and nothing needs resampling.
 
 from __future__ import annotations
 
-from models._hf_common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TRANSFORMER_SPACE,
-    HFFamily,
-    arch_options,
-    build_video_transformer,
-    encoder_fields,
-)
-from models.registry import register_model
+from models._hf_common import HFFamily, encoder_fields, register_video_transformer
 
 __all__ = ["VJEPA2"]
 
@@ -64,21 +55,12 @@ VJEPA2 = HFFamily(
     dropped=("vjepa2.predictor",),
 )
 
-register_model(
+register_video_transformer(
     "vjepa2",
-    family="vjepa2",
-    framework="torch",
+    family=VJEPA2,
     display="V-JEPA 2 ViT-L",
     order=75,
-    frames=20,
-    size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    space=TRANSFORMER_SPACE,
-    tune_default=True,
-    options=arch_options(hidden_size=1024, layers=24, heads=16, intermediate_size=4096, patch_size=16, tubelet=2),
-    kwargs={"family": VJEPA2, "hidden_size": 1024, "layers": 24, "heads": 16, "intermediate_size": 4096,
-            "model_name": "vjepa2"},  # fmt: skip
+    arch={"hidden_size": 1024, "layers": 24, "heads": 16, "intermediate_size": 4096},
     description="V-JEPA 2 ViT-L + attentive probe (Hugging Face Transformers), ImageNet statistics; "
     "--pretrained a local facebook/vjepa2-vitl-fpc16-256-ssv2 folder",
-)(build_video_transformer)
+)

@@ -120,6 +120,15 @@ def test_builders_refuse_what_a_pose_model_cannot_do(kw, match):
         get_model("pose_transformer").build(num_classes=3, frames=8, dim=30, heads=4)
 
 
+def test_builders_take_the_rgb_arguments_unset_and_refuse_unknown_ones():
+    # The engines pass every family the RGB builders' arguments; unset, a pose builder accepts them.
+    model = get_model("pose_linear").build(num_classes=3, frames=8, size=None, freeze=0, unfreeze_last=None,
+                                           pretrained=None, pretrained_partial=True)  # fmt: skip
+    assert model.num_classes == 3
+    with pytest.raises(TypeError, match=r"pose_lstm .*unknown \['depth'\]"):
+        get_model("pose_lstm").build(num_classes=3, frames=8, depth=2)
+
+
 def test_transformer_refuses_another_clip_length():
     model = get_model("pose_transformer").build(num_classes=3, frames=8, **TINY["pose_transformer"])
     with pytest.raises(ValueError, match="built for 8 frames.*received 6"):

@@ -24,8 +24,10 @@ from utils.core.ids import safe_name
 from wlasl.keypoints import parse_keypoint_argv
 from wlasl.prepare import parse_prepare_argv
 
-__all__ = ["MAX_SEEDS", "RUNNER_KEYS", "Experiment", "Plan", "Step", "apply_sets", "flags", "load_experiment", "make_plan",
+__all__ = ["MAX_SEEDS", "ROOT", "RUNNER_KEYS", "Experiment", "Plan", "Step", "apply_sets", "flags", "load_experiment", "make_plan",
            "own_keys", "sweep_experiment"]  # fmt: skip
+
+ROOT = Path(__file__).resolve().parents[1]  # the repo: paths in experiment files are relative to it
 
 
 # -- the file, as types (every key is checked against these)

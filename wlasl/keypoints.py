@@ -70,6 +70,14 @@ STAGE = Stage(
     skip_reasons=SKIP_REASONS,
     notes=("clamped", "capped", "short_file"),
     data_dirs=("keypoints",),
+    script="main/extract_keypoints.py",
+    store="keypoint store",
+    description=(
+        "Run MediaPipe Holistic on every frame of each WLASL instance's range and store body, "
+        "hand and face keypoints (keypoint store: manifest.csv, labels.txt, keypoints/*.npz, "
+        "keypoints_report.json). Same instance selection, frame ranges, skips, sharding and resuming "
+        "as main/preprocess.py."
+    ),
     extra=_frames_without,
 )
 
@@ -249,17 +257,9 @@ def run_keypoints(cfg: KeypointConfig, progress: bool = True) -> dict:
     return run_configured(STAGE, cfg, make_store=_open_store, work=extract_instance, progress=progress)
 
 
-_DESCRIPTION = (
-    "Run MediaPipe Holistic on every frame of each WLASL instance's range and store body, "
-    "hand and face keypoints (keypoint store: manifest.csv, labels.txt, keypoints/*.npz, "
-    "keypoints_report.json). Same instance selection, frame ranges, skips, sharding and resuming "
-    "as main/preprocess.py."
-)
-
-
 def keypoint_parser(epilog: str = "") -> argparse.ArgumentParser:
     """The command line of ``main/extract_keypoints.py`` (what the experiment planner checks a store's options with)."""
-    p = stage_parser("main/extract_keypoints.py", _DESCRIPTION, epilog, store="keypoint store")
+    p = stage_parser(STAGE, epilog)
     p.add_argument(
         "--max-frames",
         type=int,

@@ -53,6 +53,14 @@ STAGE = Stage(
     skip_reasons=SKIP_REASONS,
     notes=("padded", "clamped", "short_file", "step_fallback", "bbox_clamped", "bbox_rescaled"),
     data_dirs=("clips",),
+    script="main/preprocess.py",
+    store="clip store",
+    description=(
+        "Crop WLASL videos to the signer bbox and frame range, sample T frames, "
+        "resize, and store uint8 clips (clip store: manifest.csv, labels.txt, clips/*.npy, "
+        "prepare_report.json). Missing and broken videos are skipped and reported; reruns "
+        "skip finished clips."
+    ),
 )
 
 
@@ -264,17 +272,9 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     return run_configured(STAGE, cfg, make_store=_open_store, work=process_instance, progress=progress)
 
 
-_DESCRIPTION = (
-    "Crop WLASL videos to the signer bbox and frame range, sample T frames, "
-    "resize, and store uint8 clips (clip store: manifest.csv, labels.txt, clips/*.npy, "
-    "prepare_report.json). Missing and broken videos are skipped and reported; reruns "
-    "skip finished clips."
-)
-
-
 def prepare_parser(epilog: str = "") -> argparse.ArgumentParser:
     """The command line of ``main/preprocess.py`` (what the experiment planner checks a store's options with)."""
-    p = stage_parser("main/preprocess.py", _DESCRIPTION, epilog, store="clip store")
+    p = stage_parser(STAGE, epilog)
     p.add_argument("--frames", type=int, default=20, help=f"frames per clip T, 1..{MAX_FRAMES} (default 20)")
     p.add_argument(
         "--frame-step",

@@ -88,6 +88,10 @@ class Stage:
         skip_reasons: reasons a ``skipped`` outcome can carry.
         notes: status notes listed by name in the report (``padded``, ...).
         data_dirs: folders of per-item data (cleaned of stale temp files).
+        script: for a stage with the shared command line (:func:`stage_parser`): its entry script
+            (``main/preprocess.py``), the program name in ``--help``.
+        store: what it writes, as ``--help`` names it (``clip store``).
+        description: the ``--help`` description.
         extra: more report fields computed from the rows, or None.
     """
 
@@ -97,6 +101,9 @@ class Stage:
     skip_reasons: tuple[str, ...]
     notes: tuple[str, ...]
     data_dirs: tuple[str, ...]
+    script: str = ""
+    store: str = ""
+    description: str = ""
     extra: Callable[[list[dict]], dict] | None = None
 
 
@@ -325,11 +332,11 @@ def open_store(
     atomic_write_text(Path(out) / "labels.txt", "".join(f"{g}\n" for g in glosses))
 
 
-def stage_parser(prog: str, description: str, epilog: str, *, store: str) -> argparse.ArgumentParser:
+def stage_parser(stage: Stage, epilog: str) -> argparse.ArgumentParser:
     """A data stage's command line: its description and the options both stages share (:func:`add_stage_args`)."""
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+    p = argparse.ArgumentParser(prog=stage.script, description=stage.description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    add_stage_args(p, store=store)
+    add_stage_args(p, store=stage.store)
     return p
 
 

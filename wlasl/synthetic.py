@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["PATTERNS", "REALSIZE_SOURCES", "make_realsize", "make_synthetic", "main", "synthetic_store", "write_mp4"]
+__all__ = ["PATTERNS", "REALSIZE_SOURCES", "make_realsize", "make_synthetic", "main", "synthetic_parser", "synthetic_store", "write_mp4"]
 
 # Position along the path (0..1) as a function of progress (0..1).
 PATTERNS = {
@@ -361,17 +361,26 @@ def synthetic_store(
     return out
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m wlasl.synthetic",
-        description="Write a synthetic mini-WLASL (real mp4 files, v0.3 JSON, nslt) whose classes differ by motion.",
-    )
-    parser.add_argument("--out", required=True, help="directory to write into")
+def synthetic_parser(module: str, description: str, *, out: str, per_gloss: int, unit: str) -> argparse.ArgumentParser:
+    """The command line both synthetic sets share (``python -m wlasl.synthetic`` and ``wlasl.synthetic_pose``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--out", required=True, help=out)
     parser.add_argument("--glosses", type=int, default=3, help="number of classes (default 3)")
-    parser.add_argument("--per-gloss", type=int, default=8, help="videos per class (default 8)")
+    parser.add_argument("--per-gloss", type=int, default=per_gloss, help=f"{unit} per class (default {per_gloss})")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = synthetic_parser(
+        "wlasl.synthetic",
+        "Write a synthetic mini-WLASL (real mp4 files, v0.3 JSON, nslt) whose classes differ by motion.",
+        out="directory to write into",
+        per_gloss=8,
+        unit="videos",
+    )
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=120)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-broken", action="store_true", help="leave out the missing and the corrupt video")
     args = parser.parse_args(argv)
     info = make_synthetic(

@@ -17,7 +17,6 @@ MediaPipe's do).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from utils.core.files import atomic_save_npz, atomic_write_text
 from wlasl.keypoint_store import FACE_SUBSET, KEYPOINT_COLUMNS, NUM_KEYPOINTS, PARTS, part_slices
-from wlasl.synthetic import PATTERNS
+from wlasl.synthetic import PATTERNS, synthetic_parser
 
 __all__ = ["make_synthetic_keypoints", "main"]
 
@@ -142,14 +141,13 @@ def make_synthetic_keypoints(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m wlasl.synthetic_pose",
-        description="Write a synthetic keypoint store whose classes differ only by hand motion in time.",
+    parser = synthetic_parser(
+        "wlasl.synthetic_pose",
+        "Write a synthetic keypoint store whose classes differ only by hand motion in time.",
+        out="store directory to write",
+        per_gloss=12,
+        unit="clips",
     )
-    parser.add_argument("--out", required=True, help="store directory to write")
-    parser.add_argument("--glosses", type=int, default=3, help="number of classes (default 3)")
-    parser.add_argument("--per-gloss", type=int, default=12, help="clips per class (default 12)")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     path = make_synthetic_keypoints(args.out, glosses=args.glosses, per_gloss=args.per_gloss, seed=args.seed)
     print(f"wrote a keypoint store at {path}")

@@ -41,13 +41,12 @@ from utils.cluster.slurm import (
 )
 from utils.core.files import atomic_write_text, make_dirs
 from utils.core.records import RecordError, read_record, write_json
-from utils.experiment import Plan, Step
+from utils.experiment import ROOT, Plan, Step
 from wlasl import keypoints, prepare
 
-__all__ = ["ROOT", "Action", "Facts", "choose_profile", "compress", "default_cluster", "execute", "gather", "job_log",
-           "plan_actions", "profile_for", "run_local"]  # fmt: skip
+__all__ = ["Action", "Facts", "choose_profile", "compress", "default_cluster", "execute", "gather", "job_log", "plan_actions",
+           "profile_for", "run_local"]  # fmt: skip
 
-ROOT = Path(__file__).resolve().parents[2]  # the repo: experiment paths are relative to it
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 
 

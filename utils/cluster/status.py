@@ -1,5 +1,4 @@
-"""Where a plan stands (one status type for every step of experiments and sweeps), its report, and the steps
-that choose their runs when they run (ensembles, exports).
+"""Where a plan stands (one status type for every step of experiments and sweeps), and its report.
 
 A task is ``completed`` once its output exists (a complete store, a completed
 run record, a study's ``best.json``, an export); before that its job's state
@@ -13,19 +12,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.cluster.runner import ROOT, Facts, gather, job_log
+from utils.cluster.runner import Facts, gather, job_log
 from utils.cluster.slurm import RUNNING
-from utils.core.files import atomic_write_text, make_dirs
-from utils.core.records import RecordError, best_trial, read_record
-from utils.experiment import Plan, flags
+from utils.core.files import atomic_write_text
+from utils.core.records import record_or_none
+from utils.experiment import Plan
 
-__all__ = ["TaskStatus", "experiment_report", "format_status", "plan_status", "run_step"]
+__all__ = ["TaskStatus", "experiment_report", "format_status", "plan_status"]
 
 @dataclass
 class TaskStatus:
@@ -43,16 +40,9 @@ class TaskStatus:
         return self.key.partition(":")[2] or self.key
 
 
-def _record(path: str):
-    try:
-        return read_record(Path(path) / "metrics.json")
-    except (FileNotFoundError, RecordError, TypeError, ValueError):
-        return None
-
-
 def _value(key: str, path: str) -> float | None:
     if key.startswith(("run:", "ensemble:")):
-        record = _record(path)
+        record = record_or_none(path)
         return record.metrics.get("test", {}).get("top1") if record else None
     if key.startswith("tune:"):
         try:
@@ -70,7 +60,7 @@ def plan_status(plan: Plan, facts: Facts | None = None) -> list[TaskStatus]:
         for key, _ in step.tasks:
             job, st, path = facts.jobs.get(key, ""), facts.state(key), plan.outputs.get(key, "")
             s = TaskStatus(key, "not submitted", job)
-            record = _record(path) if key.startswith(("run:", "ensemble:")) else None
+            record = record_or_none(path) if key.startswith(("run:", "ensemble:")) else None
             if key == "report":
                 s.state = "not submitted" if not job else "pending" if st is None else st.state.lower() if not st.active \
                     else "running" if st.state in RUNNING else "pending"  # fmt: skip
@@ -148,45 +138,3 @@ def experiment_report(plan: Plan, *, say: Callable[[str], None] = print):
             say(f"  {t.key}: {t.state}" + (f" ({t.reason})" if t.reason else "") + (f"; log {t.log}" if t.log else ""))
     say(f"tables: {results / 'tables'}, plots: {results / 'plots'}")
     return report
-
-
-def _pick(plan: Plan, ref) -> Path:
-    """The run a :class:`RunRef` names, now: its seed, or the best of its completed seeds on val (the best-trial rule)."""
-    runs = [r for r, v in plan.runs.items() if (v["model"], v["store"]) == (ref.model, ref.store)
-            and ref.seed in ("best", v["seed"])]  # fmt: skip
-    records = [rec for rec in (_record(plan.outputs[f"run:{r}"]) for r in runs) if rec and rec.status == "completed"]
-    best = best_trial(records, "val_top1")
-    if best is None:
-        raise FileNotFoundError(f"no completed run of {ref.model} on {ref.store} (seed {ref.seed}) among {runs}; "
-                                "see: python main/experiment.py status")  # fmt: skip
-    return Path(plan.outputs[f"run:{best.run_id}"])
-
-
-def run_step(plan: Plan, key: str) -> int:
-    """Run an ensemble or export step (``main/experiment.py step FILE KEY``): its runs are chosen now,
-    then ``main/ensemble.py``, or ``main/export.py`` and ``main/predict.py``, run on them."""
-    kind, _, name = key.partition(":")
-    out = Path(plan.outputs[key])
-    python = [sys.executable]
-    if kind == "ensemble":
-        e = next(e for e in plan.exp.spec.ensembles if e.name == name)
-        members = [str(_pick(plan, m)) for m in e.members]
-        return subprocess.run([*python, "main/ensemble.py", *members, "--out", str(out), "--weights", e.weights],
-                              cwd=ROOT).returncode  # fmt: skip
-    e = next(e for e in plan.exp.spec.exports if e.name == name)
-    run, export = _pick(plan, e.run), f"{e.format}_{'int8' if e.int8 else 'float32'}"
-    rc = subprocess.run([*python, "main/export.py", str(run), "--format", e.format, "--name", export,
-                         *(["--int8"] if e.int8 else [])], cwd=ROOT).returncode  # fmt: skip
-    if rc != 0:
-        return rc
-    make_dirs(out, f"export {name}")
-    if e.predict:
-        r = subprocess.run([*python, "main/predict.py", e.predict, "--run", str(run), "--export", export,
-                            *flags(e.options, key)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
-        sys.stderr.write(r.stderr)
-        atomic_write_text(out / "prediction.txt", r.stdout)
-        if r.returncode != 0:
-            return r.returncode
-    atomic_write_text(out / "export.json", json.dumps({"run": str(run), "export": str(run / "exports" / export),
-                                                       "prediction": str(out / "prediction.txt") if e.predict else None}))
-    return 0

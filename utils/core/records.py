@@ -51,6 +51,7 @@ __all__ = [
     "environment",
     "git_revision",
     "read_record",
+    "record_or_none",
     "validate_record",
     "write_json",
     "write_record",
@@ -294,6 +295,14 @@ def read_record(path: str | Path) -> RunRecord:
     except (OSError, json.JSONDecodeError) as e:
         raise RecordError(f"{path}: unreadable ({e})") from None
     return validate_record(data, path)
+
+
+def record_or_none(run_dir: str | Path) -> RunRecord | None:
+    """A run folder's record, or None while it has none or it cannot be read (a plan's task that is not done)."""
+    try:
+        return read_record(Path(run_dir) / "metrics.json")
+    except (FileNotFoundError, RecordError, TypeError, ValueError):
+        return None
 
 
 def git_revision(cwd: str | Path | None = None) -> str | None:
