@@ -7,4 +7,5 @@ profile (SlurmConfig per kind of job, from TOML); ``render`` job files;
 SLURM's tools (the preflight against sinfo, every command checked, job
 states); ``runner`` the pure planner and the executors (SLURM, dry run, here);
 ``status`` where a plan stands and its report; ``shell`` the one quoting rule.
+An ensemble's or export's step runs :mod:`utils.steps` on any executor: it needs no SLURM.
 """
