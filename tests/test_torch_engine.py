@@ -172,9 +172,11 @@ def test_too_few_stored_frames_is_a_clear_error(store, tmp_path):
 
 @pytest.mark.slow
 def test_x3d_xs_learns_the_synthetic_motion_classes(tmp_path_factory):
-    # 3 classes that differ only by the direction of motion: chance is 1/3, and
-    # 12 of 15 val clips right by luck has probability ~1e-4. X3D from scratch
-    # needs a high learning rate here (at 1e-3 it memorises the backgrounds),
+    # 3 classes that differ only by the direction of motion: chance is 1/3. The numerics differ
+    # between CPUs and thread counts: best val 0.93 on one machine (1 and 2 threads), 0.73 on an
+    # AMD EPYC with one thread (the same every time), so the bar is "clearly above chance", not one
+    # machine's figure: 9 of 15 clips right by luck has probability 0.03, on val and test both ~1e-3.
+    # X3D from scratch needs a high learning rate here (at 1e-3 it memorises the backgrounds),
     # and mild crops keep the whole path of the motion in view.
     root = tmp_path_factory.mktemp("learn")
     store = make_store(root, per_gloss=24)
@@ -183,8 +185,8 @@ def test_x3d_xs_learns_the_synthetic_motion_classes(tmp_path_factory):
         train={"epochs": 15, "steps_per_epoch": None, "lr": 1e-2, "schedule": "none"},
     )  # fmt: skip
     record = train(cfg)
-    assert record.metrics["val"]["n"] == 15
-    assert record.metrics["val"]["top1"] >= 0.8
+    assert record.metrics["val"]["n"] == record.metrics["test"]["n"] == 15
+    assert record.metrics["val"]["top1"] >= 0.6
     assert record.metrics["test"]["top1"] >= 0.6
 
 
