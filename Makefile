@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/loader_torch.py
 	$(PY) benchmarks/tensorboard_events.py
 	$(PY) benchmarks/channels_last.py
+	$(PY) benchmarks/tf_onednn.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
