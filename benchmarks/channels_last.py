@@ -21,7 +21,6 @@ than its forward pass, and much less so in ``channels_last_3d``. Measured on
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
 from benchmarks.results import write_results  # noqa: E402
+from benchmarks.step_args import step_parser  # noqa: E402
 
 MODELS = ("x3d_xs", "x3d_s", "s3d", "vivit")
 NUM_CLASSES = 100
@@ -68,14 +68,7 @@ def step_times(name: str, args) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--models", default=",".join(MODELS), help=f"registry names, comma-separated ({','.join(MODELS)})")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per layout (after one warm-up step each)")
-    p.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    p = step_parser(__doc__, MODELS, steps=5, steps_help="timed steps per layout (after one warm-up step each)")
     args = p.parse_args(argv)
     results = []
     print(f"training step on the CPU, {args.batch} x {args.frames} x {args.size}², median of {args.steps}")

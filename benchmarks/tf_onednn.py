@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without install
 
 from benchmarks.results import write_results  # noqa: E402
+from benchmarks.step_args import step_parser  # noqa: E402
 
 MODELS = ("i3d", "movinet_a0", "cnn2d")
 NUM_CLASSES = 100
@@ -86,15 +87,8 @@ def measure(name: str, onednn: str, args) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--models", default=",".join(MODELS), help=f"registry names, comma-separated ({','.join(MODELS)})")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
+    p = step_parser(__doc__, MODELS, steps=3, steps_help="timed steps per setting (after one warm-up step)")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow and OpenMP threads of each process")
-    p.add_argument("--out", type=Path, help="also write the figures as JSON here")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: time one model in this process
     args = p.parse_args(argv)
     if args.child:
